@@ -1,0 +1,189 @@
+//! `cargo xtask kernel`: the pristine tree + `git am patches/*.patch` + ci/kernel fragments,
+//! built with ccache into a fixed `O=` directory.
+//!
+//! Both the series and the config are applied only when they changed (their hashes are
+//! recorded next to the build), so a second run with nothing new is an incremental `make`.
+
+use crate::util::{Paths, capture, kernel_make, note, nproc, run, run_logged, sha256_hex, step};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Fragments merged over `make tinyconfig`, in order.
+pub const FRAGMENTS: &[&str] = &["ci/kernel/base.config", "ci/kernel/ioasid.config", "ci/kernel/test.config"];
+
+pub struct KernelOpts {
+    pub jobs: Option<usize>,
+}
+
+pub fn kernel(paths: &Paths, opts: &KernelOpts) -> Result<PathBuf> {
+    ensure_pristine(paths)?;
+    apply_series(paths)?;
+    configure(paths)?;
+    build(paths, opts.jobs.unwrap_or_else(nproc))?;
+    Ok(paths.bzimage())
+}
+
+pub fn ensure_pristine(paths: &Paths) -> Result<()> {
+    let pristine = paths.pristine();
+    if !pristine.join(".git").exists() {
+        bail!(
+            "no kernel source at {}: run `cargo xtask setup` first (it fetches Linux {})",
+            pristine.display(),
+            crate::setup::KERNEL_VERSION
+        );
+    }
+    Ok(())
+}
+
+fn git(tree: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(tree)
+        .args(["-c", "user.name=ioasid xtask", "-c", "user.email=xtask@ioasid.invalid"]);
+    cmd
+}
+
+pub fn series(paths: &Paths) -> Result<Vec<PathBuf>> {
+    let dir = paths.repo.join("patches");
+    let mut patches: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "patch")
+                    && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0000-"))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+    };
+    patches.sort();
+    Ok(patches)
+}
+
+fn series_hash(patches: &[PathBuf]) -> Result<String> {
+    let mut all = Vec::new();
+    for p in patches {
+        all.extend(std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?);
+    }
+    Ok(sha256_hex(&all))
+}
+
+/// Resets the worktree to `base` and applies the series with `git am`, unless the same
+/// series is already applied.
+pub fn apply_series(paths: &Paths) -> Result<()> {
+    let work = paths.worktree();
+    if !work.join(".git").exists() {
+        step(format!("creating the kernel worktree {}", work.display()));
+        run(git(&paths.pristine()).args(["worktree", "prune"]))?;
+        run(git(&paths.pristine()).arg("worktree").arg("add").arg("-q").arg("--detach").arg(&work).arg("base"))?;
+    }
+    let patches = series(paths)?;
+    let hash = series_hash(&patches)?;
+    let stamp = paths.kernel_dir().join("work.series");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
+        step(format!("series of {} patch(es) already applied", patches.len()));
+        return Ok(());
+    }
+    step(format!("applying {} patch(es) to a pristine tree", patches.len()));
+    let _ = std::fs::remove_file(&stamp);
+    let _ = git(&work).args(["am", "--abort"]).output();
+    run(git(&work).args(["reset", "-q", "--hard", "base"]))?;
+    run(git(&work).args(["clean", "-q", "-fdx"]))?;
+    for p in &patches {
+        let out = git(&work)
+            .arg("am")
+            .arg("-q")
+            .arg(p)
+            .output()
+            .with_context(|| format!("cannot run git am {}", p.display()))?;
+        if !out.status.success() {
+            let msg = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
+            let _ = git(&work).args(["am", "--abort"]).output();
+            let files: Vec<&str> = msg
+                .lines()
+                .filter_map(|l| l.strip_prefix("error: patch failed: ").or_else(|| l.strip_prefix("error: ")))
+                .collect();
+            bail!(
+                "patch {} does not apply to Linux {}: {}\n{}",
+                p.file_name().unwrap_or_default().to_string_lossy(),
+                crate::setup::KERNEL_VERSION,
+                files.join("; "),
+                msg.trim()
+            );
+        }
+    }
+    std::fs::write(&stamp, &hash)?;
+    Ok(())
+}
+
+/// tinyconfig + fragments + olddefconfig; then every fragment line must hold in `.config`
+/// (merge_config silently drops what Kconfig dependencies refuse).
+pub fn configure(paths: &Paths) -> Result<()> {
+    let build = paths.build();
+    std::fs::create_dir_all(&build)?;
+    let mut fragments = Vec::new();
+    let mut all = Vec::new();
+    for f in FRAGMENTS {
+        let p = paths.repo.join(f);
+        all.extend(std::fs::read(&p).with_context(|| format!("cannot read config fragment {}", p.display()))?);
+        fragments.push(p);
+    }
+    let stamp = paths.kernel_dir().join("build.config-hash");
+    let hash = sha256_hex(&all);
+    if build.join(".config").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
+        return check_config(&build, &fragments);
+    }
+    step("configuring: tinyconfig + ci/kernel fragments");
+    let work = paths.worktree();
+    let log = paths.kernel_dir().join("config.log");
+    run_logged(kernel_make(paths, &work, &build).arg("tinyconfig"), &log)?;
+    let mut merge = Command::new(work.join("scripts/kconfig/merge_config.sh"));
+    merge.current_dir(&work).arg("-m").arg("-O").arg(&build).arg(build.join(".config"));
+    merge.args(&fragments);
+    run_logged(&mut merge, &log)?;
+    run_logged(kernel_make(paths, &work, &build).arg("olddefconfig"), &log)?;
+    check_config(&build, &fragments)?;
+    std::fs::write(&stamp, &hash)?;
+    Ok(())
+}
+
+fn check_config(build: &Path, fragments: &[PathBuf]) -> Result<()> {
+    let config = std::fs::read_to_string(build.join(".config")).context("cannot read .config")?;
+    let mut wrong = Vec::new();
+    for f in fragments {
+        for line in std::fs::read_to_string(f)?.lines() {
+            let Some((key, want)) = line.strip_prefix("CONFIG_").and_then(|l| l.split_once('=')) else {
+                continue;
+            };
+            let set = config
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("CONFIG_{key}=")));
+            let ok = match (want, set) {
+                ("n", None) => true,
+                (w, Some(s)) => w == s,
+                (_, None) => false,
+            };
+            if !ok {
+                wrong.push(format!("CONFIG_{key}={want} (got {})", set.unwrap_or("unset")));
+            }
+        }
+    }
+    if !wrong.is_empty() {
+        bail!(
+            "the kernel config does not hold what ci/kernel asks (a dependency is missing?):\n  {}",
+            wrong.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+fn build(paths: &Paths, jobs: usize) -> Result<()> {
+    step(format!("building the kernel (-j{jobs}, ccache; log {})", paths.kernel_dir().join("build.log").display()));
+    let log = paths.kernel_dir().join("build.log");
+    let took = run_logged(kernel_make(paths, &paths.worktree(), &paths.build()).arg(format!("-j{jobs}")), &log)?;
+    let head = capture(git(&paths.worktree()).args(["log", "--oneline", "-1"]))?;
+    note(format!("built {} in {:.0} s (tree at {})", paths.bzimage().display(), took.as_secs_f64(), head.trim()));
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! `cargo xtask`: the project's developer and CI commands.
+
+mod kernel;
+mod patches;
+mod setup;
+mod test;
+mod util;
+mod vm;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "ioasid: setup, kernel, test VM, patches, tests")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what this machine lacks and fetch the Linux source (idempotent).
+    Setup,
+    /// Apply patches/ to a pristine tree, configure from ci/kernel/, build with ccache.
+    Kernel {
+        /// Parallel make jobs (default: number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Boot the built kernel under TCG and run CMD as root; exits with CMD's status.
+    Vm {
+        /// intel-iommu's snoop-control property (ECAP.SC).
+        #[arg(long, value_enum, default_value = "off")]
+        snoop_control: vm::SnoopControl,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// Show the guest console.
+        #[arg(long, short)]
+        verbose: bool,
+        /// The command to run in the guest.
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Regenerate patches/ from kernel-rust/ (or, with --check, fail when it is stale).
+    Patches {
+        #[arg(long)]
+        check: bool,
+    },
+    /// Host tests and lints, then the in-VM scenarios of ci/vm/scenarios.toml.
+    Test {
+        /// Only the host part (no kernel, no VM).
+        #[arg(long)]
+        host_only: bool,
+        /// Only VM scenarios whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+    /// Set up everything, build the kernel, and boot it running the main demo.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let paths = util::Paths::new()?;
+    match cli.command {
+        Cmd::Setup => setup::setup(&paths),
+        Cmd::Kernel { jobs } => kernel::kernel(&paths, &kernel::KernelOpts { jobs }).map(|_| ()),
+        Cmd::Vm { snoop_control, timeout, verbose, cmd } => {
+            let opts = vm::VmOpts {
+                snoop_control,
+                timeout: Duration::from_secs(timeout),
+                name: "manual".into(),
+                verbose,
+            };
+            let status = vm::vm_command(&paths, &opts, &cmd)?;
+            std::process::exit(status.clamp(0, 255));
+        }
+        Cmd::Patches { check } => patches::patches(&paths, check),
+        Cmd::Test { host_only, filter } => {
+            setup::setup(&paths)?;
+            test::test(&paths, &test::TestOpts { host_only, filter })
+        }
+        Cmd::Demo => {
+            setup::setup(&paths)?;
+            demo(&paths)
+        }
+    }
+}
+
+/// The main job: a real VFIO workload in the booted, patched kernel, watched by ioasid-top.
+fn demo(paths: &util::Paths) -> Result<()> {
+    util::run(std::process::Command::new("cargo").current_dir(&paths.repo).args(["build", "--workspace", "--release", "--bins"]))?;
+    kernel::kernel(paths, &kernel::KernelOpts { jobs: None })?;
+    let opts = vm::VmOpts {
+        snoop_control: vm::SnoopControl::Off,
+        timeout: Duration::from_secs(600),
+        name: "demo".into(),
+        verbose: false,
+    };
+    let status = vm::vm_command(paths, &opts, &["sh".into(), "ci/vm/demo.sh".into()])?;
+    std::process::exit(status.clamp(0, 255));
+}

@@ -1,0 +1,138 @@
+//! `cargo xtask test`: host unit tests and lints, the patch checks, the kernel build, then
+//! every in-VM scenario of ci/vm/scenarios.toml, each in a freshly booted guest.
+
+use crate::util::{Paths, run, step};
+use crate::vm::{SnoopControl, VmOpts, kernel_bug_lines, run_in_vm};
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Deserialize)]
+struct Scenarios {
+    #[serde(rename = "scenario")]
+    scenarios: Vec<Scenario>,
+}
+
+/// What a scenario's run must show.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "kebab-case")]
+enum Expect {
+    /// Exit status 0 and a clean dmesg.
+    Pass,
+    /// A non-zero exit status (and a clean dmesg).
+    Fail,
+    /// The guest kernel reports a bug (WARN, BUG, Oops…): the runner must catch it.
+    KernelBug,
+}
+
+#[derive(Deserialize)]
+struct Scenario {
+    name: String,
+    #[serde(default = "default_snoop")]
+    snoop_control: String,
+    command: Vec<String>,
+    #[serde(default = "default_expect")]
+    expect: Expect,
+    #[serde(default = "default_timeout")]
+    timeout_s: u64,
+}
+
+fn default_snoop() -> String {
+    "off".into()
+}
+fn default_expect() -> Expect {
+    Expect::Pass
+}
+fn default_timeout() -> u64 {
+    300
+}
+
+pub struct TestOpts {
+    pub host_only: bool,
+    pub filter: Option<String>,
+}
+
+pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
+    let start = Instant::now();
+    step("host: cargo test (workspace, release profile shared with the VM binaries)");
+    run(Command::new("cargo").current_dir(&paths.repo).args(["test", "--workspace", "--release"]))?;
+    step("host: cargo clippy -D warnings");
+    run(Command::new("cargo")
+        .current_dir(&paths.repo)
+        .args(["clippy", "--workspace", "--release", "--all-targets", "--", "-D", "warnings"]))?;
+    if opts.host_only {
+        return Ok(());
+    }
+    step("building the binaries the guest runs");
+    run(Command::new("cargo").current_dir(&paths.repo).args(["build", "--workspace", "--release", "--bins"]))?;
+    crate::patches::patches(paths, true)?;
+    crate::kernel::kernel(paths, &crate::kernel::KernelOpts { jobs: None })?;
+
+    let file = paths.repo.join("ci/vm/scenarios.toml");
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let all: Scenarios = toml::from_str(&text).with_context(|| format!("{} is invalid", file.display()))?;
+    let chosen: Vec<&Scenario> = all
+        .scenarios
+        .iter()
+        .filter(|s| opts.filter.as_ref().is_none_or(|f| s.name.contains(f.as_str())))
+        .collect();
+    if chosen.is_empty() {
+        bail!("no VM scenario matches {:?}", opts.filter);
+    }
+    let (mut passed, mut failed) = (0, Vec::new());
+    let vm_start = Instant::now();
+    for s in chosen {
+        let snoop = match s.snoop_control.as_str() {
+            "on" => SnoopControl::On,
+            "off" => SnoopControl::Off,
+            other => bail!("scenario {}: snoop_control must be on or off, not {other}", s.name),
+        };
+        step(format!("vm: {} (snoop-control={}, expect {:?})", s.name, s.snoop_control, s.expect));
+        let vm = VmOpts {
+            snoop_control: snoop,
+            timeout: Duration::from_secs(s.timeout_s),
+            name: s.name.clone(),
+            verbose: false,
+        };
+        let verdict = match run_in_vm(paths, &vm, &s.command) {
+            Err(e) => Err(format!("{e:#}")),
+            Ok(out) => {
+                let bugs = kernel_bug_lines(&out.dmesg);
+                let shown = format!("{}{}", out.stdout, out.stderr);
+                for l in shown.lines() {
+                    eprintln!("    | {l}");
+                }
+                match (s.expect, out.status, bugs.is_empty()) {
+                    (Expect::Pass, 0, true) | (Expect::Fail, 1.., true) | (Expect::Fail, ..=-1, true) => Ok(()),
+                    (Expect::KernelBug, _, false) => Ok(()),
+                    (_, status, clean) => Err(format!(
+                        "exit status {status}, dmesg {} (results in {})",
+                        if clean { "clean".to_owned() } else { format!("has: {}", bugs.join(" / ")) },
+                        out.dir.display()
+                    )),
+                }
+            }
+        };
+        match verdict {
+            Ok(()) => {
+                eprintln!("    ok: {}", s.name);
+                passed += 1;
+            }
+            Err(why) => {
+                eprintln!("    FAILED: {}: {why}", s.name);
+                failed.push(s.name.clone());
+            }
+        }
+    }
+    eprintln!(
+        "in-VM scenarios took {:.0} s; the whole test {:.0} s",
+        vm_start.elapsed().as_secs_f64(),
+        start.elapsed().as_secs_f64()
+    );
+    println!("vm: {passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        bail!("failed VM scenarios: {}", failed.join(", "));
+    }
+    Ok(())
+}

@@ -1,0 +1,223 @@
+//! `cargo xtask vm`: boots the built kernel with virtme-ng under TCG and runs one command.
+//!
+//! virtme-ng cannot hand back the guest command's output or exit status on a host without
+//! udev, so the command runs inside a wrapper that writes stdout, stderr, the exit status and
+//! dmesg into a per-run directory shared read-write with the guest. The host then reads them:
+//! a missing status file means the guest never finished (panic, hang, timeout). The guest
+//! mounts its own /tmp, so everything the guest runs lives under the repository.
+
+use crate::util::{Paths, note, step};
+use anyhow::{Context, Result, bail};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SnoopControl {
+    On,
+    Off,
+}
+
+pub struct VmOpts {
+    pub snoop_control: SnoopControl,
+    pub timeout: Duration,
+    /// Name of the run directory under target/vm-run/.
+    pub name: String,
+    /// Echo the guest console to stderr while it runs.
+    pub verbose: bool,
+}
+
+pub struct VmOutcome {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub dmesg: String,
+    pub dir: PathBuf,
+}
+
+/// Lines that mean the guest kernel reported a bug. A test run fails on any of them.
+const KERNEL_BUG_MARKERS: &[&str] = &[
+    "------------[ cut here ]------------",
+    "WARNING:",
+    "BUG:",
+    "Oops:",
+    "KASAN:",
+    "UBSAN:",
+    "Kernel panic",
+    "general protection fault",
+    "rust_panic",
+];
+
+pub fn kernel_bug_lines(dmesg: &str) -> Vec<&str> {
+    dmesg
+        .lines()
+        .filter(|l| KERNEL_BUG_MARKERS.iter().any(|m| l.contains(m)))
+        .collect()
+}
+
+fn shell_quote(arg: &str) -> String {
+    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b)) {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+pub fn qemu_opts(snoop: SnoopControl) -> String {
+    let sc = match snoop {
+        SnoopControl::On => "on",
+        SnoopControl::Off => "off",
+    };
+    // -cpu max gives nested SVM under TCG; split irqchip is what intremap=on requires.
+    format!(
+        "-machine q35,kernel-irqchip=split -cpu max \
+         -device intel-iommu,intremap=on,caching-mode=on,snoop-control={sc} -device edu"
+    )
+}
+
+/// Boots the kernel, runs `cmd` (argv) as root with the repository as working directory.
+pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutcome> {
+    if cmd.is_empty() {
+        bail!("no command given: use `cargo xtask vm -- CMD [ARGS…]`");
+    }
+    let image = paths.bzimage();
+    if !image.exists() {
+        bail!("no kernel at {}: run `cargo xtask kernel` first", image.display());
+    }
+    if !paths.vng().exists() {
+        bail!("virtme-ng is not installed: run `cargo xtask setup` first");
+    }
+    let dir = paths.repo.join("target/vm-run").join(&opts.name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let d = shell_quote(&dir.to_string_lossy());
+    let command_line: Vec<String> = cmd.iter().map(|a| shell_quote(a)).collect();
+    let script = format!(
+        "#!/bin/sh\n\
+         # Written by cargo xtask vm: runs the command and leaves its results for the host.\n\
+         cd {repo} || exit 1\n\
+         export PATH={repo}/target/release:$PATH\n\
+         mount -t debugfs none /sys/kernel/debug 2>/dev/null\n\
+         ( {cmdline} ) > {d}/stdout 2> {d}/stderr < /dev/null\n\
+         echo $? > {d}/status.tmp\n\
+         dmesg > {d}/dmesg\n\
+         mv {d}/status.tmp {d}/status\n\
+         sync\n",
+        repo = shell_quote(&paths.repo.to_string_lossy()),
+        cmdline = command_line.join(" "),
+    );
+    let script_path = dir.join("run.sh");
+    std::fs::write(&script_path, script)?;
+
+    let console = dir.join("console.log");
+    let console_file = std::fs::File::create(&console)?;
+    let mut vng = Command::new(paths.vng());
+    vng.current_dir(&paths.repo)
+        .arg("--run")
+        .arg(&image)
+        .args(["--disable-kvm", "--disable-microvm", "--force-9p", "--user", "root"])
+        .args(["--cpus", "2", "--memory", "2G", "--verbose"])
+        .arg(format!("--rwdir={}", dir.display()))
+        .arg("--qemu-opts")
+        .arg(qemu_opts(opts.snoop_control))
+        .args(["--append", "intel_iommu=on iommu.strict=1"])
+        .arg("--exec")
+        .arg(format!("sh {}", script_path.display()))
+        .stdin(Stdio::null())
+        .stdout(console_file.try_clone()?)
+        .stderr(console_file);
+    let start = Instant::now();
+    let mut child = vng.spawn().context("cannot start virtme-ng (vng)")?;
+    let mut timed_out = false;
+    loop {
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        if start.elapsed() > opts.timeout {
+            timed_out = true;
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let console_text = read_lossy(&console);
+    if opts.verbose {
+        eprint!("{console_text}");
+    }
+    let status_text = std::fs::read_to_string(dir.join("status")).ok();
+    let Some(status_text) = status_text else {
+        let tail: Vec<&str> = console_text.lines().rev().take(30).collect();
+        for l in tail.iter().rev() {
+            eprintln!("    | {l}");
+        }
+        if timed_out {
+            bail!("the guest did not finish within {:?}; console: {}", opts.timeout, console.display());
+        }
+        bail!("the guest stopped before the command finished (panic?); console: {}", console.display());
+    };
+    let status: i32 = status_text.trim().parse().context("unreadable guest status file")?;
+    note(format!("guest run `{}` took {:.1} s", cmd.join(" "), start.elapsed().as_secs_f64()));
+    Ok(VmOutcome {
+        status,
+        stdout: read_lossy(&dir.join("stdout")),
+        stderr: read_lossy(&dir.join("stderr")),
+        dmesg: read_lossy(&dir.join("dmesg")),
+        dir,
+    })
+}
+
+fn read_lossy(path: &Path) -> String {
+    let mut buf = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_end(&mut buf);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// `cargo xtask vm`: prints the command's output and returns its status; a kernel bug
+/// report in dmesg turns success into failure.
+pub fn vm_command(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<i32> {
+    step(format!("booting {} (snoop-control={:?})", paths.bzimage().display(), opts.snoop_control));
+    let out = run_in_vm(paths, opts, cmd)?;
+    print!("{}", out.stdout);
+    eprint!("{}", out.stderr);
+    let bugs = kernel_bug_lines(&out.dmesg);
+    if !bugs.is_empty() {
+        eprintln!("guest kernel reported a bug (dmesg in {}):", out.dir.display());
+        for l in &bugs {
+            eprintln!("    | {l}");
+        }
+        return Ok(if out.status == 0 { 1 } else { out.status });
+    }
+    Ok(out.status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        assert_eq!(shell_quote("abc"), "abc");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn warn_and_oops_are_bugs_but_normal_boot_is_not() {
+        let clean = "[    0.1] DMAR: IOMMU enabled\n[    0.2] vfio-pci 0000:00:03.0: enabling device\n";
+        assert!(kernel_bug_lines(clean).is_empty());
+        let warn = "[ 1.0] ------------[ cut here ]------------\n[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1\n";
+        assert_eq!(kernel_bug_lines(warn).len(), 2);
+        assert_eq!(kernel_bug_lines("[ 2.0] BUG: kernel NULL pointer dereference").len(), 1);
+    }
+
+    #[test]
+    fn snoop_control_reaches_qemu() {
+        assert!(qemu_opts(SnoopControl::On).contains("snoop-control=on"));
+        assert!(qemu_opts(SnoopControl::Off).contains("snoop-control=off"));
+    }
+}
