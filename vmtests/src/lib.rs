@@ -1,0 +1,17 @@
+//! Programs (and their testable logic) that run inside the ioasid test VM.
+//!
+//! * `ioasid-smoke` — iommufd ABI smoke checks, TAP-like output, run against
+//!   `/dev/iommu` (mainline) and `/dev/ioasid` (this project) alike.
+//! * `vfio-edu-workload` — real DMA with QEMU's edu device through VFIO with
+//!   the iommufd, ioasid or type1 backend; prints a JSON summary line.
+//!
+//! All ioctl numbers and structures come from `ioasid-uapi`.
+
+pub mod dmabuf;
+pub mod edu;
+pub mod errno;
+pub mod smoke;
+pub mod sysfs;
+pub mod tap;
+pub mod vfio;
+pub mod workload;
