@@ -98,6 +98,7 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
          # Written by cargo xtask vm: runs the command and leaves its results for the host.\n\
          cd {repo} || exit 1\n\
          export PATH={repo}/target/release:$PATH\n\
+         export IOASID_VM_OUT={d}\n\
          mount -t debugfs none /sys/kernel/debug 2>/dev/null\n\
          ( {cmdline} ) > {d}/stdout 2> {d}/stderr < /dev/null\n\
          echo $? > {d}/status.tmp\n\

@@ -1,0 +1,382 @@
+//! Aggregation of decoded events. Counters are cumulative since attach.
+//!
+//! Since Linux 6.15-ish `iommu_map()` is `iommu_map_nosync()` followed by a
+//! sync, so one mapping can produce two records on the same thread: first
+//! the inner `iommu_map_nosync`, then the outer `iommu_map` with the same
+//! arguments. The per (process, domain) aggregate counts such a mapping once
+//! (from the nosync record); the outer record is marked `wraps_nosync`.
+//! Per-function aggregates ([`KindStats`]) count every call as it was made.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ioasid_ebpf_common::MapEvent;
+
+use crate::event::{Event, KvmOp, MapFn, comm_str};
+
+/// Per (process, domain) counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DomainStats {
+    /// `comm` of the last event seen for this key.
+    pub comm: String,
+    /// Successful map calls.
+    pub maps: u64,
+    /// Map calls that returned an error.
+    pub failed_maps: u64,
+    /// Unmap calls.
+    pub unmaps: u64,
+    /// Bytes mapped by successful map calls.
+    pub mapped_bytes: u64,
+    /// Bytes reported unmapped by unmap calls.
+    pub unmapped_bytes: u64,
+}
+
+impl DomainStats {
+    /// Mapped minus unmapped bytes. Negative when this process unmapped what
+    /// was mapped before attach (or by another process).
+    pub fn net_bytes(&self) -> i128 {
+        i128::from(self.mapped_bytes) - i128::from(self.unmapped_bytes)
+    }
+}
+
+/// Key of [`DomainStats`]: process (tgid) and `struct iommu_domain *`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DomainKey {
+    pub pid: u32,
+    pub domain: u64,
+}
+
+/// Per traced function counters (every call, nested or not).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindStats {
+    pub calls: u64,
+    /// map: calls returning an error; unmap: calls that unmapped less than
+    /// asked; kvm: always 0.
+    pub failed: u64,
+    /// map: bytes of successful calls; unmap: bytes unmapped; kvm: 0.
+    pub bytes: u64,
+}
+
+/// Traced functions in a stable order (the order of report lines).
+pub const FUNCTIONS: [&str; 5] = [
+    "iommu_map",
+    "iommu_map_nosync",
+    "iommu_unmap",
+    "kvm_arch_register_noncoherent_dma",
+    "kvm_arch_unregister_noncoherent_dma",
+];
+
+/// What the aggregator concluded about one event (for per-event output).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// An `iommu_map` record whose inner `iommu_map_nosync` call was already
+    /// reported (and counted) just before on the same thread.
+    pub wraps_nosync: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MapArgsKey {
+    domain: u64,
+    iova: u64,
+    paddr: u64,
+    size: u64,
+}
+
+impl From<&MapEvent> for MapArgsKey {
+    fn from(e: &MapEvent) -> Self {
+        MapArgsKey {
+            domain: e.domain,
+            iova: e.iova,
+            paddr: e.paddr,
+            size: e.size,
+        }
+    }
+}
+
+/// Events the kernel side could not deliver (sum of the per-CPU `LOST` array).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lost {
+    /// Ring buffer full: record dropped.
+    pub ringbuf: u64,
+    /// kretprobe without the arguments of its kprobe: record not made.
+    pub no_entry: u64,
+}
+
+impl Lost {
+    pub fn total(&self) -> u64 {
+        self.ringbuf.saturating_add(self.no_entry)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    domains: BTreeMap<DomainKey, DomainStats>,
+    kinds: BTreeMap<&'static str, KindStats>,
+    /// Last iommu_map_nosync per thread, to recognise the wrapping iommu_map.
+    last_nosync: HashMap<u32, MapArgsKey>,
+    events: u64,
+    undecodable: u64,
+}
+
+impl Aggregator {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Accounts one event.
+    pub fn observe(&mut self, ev: &Event) -> Observed {
+        self.events += 1;
+        let h = ev.header();
+        let mut observed = Observed::default();
+        match ev {
+            Event::Map(f, m) => {
+                let k = self.kinds.entry(f.name()).or_default();
+                k.calls += 1;
+                if m.ret == 0 {
+                    k.bytes = k.bytes.saturating_add(m.size);
+                } else {
+                    k.failed += 1;
+                }
+                let args = MapArgsKey::from(m);
+                match f {
+                    MapFn::IommuMapNosync => {
+                        self.last_nosync.insert(h.tid, args);
+                    }
+                    MapFn::IommuMap => {
+                        if self.last_nosync.get(&h.tid) == Some(&args) {
+                            self.last_nosync.remove(&h.tid);
+                            observed.wraps_nosync = true;
+                        }
+                    }
+                }
+                if !observed.wraps_nosync {
+                    let d = self.domain_entry(h.tgid, m.domain, &h.comm);
+                    if m.ret == 0 {
+                        d.maps += 1;
+                        d.mapped_bytes = d.mapped_bytes.saturating_add(m.size);
+                    } else {
+                        d.failed_maps += 1;
+                    }
+                }
+            }
+            Event::Unmap(u) => {
+                let k = self.kinds.entry("iommu_unmap").or_default();
+                k.calls += 1;
+                k.bytes = k.bytes.saturating_add(u.unmapped);
+                if u.unmapped < u.size {
+                    k.failed += 1;
+                }
+                let d = self.domain_entry(h.tgid, u.domain, &h.comm);
+                d.unmaps += 1;
+                d.unmapped_bytes = d.unmapped_bytes.saturating_add(u.unmapped);
+            }
+            Event::Kvm(op, _) => {
+                self.kinds.entry(op.function()).or_default().calls += 1;
+            }
+        }
+        observed
+    }
+
+    /// Counts a record that could not be decoded.
+    pub fn undecodable(&mut self) {
+        self.undecodable += 1;
+    }
+
+    fn domain_entry(&mut self, pid: u32, domain: u64, comm: &[u8]) -> &mut DomainStats {
+        let d = self.domains.entry(DomainKey { pid, domain }).or_default();
+        let c = comm_str(comm);
+        if d.comm != c {
+            d.comm = c;
+        }
+        d
+    }
+
+    /// Decoded events seen.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Records that could not be decoded.
+    pub fn undecodable_records(&self) -> u64 {
+        self.undecodable
+    }
+
+    /// Per (process, domain) rows, most net bytes first, then by pid/domain.
+    pub fn domain_rows(&self) -> Vec<(DomainKey, &DomainStats)> {
+        let mut rows: Vec<_> = self.domains.iter().map(|(k, v)| (*k, v)).collect();
+        rows.sort_by(|(ka, a), (kb, b)| {
+            b.net_bytes()
+                .cmp(&a.net_bytes())
+                .then(b.maps.cmp(&a.maps))
+                .then(ka.cmp(kb))
+        });
+        rows
+    }
+
+    /// Per function rows in [`FUNCTIONS`] order; functions never called are
+    /// included with zero counts so the report shape is stable.
+    pub fn kind_rows(&self) -> Vec<(&'static str, KindStats)> {
+        FUNCTIONS
+            .iter()
+            .map(|f| (*f, self.kinds.get(f).copied().unwrap_or_default()))
+            .collect()
+    }
+
+    /// Number of kvm register / unregister calls seen.
+    pub fn kvm_calls(&self, op: KvmOp) -> u64 {
+        self.kinds.get(op.function()).map_or(0, |k| k.calls)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::tests::{map_event, unmap_event};
+
+    const D1: u64 = 0xffff_8880_0000_1000;
+    const D2: u64 = 0xffff_8880_0000_2000;
+
+    #[test]
+    fn maps_unmaps_and_net_bytes_per_process_and_domain() {
+        let mut a = Aggregator::new();
+        a.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 100, 100, D1, 0x1000, 8192, 0),
+        ));
+        a.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 100, 101, D1, 0x9000, 4096, 0),
+        ));
+        a.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 100, 100, D1, 0xa000, 4096, -12),
+        ));
+        a.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 200, 200, D2, 0x0, 1 << 21, 0),
+        ));
+        a.observe(&Event::Unmap(unmap_event(100, D1, 0x1000, 8192, 8192)));
+
+        let rows = a.domain_rows();
+        assert_eq!(rows.len(), 2);
+        // Sorted by net bytes: pid 200 (2 MiB) first.
+        assert_eq!(
+            rows[0].0,
+            DomainKey {
+                pid: 200,
+                domain: D2
+            }
+        );
+        assert_eq!(rows[0].1.net_bytes(), 1 << 21);
+        let (k, s) = &rows[1];
+        assert_eq!(
+            *k,
+            DomainKey {
+                pid: 100,
+                domain: D1
+            }
+        );
+        assert_eq!(s.comm, "qemu-system-x86");
+        assert_eq!((s.maps, s.failed_maps, s.unmaps), (2, 1, 1));
+        assert_eq!(s.mapped_bytes, 8192 + 4096);
+        assert_eq!(s.net_bytes(), 4096);
+        assert_eq!(a.events(), 5);
+
+        let kinds = a.kind_rows();
+        assert_eq!(kinds.len(), FUNCTIONS.len());
+        assert_eq!(
+            kinds[0],
+            (
+                "iommu_map",
+                KindStats {
+                    calls: 4,
+                    failed: 1,
+                    bytes: 8192 + 4096 + (1 << 21)
+                }
+            )
+        );
+        assert_eq!(kinds[1], ("iommu_map_nosync", KindStats::default()));
+        assert_eq!(
+            kinds[2],
+            (
+                "iommu_unmap",
+                KindStats {
+                    calls: 1,
+                    failed: 0,
+                    bytes: 8192
+                }
+            )
+        );
+    }
+
+    #[test]
+    fn net_bytes_can_go_negative() {
+        let mut a = Aggregator::new();
+        a.observe(&Event::Unmap(unmap_event(7, D1, 0, 4096, 4096)));
+        assert_eq!(a.domain_rows()[0].1.net_bytes(), -4096);
+    }
+
+    #[test]
+    fn short_unmap_counts_as_failed_kind() {
+        let mut a = Aggregator::new();
+        a.observe(&Event::Unmap(unmap_event(7, D1, 0, 8192, 4096)));
+        assert_eq!(
+            a.kind_rows()[2].1,
+            KindStats {
+                calls: 1,
+                failed: 1,
+                bytes: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn iommu_map_wrapping_nosync_is_counted_once() {
+        let mut a = Aggregator::new();
+        let inner = map_event(MapFn::IommuMapNosync, 100, 105, D1, 0x1000, 4096, 0);
+        let outer = map_event(MapFn::IommuMap, 100, 105, D1, 0x1000, 4096, 0);
+        assert!(
+            !a.observe(&Event::Map(MapFn::IommuMapNosync, inner))
+                .wraps_nosync
+        );
+        assert!(a.observe(&Event::Map(MapFn::IommuMap, outer)).wraps_nosync);
+        let rows = a.domain_rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].1.maps, rows[0].1.mapped_bytes), (1, 4096));
+        // ...but both calls show in the per-function aggregates.
+        assert_eq!(a.kind_rows()[0].1.calls, 1);
+        assert_eq!(a.kind_rows()[1].1.calls, 1);
+
+        // A second iommu_map on that thread with no new nosync is its own mapping.
+        let again = map_event(MapFn::IommuMap, 100, 105, D1, 0x1000, 4096, 0);
+        assert!(!a.observe(&Event::Map(MapFn::IommuMap, again)).wraps_nosync);
+        assert_eq!(a.domain_rows()[0].1.maps, 2);
+    }
+
+    #[test]
+    fn nosync_on_another_thread_or_other_args_is_not_merged() {
+        let mut a = Aggregator::new();
+        a.observe(&Event::Map(
+            MapFn::IommuMapNosync,
+            map_event(MapFn::IommuMapNosync, 1, 1, D1, 0x1000, 4096, 0),
+        ));
+        let other_thread = map_event(MapFn::IommuMap, 1, 2, D1, 0x1000, 4096, 0);
+        assert!(
+            !a.observe(&Event::Map(MapFn::IommuMap, other_thread))
+                .wraps_nosync
+        );
+        let other_iova = map_event(MapFn::IommuMap, 1, 1, D1, 0x2000, 4096, 0);
+        assert!(
+            !a.observe(&Event::Map(MapFn::IommuMap, other_iova))
+                .wraps_nosync
+        );
+        assert_eq!(a.domain_rows()[0].1.maps, 3);
+    }
+
+    #[test]
+    fn undecodable_is_counted() {
+        let mut a = Aggregator::new();
+        a.undecodable();
+        assert_eq!(a.undecodable_records(), 1);
+        assert_eq!(a.events(), 0);
+    }
+}

@@ -1,0 +1,632 @@
+//! JSON Lines output: the ONLY place that decides what `--json` prints.
+//!
+//! The contract is docs/json-lines.md; keep the two in step (the tests below
+//! parse every kind of line back and check it against the documented fields).
+//!
+//! Every line is one JSON object with `"v"` (contract version, [`VERSION`])
+//! and `"type"`. Kernel addresses and IOVAs/physical addresses are hex
+//! strings (`"0x..."`, they do not fit a double); sizes and counters are
+//! unsigned integers.
+
+use std::{io, io::Write, time::Duration};
+
+use serde::Serialize;
+
+use crate::{
+    aggregate::{Aggregator, Lost},
+    event::{Event, comm_str, via},
+    loader::ProbeReport,
+};
+
+/// Version of the JSON Lines contract. Bump on incompatible changes only;
+/// adding fields or line types is compatible (consumers ignore unknown ones).
+pub const VERSION: u32 = 1;
+
+/// `prot` bits and their names, as printed in `prot_flags`.
+const PROT_NAMES: [(i32, &str); 6] = [
+    (ioasid_ebpf_common::prot::IOMMU_READ, "read"),
+    (ioasid_ebpf_common::prot::IOMMU_WRITE, "write"),
+    (ioasid_ebpf_common::prot::IOMMU_CACHE, "cache"),
+    (ioasid_ebpf_common::prot::IOMMU_NOEXEC, "noexec"),
+    (ioasid_ebpf_common::prot::IOMMU_MMIO, "mmio"),
+    (ioasid_ebpf_common::prot::IOMMU_PRIV, "priv"),
+];
+
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    v: u32,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    #[serde(flatten)]
+    body: T,
+}
+
+fn write_line<W: Write, T: Serialize>(w: &mut W, ty: &str, body: T) -> io::Result<()> {
+    serde_json::to_writer(
+        &mut *w,
+        &Line {
+            v: VERSION,
+            ty,
+            body,
+        },
+    )
+    .map_err(io::Error::from)?;
+    w.write_all(b"\n")
+}
+
+fn hex(v: u64) -> String {
+    format!("{v:#x}")
+}
+
+pub fn prot_flags(prot: i32) -> Vec<&'static str> {
+    PROT_NAMES
+        .iter()
+        .filter(|(bit, _)| prot & bit != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// `{"type":"probe"}`: how one kernel function is traced.
+pub fn write_probe<W: Write>(w: &mut W, p: &ProbeReport) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Probe<'a> {
+        #[serde(rename = "fn")]
+        function: &'a str,
+        attach: &'a str,
+        error: Option<&'a str>,
+    }
+    write_line(
+        w,
+        "probe",
+        Probe {
+            function: p.function,
+            attach: p.attach.name(),
+            error: p.error.as_deref(),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct Common {
+    ts_ns: u64,
+    #[serde(rename = "fn")]
+    function: &'static str,
+    pid: u32,
+    tid: u32,
+    comm: String,
+    via: &'static str,
+}
+
+/// One line per traced call: `map`, `unmap` or `kvm_noncoherent_dma`.
+pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::Result<()> {
+    let h = ev.header();
+    let function = match ev {
+        Event::Map(f, _) => f.name(),
+        Event::Unmap(_) => "iommu_unmap",
+        Event::Kvm(op, _) => op.function(),
+    };
+    let common = Common {
+        ts_ns: h.ts_ns,
+        function,
+        pid: h.tgid,
+        tid: h.tid,
+        comm: comm_str(&h.comm),
+        via: via(h),
+    };
+    match ev {
+        Event::Map(_, m) => {
+            #[derive(Serialize)]
+            struct Map {
+                #[serde(flatten)]
+                common: Common,
+                domain: String,
+                iova: String,
+                paddr: String,
+                size: u64,
+                prot: i32,
+                prot_flags: Vec<&'static str>,
+                gfp: u32,
+                ret: i32,
+                wraps_nosync: bool,
+            }
+            write_line(
+                w,
+                "map",
+                Map {
+                    common,
+                    domain: hex(m.domain),
+                    iova: hex(m.iova),
+                    paddr: hex(m.paddr),
+                    size: m.size,
+                    prot: m.prot,
+                    prot_flags: prot_flags(m.prot),
+                    gfp: m.gfp,
+                    ret: m.ret,
+                    wraps_nosync,
+                },
+            )
+        }
+        Event::Unmap(u) => {
+            #[derive(Serialize)]
+            struct Unmap {
+                #[serde(flatten)]
+                common: Common,
+                domain: String,
+                iova: String,
+                size: u64,
+                unmapped: u64,
+            }
+            write_line(
+                w,
+                "unmap",
+                Unmap {
+                    common,
+                    domain: hex(u.domain),
+                    iova: hex(u.iova),
+                    size: u.size,
+                    unmapped: u.unmapped,
+                },
+            )
+        }
+        Event::Kvm(op, k) => {
+            #[derive(Serialize)]
+            struct Kvm {
+                #[serde(flatten)]
+                common: Common,
+                op: &'static str,
+                kvm: String,
+            }
+            write_line(
+                w,
+                "kvm_noncoherent_dma",
+                Kvm {
+                    common,
+                    op: op.name(),
+                    kvm: hex(k.kvm),
+                },
+            )
+        }
+    }
+}
+
+/// Run-wide facts for the `summary` line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Summary {
+    /// Last summary of the run (exit or Ctrl-C) rather than a periodic one.
+    pub is_final: bool,
+    pub elapsed: Duration,
+    pub lost: Lost,
+    pub pid_filter: Option<u32>,
+}
+
+/// The aggregate block: one `kind` line per traced function, one `domain`
+/// line per (process, domain), then one `summary` line.
+pub fn write_report<W: Write>(w: &mut W, agg: &Aggregator, s: &Summary) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Kind {
+        #[serde(rename = "fn")]
+        function: &'static str,
+        calls: u64,
+        failed: u64,
+        bytes: u64,
+    }
+    for (function, k) in agg.kind_rows() {
+        write_line(
+            w,
+            "kind",
+            Kind {
+                function,
+                calls: k.calls,
+                failed: k.failed,
+                bytes: k.bytes,
+            },
+        )?;
+    }
+
+    #[derive(Serialize)]
+    struct Domain<'a> {
+        pid: u32,
+        comm: &'a str,
+        domain: String,
+        maps: u64,
+        unmaps: u64,
+        mapped_bytes: i64,
+        failed_maps: u64,
+        gross_mapped_bytes: u64,
+        gross_unmapped_bytes: u64,
+    }
+    for (key, d) in agg.domain_rows() {
+        let net = d.net_bytes();
+        write_line(
+            w,
+            "domain",
+            Domain {
+                pid: key.pid,
+                comm: &d.comm,
+                domain: hex(key.domain),
+                maps: d.maps,
+                unmaps: d.unmaps,
+                mapped_bytes: i64::try_from(net).unwrap_or(if net < 0 {
+                    i64::MIN
+                } else {
+                    i64::MAX
+                }),
+                failed_maps: d.failed_maps,
+                gross_mapped_bytes: d.mapped_bytes,
+                gross_unmapped_bytes: d.unmapped_bytes,
+            },
+        )?;
+    }
+
+    #[derive(Serialize)]
+    struct SummaryLine {
+        #[serde(rename = "final")]
+        is_final: bool,
+        elapsed_s: f64,
+        events: u64,
+        lost_events: u64,
+        lost_ringbuf: u64,
+        lost_no_entry: u64,
+        undecodable: u64,
+        pid_filter: Option<u32>,
+    }
+    write_line(
+        w,
+        "summary",
+        SummaryLine {
+            is_final: s.is_final,
+            elapsed_s: (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
+            events: agg.events(),
+            lost_events: s.lost.total(),
+            lost_ringbuf: s.lost.ringbuf,
+            lost_no_entry: s.lost.no_entry,
+            undecodable: agg.undecodable_records(),
+            pid_filter: s.pid_filter,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{
+            KvmOp, MapFn,
+            tests::{hdr, map_event, unmap_event},
+        },
+        loader::{Attach, ProbeReport},
+    };
+    use ioasid_ebpf_common::{KvmEvent, flags, kind};
+    use serde_json::Value;
+
+    fn lines(buf: &[u8]) -> Vec<Value> {
+        let text = std::str::from_utf8(buf).expect("output is UTF-8");
+        assert!(text.ends_with('\n'), "every line ends with a newline");
+        text.lines()
+            .map(|l| {
+                assert!(!l.is_empty());
+                serde_json::from_str(l).expect("each line is one JSON value")
+            })
+            .collect()
+    }
+
+    /// Every line: an object with v == 1 and a string type.
+    fn check_envelope(v: &Value, ty: &str) {
+        let o = v.as_object().expect("line is an object");
+        assert_eq!(o["v"], 1);
+        assert_eq!(o["type"], ty);
+    }
+
+    fn keys(v: &Value) -> Vec<&str> {
+        let mut k: Vec<&str> = v
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        k.sort_unstable();
+        k
+    }
+
+    #[test]
+    fn map_line_matches_contract() {
+        let mut m = map_event(
+            MapFn::IommuMap,
+            4242,
+            4243,
+            0xffff_8881_0abc_d000,
+            0xfee0_0000,
+            4096,
+            0,
+        );
+        m.prot = ioasid_ebpf_common::prot::IOMMU_READ
+            | ioasid_ebpf_common::prot::IOMMU_WRITE
+            | ioasid_ebpf_common::prot::IOMMU_CACHE;
+        let mut out = Vec::new();
+        write_event(&mut out, &Event::Map(MapFn::IommuMap, m), true).expect("write");
+        let l = lines(&out);
+        assert_eq!(l.len(), 1);
+        let v = &l[0];
+        check_envelope(v, "map");
+        assert_eq!(
+            keys(v),
+            [
+                "comm",
+                "domain",
+                "fn",
+                "gfp",
+                "iova",
+                "paddr",
+                "pid",
+                "prot",
+                "prot_flags",
+                "ret",
+                "size",
+                "tid",
+                "ts_ns",
+                "type",
+                "v",
+                "via",
+                "wraps_nosync"
+            ]
+        );
+        assert_eq!(v["fn"], "iommu_map");
+        assert_eq!(v["domain"], "0xffff88810abcd000");
+        assert_eq!(v["iova"], "0xfee00000");
+        assert_eq!(v["paddr"], "0x1fee00000");
+        assert_eq!(v["size"], 4096);
+        assert_eq!(v["prot"], 7);
+        assert_eq!(
+            v["prot_flags"],
+            serde_json::json!(["read", "write", "cache"])
+        );
+        assert_eq!(v["gfp"], 0xcc0);
+        assert_eq!(v["ret"], 0);
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["tid"], 4243);
+        assert_eq!(v["comm"], "qemu-system-x86");
+        assert_eq!(v["via"], "fexit");
+        assert_eq!(v["wraps_nosync"], true);
+        assert_eq!(v["ts_ns"], 1000);
+    }
+
+    #[test]
+    fn failed_nosync_map_line() {
+        let mut m = map_event(MapFn::IommuMapNosync, 1, 1, 0x10, 0x0, 8192, -12);
+        m.header.flags = flags::VIA_KPROBE;
+        m.prot = 0;
+        let mut out = Vec::new();
+        write_event(&mut out, &Event::Map(MapFn::IommuMapNosync, m), false).expect("write");
+        let v = &lines(&out)[0];
+        assert_eq!(v["fn"], "iommu_map_nosync");
+        assert_eq!(v["ret"], -12);
+        assert_eq!(v["via"], "kprobe");
+        assert_eq!(v["prot_flags"], serde_json::json!([]));
+        assert_eq!(v["wraps_nosync"], false);
+    }
+
+    #[test]
+    fn unmap_and_kvm_lines() {
+        let mut out = Vec::new();
+        let u = unmap_event(9, 0xabc, 0x2000, 8192, 4096);
+        write_event(&mut out, &Event::Unmap(u), false).expect("write");
+        let k = KvmEvent {
+            header: hdr(kind::KVM_REGISTER_NONCOHERENT_DMA, 48, 9, 10, "qemu"),
+            kvm: 0xffff_c900_1234_0000,
+        };
+        write_event(&mut out, &Event::Kvm(KvmOp::Register, k), false).expect("write");
+        let l = lines(&out);
+        check_envelope(&l[0], "unmap");
+        assert_eq!(l[0]["fn"], "iommu_unmap");
+        assert_eq!(l[0]["domain"], "0xabc");
+        assert_eq!(l[0]["iova"], "0x2000");
+        assert_eq!(l[0]["size"], 8192);
+        assert_eq!(l[0]["unmapped"], 4096);
+        check_envelope(&l[1], "kvm_noncoherent_dma");
+        assert_eq!(l[1]["fn"], "kvm_arch_register_noncoherent_dma");
+        assert_eq!(l[1]["op"], "register");
+        assert_eq!(l[1]["kvm"], "0xffffc90012340000");
+        assert_eq!(l[1]["pid"], 9);
+        assert_eq!(l[1]["tid"], 10);
+    }
+
+    #[test]
+    fn probe_lines() {
+        let mut out = Vec::new();
+        write_probe(
+            &mut out,
+            &ProbeReport {
+                function: "iommu_map",
+                attach: Attach::Fexit,
+                error: None,
+            },
+        )
+        .expect("write");
+        write_probe(
+            &mut out,
+            &ProbeReport {
+                function: "kvm_arch_register_noncoherent_dma",
+                attach: Attach::None,
+                error: Some("no such symbol \"quoted\"".into()),
+            },
+        )
+        .expect("write");
+        let l = lines(&out);
+        check_envelope(&l[0], "probe");
+        assert_eq!(l[0]["fn"], "iommu_map");
+        assert_eq!(l[0]["attach"], "fexit");
+        assert_eq!(l[0]["error"], Value::Null);
+        assert_eq!(l[1]["attach"], "none");
+        assert_eq!(l[1]["error"], "no such symbol \"quoted\"");
+    }
+
+    #[test]
+    fn report_block_matches_contract() {
+        let mut agg = Aggregator::new();
+        let d = 0xffff_8880_dead_0000;
+        agg.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 50, 50, d, 0, 1 << 20, 0),
+        ));
+        agg.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 50, 50, d, 1 << 20, 4096, -22),
+        ));
+        agg.observe(&Event::Unmap(unmap_event(50, d, 0, 4096, 4096)));
+        agg.undecodable();
+        let mut out = Vec::new();
+        write_report(
+            &mut out,
+            &agg,
+            &Summary {
+                is_final: true,
+                elapsed: Duration::from_millis(2004),
+                lost: Lost {
+                    ringbuf: 3,
+                    no_entry: 1,
+                },
+                pid_filter: Some(50),
+            },
+        )
+        .expect("write");
+        let l = lines(&out);
+        // 5 kind lines, 1 domain line, 1 summary line.
+        assert_eq!(l.len(), 7);
+        for (i, f) in crate::aggregate::FUNCTIONS.iter().enumerate() {
+            check_envelope(&l[i], "kind");
+            assert_eq!(l[i]["fn"], *f);
+            assert_eq!(keys(&l[i]), ["bytes", "calls", "failed", "fn", "type", "v"]);
+        }
+        assert_eq!(l[0]["calls"], 2);
+        assert_eq!(l[0]["failed"], 1);
+        assert_eq!(l[0]["bytes"], 1 << 20);
+        assert_eq!(l[3]["calls"], 0);
+
+        let dom = &l[5];
+        check_envelope(dom, "domain");
+        assert_eq!(dom["pid"], 50);
+        assert_eq!(dom["comm"], "qemu-system-x86");
+        assert_eq!(dom["domain"], "0xffff8880dead0000");
+        assert_eq!(dom["maps"], 1);
+        assert_eq!(dom["unmaps"], 1);
+        assert_eq!(dom["failed_maps"], 1);
+        assert_eq!(dom["mapped_bytes"], (1 << 20) - 4096);
+        assert_eq!(dom["gross_mapped_bytes"], 1 << 20);
+        assert_eq!(dom["gross_unmapped_bytes"], 4096);
+
+        let s = &l[6];
+        check_envelope(s, "summary");
+        assert_eq!(s["final"], true);
+        assert_eq!(s["elapsed_s"], 2.004);
+        assert_eq!(s["events"], 3);
+        assert_eq!(s["lost_events"], 4);
+        assert_eq!(s["lost_ringbuf"], 3);
+        assert_eq!(s["lost_no_entry"], 1);
+        assert_eq!(s["undecodable"], 1);
+        assert_eq!(s["pid_filter"], 50);
+    }
+
+    #[test]
+    fn empty_report_still_has_kinds_and_summary() {
+        let agg = Aggregator::new();
+        let mut out = Vec::new();
+        write_report(
+            &mut out,
+            &agg,
+            &Summary {
+                is_final: false,
+                elapsed: Duration::ZERO,
+                lost: Lost::default(),
+                pid_filter: None,
+            },
+        )
+        .expect("write");
+        let l = lines(&out);
+        assert_eq!(l.len(), 6);
+        let s = &l[5];
+        check_envelope(s, "summary");
+        assert_eq!(s["final"], false);
+        assert_eq!(s["lost_events"], 0);
+        assert_eq!(s["pid_filter"], Value::Null);
+    }
+
+    /// Every line type and field the code prints is documented in
+    /// docs/json-lines.md (a `### \`type\`` heading and a `| \`field\``
+    /// table row), so the contract cannot silently drift from the code.
+    #[test]
+    fn every_printed_field_is_in_the_contract() {
+        let doc = include_str!("../../docs/json-lines.md");
+        assert!(doc.contains("version 1"), "doc names the contract version");
+
+        let mut out = Vec::new();
+        let m = map_event(MapFn::IommuMap, 1, 1, 1, 1, 1, 0);
+        write_event(&mut out, &Event::Map(MapFn::IommuMap, m), false).expect("write");
+        write_event(&mut out, &Event::Unmap(unmap_event(1, 1, 1, 1, 1)), false).expect("write");
+        let k = KvmEvent {
+            header: hdr(kind::KVM_REGISTER_NONCOHERENT_DMA, 48, 1, 1, "q"),
+            kvm: 1,
+        };
+        write_event(&mut out, &Event::Kvm(KvmOp::Register, k), false).expect("write");
+        write_probe(
+            &mut out,
+            &ProbeReport {
+                function: "iommu_map",
+                attach: Attach::Kprobe,
+                error: Some("e".into()),
+            },
+        )
+        .expect("write");
+        let mut agg = Aggregator::new();
+        agg.observe(&Event::Map(MapFn::IommuMap, m));
+        write_report(
+            &mut out,
+            &agg,
+            &Summary {
+                is_final: true,
+                elapsed: Duration::ZERO,
+                lost: Lost::default(),
+                pid_filter: None,
+            },
+        )
+        .expect("write");
+
+        let mut types = std::collections::BTreeSet::new();
+        for line in lines(&out) {
+            let ty = line["type"].as_str().expect("type is a string").to_owned();
+            assert!(
+                doc.contains(&format!("### `{ty}`")),
+                "type {ty} undocumented"
+            );
+            for key in keys(&line) {
+                if key == "v" || key == "type" {
+                    continue;
+                }
+                assert!(
+                    doc.contains(&format!("| `{key}`")),
+                    "field {key} of {ty} lines undocumented"
+                );
+            }
+            types.insert(ty);
+        }
+        assert_eq!(
+            types.into_iter().collect::<Vec<_>>(),
+            [
+                "domain",
+                "kind",
+                "kvm_noncoherent_dma",
+                "map",
+                "probe",
+                "summary",
+                "unmap"
+            ]
+        );
+    }
+
+    #[test]
+    fn prot_flag_names() {
+        assert_eq!(
+            prot_flags(0x3f),
+            ["read", "write", "cache", "noexec", "mmio", "priv"]
+        );
+        assert!(prot_flags(0).is_empty());
+        assert_eq!(prot_flags(0x40 | 0x4), ["cache"]);
+    }
+}

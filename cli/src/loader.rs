@@ -1,0 +1,263 @@
+//! Loads the eBPF object and attaches one probe per traced kernel function:
+//! fexit first, kprobe (+ kretprobe) as the fallback, skipped with a report
+//! when neither attaches.
+
+use anyhow::{Context as _, anyhow, bail};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{FExit, KProbe},
+};
+
+use crate::aggregate::Lost;
+
+/// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ioasid-ebpf"));
+
+/// How a function ended up being traced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    Fexit,
+    Kprobe,
+    None,
+}
+
+impl Attach {
+    pub fn name(self) -> &'static str {
+        match self {
+            Attach::Fexit => "fexit",
+            Attach::Kprobe => "kprobe",
+            Attach::None => "none",
+        }
+    }
+}
+
+/// Outcome of attaching to one kernel function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeReport {
+    pub function: &'static str,
+    pub attach: Attach,
+    /// Why fexit was not used (when the kprobe fallback was), or why nothing
+    /// could attach.
+    pub error: Option<String>,
+}
+
+struct Target {
+    function: &'static str,
+    fexit: &'static str,
+    kprobe: &'static str,
+    /// None: the function returns void, the entry kprobe has everything.
+    kretprobe: Option<&'static str>,
+    /// Tracing is pointless without at least one of the required targets.
+    required: bool,
+}
+
+/// Program names are those of ebpf/ioasid-ebpf/src/main.rs.
+const TARGETS: [Target; 5] = [
+    Target {
+        function: "iommu_map",
+        fexit: "iommu_map_fexit",
+        kprobe: "iommu_map_kprobe",
+        kretprobe: Some("iommu_map_kretprobe"),
+        required: true,
+    },
+    Target {
+        function: "iommu_map_nosync",
+        fexit: "iommu_map_nosync_fexit",
+        kprobe: "iommu_map_nosync_kprobe",
+        kretprobe: Some("iommu_map_nosync_kretprobe"),
+        required: true,
+    },
+    Target {
+        function: "iommu_unmap",
+        fexit: "iommu_unmap_fexit",
+        kprobe: "iommu_unmap_kprobe",
+        kretprobe: Some("iommu_unmap_kretprobe"),
+        required: true,
+    },
+    Target {
+        function: "kvm_arch_register_noncoherent_dma",
+        fexit: "kvm_register_ncdma_fexit",
+        kprobe: "kvm_register_ncdma_kprobe",
+        kretprobe: None,
+        required: false,
+    },
+    Target {
+        function: "kvm_arch_unregister_noncoherent_dma",
+        fexit: "kvm_unregister_ncdma_fexit",
+        kprobe: "kvm_unregister_ncdma_kprobe",
+        kretprobe: None,
+        required: false,
+    },
+];
+
+/// Loaded object with its probes attached. Dropping it detaches everything.
+pub struct Session {
+    ebpf: Ebpf,
+    pub probes: Vec<ProbeReport>,
+}
+
+/// `{err:#}` of an error, on one line.
+fn one_line<E: std::fmt::Display + ?Sized>(err: &E) -> String {
+    format!("{err:#}").replace('\n', " ")
+}
+
+impl Session {
+    /// Loads the object, sets the pid filter and attaches every probe it can.
+    pub fn load(pid_filter: Option<u32>) -> anyhow::Result<Self> {
+        if EBPF_OBJECT.is_empty() {
+            bail!(
+                "this binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it"
+            );
+        }
+        raise_memlock_limit();
+
+        let filter: u32 = pid_filter.unwrap_or(0);
+        let mut ebpf = EbpfLoader::new()
+            .override_global("FILTER_TGID", &filter, true)
+            .load(EBPF_OBJECT)
+            .context("loading the eBPF object (creating maps)")?;
+
+        // Without kernel BTF there is no fexit: go straight to kprobes.
+        let btf = Btf::from_sys_fs();
+        let btf_error = btf.as_ref().err().map(one_line);
+
+        let mut probes = Vec::with_capacity(TARGETS.len());
+        for t in &TARGETS {
+            let fexit_error = match &btf {
+                Ok(btf) => match attach_fexit(&mut ebpf, t, btf) {
+                    Ok(()) => {
+                        probes.push(ProbeReport {
+                            function: t.function,
+                            attach: Attach::Fexit,
+                            error: None,
+                        });
+                        continue;
+                    }
+                    Err(e) => one_line(&e),
+                },
+                Err(_) => format!(
+                    "no kernel BTF ({})",
+                    btf_error.as_deref().unwrap_or("unknown error")
+                ),
+            };
+            match attach_kprobes(&mut ebpf, t) {
+                Ok(()) => probes.push(ProbeReport {
+                    function: t.function,
+                    attach: Attach::Kprobe,
+                    error: Some(format!("fexit: {fexit_error}")),
+                }),
+                Err(e) => probes.push(ProbeReport {
+                    function: t.function,
+                    attach: Attach::None,
+                    error: Some(format!("fexit: {fexit_error}; kprobe: {}", one_line(&e))),
+                }),
+            }
+        }
+
+        Ok(Session { ebpf, probes })
+    }
+
+    /// Whether at least one of iommu_map, iommu_map_nosync, iommu_unmap is
+    /// traced (the kvm probes are optional).
+    pub fn tracing_iommu(&self) -> bool {
+        self.probes
+            .iter()
+            .zip(TARGETS.iter())
+            .any(|(p, t)| t.required && p.attach != Attach::None)
+    }
+
+    /// Takes the event ring buffer (once).
+    pub fn ring_buffer(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow!("eBPF object has no EVENTS map (or it was taken already)"))?;
+        RingBuf::try_from(map).context("opening the EVENTS ring buffer")
+    }
+
+    /// Reads the per-CPU lost-event counters, summed over CPUs.
+    pub fn lost(&self) -> anyhow::Result<Lost> {
+        let map = self
+            .ebpf
+            .map("LOST")
+            .ok_or_else(|| anyhow!("eBPF object has no LOST map"))?;
+        let arr: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).context("opening the LOST per-CPU array")?;
+        let read = |slot: u32| -> anyhow::Result<u64> {
+            let values = arr
+                .get(&slot, 0)
+                .with_context(|| format!("reading LOST[{slot}]"))?;
+            Ok(values.iter().fold(0u64, |a, v| a.saturating_add(*v)))
+        };
+        Ok(Lost {
+            ringbuf: read(ioasid_ebpf_common::lost::RINGBUF_FULL)?,
+            no_entry: read(ioasid_ebpf_common::lost::NO_ENTRY)?,
+        })
+    }
+}
+
+fn attach_fexit(ebpf: &mut Ebpf, t: &Target, btf: &Btf) -> anyhow::Result<()> {
+    let prog: &mut FExit = ebpf
+        .program_mut(t.fexit)
+        .ok_or_else(|| anyhow!("program {} missing from the eBPF object", t.fexit))?
+        .try_into()
+        .with_context(|| format!("program {} is not fexit", t.fexit))?;
+    prog.load(t.function, btf)
+        .with_context(|| format!("loading fexit program for {}", t.function))?;
+    prog.attach()
+        .with_context(|| format!("attaching fexit to {}", t.function))?;
+    Ok(())
+}
+
+fn attach_kprobes(ebpf: &mut Ebpf, t: &Target) -> anyhow::Result<()> {
+    let entry_link = {
+        let prog: &mut KProbe = ebpf
+            .program_mut(t.kprobe)
+            .ok_or_else(|| anyhow!("program {} missing from the eBPF object", t.kprobe))?
+            .try_into()
+            .with_context(|| format!("program {} is not a kprobe", t.kprobe))?;
+        prog.load()
+            .with_context(|| format!("loading kprobe program for {}", t.function))?;
+        prog.attach(t.function, 0)
+            .with_context(|| format!("attaching kprobe to {}", t.function))?
+    };
+    let Some(ret_name) = t.kretprobe else {
+        return Ok(());
+    };
+    let ret_result = (|| -> anyhow::Result<()> {
+        let prog: &mut KProbe = ebpf
+            .program_mut(ret_name)
+            .ok_or_else(|| anyhow!("program {ret_name} missing from the eBPF object"))?
+            .try_into()
+            .with_context(|| format!("program {ret_name} is not a kretprobe"))?;
+        prog.load()
+            .with_context(|| format!("loading kretprobe program for {}", t.function))?;
+        prog.attach(t.function, 0)
+            .with_context(|| format!("attaching kretprobe to {}", t.function))?;
+        Ok(())
+    })();
+    if let Err(e) = ret_result {
+        // An entry probe without its return probe would only fill the map.
+        if let Some(prog) = ebpf.program_mut(t.kprobe) {
+            let kp: Result<&mut KProbe, _> = prog.try_into();
+            if let Ok(kp) = kp {
+                let _ = kp.detach(entry_link);
+            }
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; lift it. Failure
+/// is ignored: newer kernels use memcg accounting, and on an old one the map
+/// creation error that follows says what went wrong.
+fn raise_memlock_limit() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit with a valid, initialised struct.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}

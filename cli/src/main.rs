@@ -1,0 +1,316 @@
+//! ioasid-top: what is being mapped into the IOMMU, per process and domain.
+
+mod aggregate;
+mod args;
+mod event;
+mod jsonl;
+mod loader;
+mod privs;
+mod table;
+
+use std::{
+    io::{self, BufWriter, Write},
+    os::fd::{AsRawFd as _, RawFd},
+    process::ExitCode,
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use aya::maps::{MapData, RingBuf};
+use clap::Parser as _;
+
+use crate::{
+    aggregate::Aggregator,
+    args::Args,
+    jsonl::Summary,
+    loader::{Attach, Session},
+};
+
+/// Set by SIGINT/SIGTERM: finish the current round, print, restore, exit.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Records handled per drain before looking at the clock again.
+const DRAIN_BATCH: usize = 65_536;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("ioasid-top: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    match privs::check() {
+        Ok(Some(missing)) => bail!("{missing}"),
+        Ok(None) => {}
+        // Cannot tell: let bpf(2) decide and report.
+        Err(e) => eprintln!("ioasid-top: warning: cannot check capabilities: {e:#}"),
+    }
+    install_signal_handlers()?;
+
+    let mut session = Session::load(args.pid)?;
+    let mut ring = session.ring_buffer()?;
+
+    let stdout = io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    if args.json {
+        for p in &session.probes {
+            jsonl::write_probe(&mut out, p).context("writing to stdout")?;
+        }
+        out.flush().context("writing to stdout")?;
+    } else {
+        for p in &session.probes {
+            let why = p.error.as_deref().unwrap_or("");
+            match p.attach {
+                Attach::Fexit => eprintln!("ioasid-top: {}: traced with fexit", p.function),
+                Attach::Kprobe => eprintln!(
+                    "ioasid-top: {}: traced with kprobe/kretprobe ({why})",
+                    p.function
+                ),
+                Attach::None => eprintln!(
+                    "ioasid-top: warning: {}: not traced, skipped ({why})",
+                    p.function
+                ),
+            }
+        }
+    }
+
+    if !session.tracing_iommu() {
+        let eperm = session.probes.iter().any(|p| {
+            p.error
+                .as_deref()
+                .is_some_and(|e| e.contains("Operation not permitted"))
+        });
+        bail!(
+            "could not attach to any of iommu_map, iommu_map_nosync, iommu_unmap (reasons above){}",
+            if eperm {
+                "; the kernel refused with EPERM: is it locked down, or are CAP_BPF/CAP_PERFMON dropped?"
+            } else {
+                ""
+            }
+        );
+    }
+
+    let live_table = !args.json && !args.once;
+    let mut screen = if live_table && is_tty(libc::STDOUT_FILENO) {
+        Some(AltScreen::enter(&mut out)?)
+    } else {
+        None
+    };
+
+    let interval = args.interval();
+    let start = Instant::now();
+    let mut next_tick = start + interval;
+    let mut agg = Aggregator::new();
+    loop {
+        let now = Instant::now();
+        if !STOP.load(Ordering::Relaxed) && now < next_tick {
+            wait_readable(ring.as_raw_fd(), next_tick - now)?;
+        }
+        drain(&mut ring, &mut agg, args, &mut out)?;
+        if args.json {
+            out.flush().context("writing to stdout")?;
+        }
+        let stop = STOP.load(Ordering::Relaxed);
+        let now = Instant::now();
+        if now >= next_tick && !args.once {
+            let summary = Summary {
+                is_final: false,
+                elapsed: now - start,
+                lost: session.lost()?,
+                pid_filter: args.pid,
+            };
+            if args.json {
+                jsonl::write_report(&mut out, &agg, &summary).context("writing to stdout")?;
+            } else {
+                redraw(&mut out, &agg, &summary, &session, screen.is_some())?;
+            }
+            out.flush().context("writing to stdout")?;
+            next_tick += interval;
+            if next_tick <= now {
+                next_tick = now + interval;
+            }
+        }
+        if stop || (args.once && now >= next_tick) {
+            break;
+        }
+    }
+
+    // Leave the alternate screen before the final report so it stays visible.
+    if let Some(s) = screen.take() {
+        s.leave(&mut out)?;
+    }
+    let summary = Summary {
+        is_final: true,
+        elapsed: start.elapsed(),
+        lost: session.lost()?,
+        pid_filter: args.pid,
+    };
+    if args.json {
+        jsonl::write_report(&mut out, &agg, &summary).context("writing to stdout")?;
+    } else {
+        writeln!(
+            out,
+            "{}\n{}",
+            table::render_status(&agg, &summary, &session.probes),
+            table::render_table(&agg, term_width())
+        )
+        .context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    Ok(())
+}
+
+/// Decodes and accounts everything available (up to [`DRAIN_BATCH`]).
+fn drain<W: Write>(
+    ring: &mut RingBuf<MapData>,
+    agg: &mut Aggregator,
+    args: &Args,
+    out: &mut W,
+) -> anyhow::Result<()> {
+    for _ in 0..DRAIN_BATCH {
+        let Some(item) = ring.next() else {
+            break;
+        };
+        let decoded = event::decode(&item);
+        drop(item);
+        match decoded {
+            Ok(ev) => {
+                // The kernel side filters too; this guards a stale object.
+                if args.pid.is_some_and(|pid| ev.header().tgid != pid) {
+                    continue;
+                }
+                let seen = agg.observe(&ev);
+                if args.json {
+                    jsonl::write_event(out, &ev, seen.wraps_nosync).context("writing to stdout")?;
+                }
+            }
+            Err(_) => agg.undecodable(),
+        }
+    }
+    Ok(())
+}
+
+fn redraw<W: Write>(
+    out: &mut W,
+    agg: &Aggregator,
+    summary: &Summary,
+    session: &Session,
+    on_alt_screen: bool,
+) -> anyhow::Result<()> {
+    if on_alt_screen {
+        // Home + clear screen.
+        write!(out, "\x1b[H\x1b[2J").context("writing to stdout")?;
+    }
+    writeln!(
+        out,
+        "{}\n{}\n(Ctrl-C to quit)",
+        table::render_status(agg, summary, &session.probes),
+        table::render_table(agg, term_width())
+    )
+    .context("writing to stdout")?;
+    Ok(())
+}
+
+/// Waits until the ring buffer fd is readable, the timeout passes or a
+/// signal arrives.
+fn wait_readable(fd: RawFd, timeout: Duration) -> anyhow::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd.
+    let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if ret < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err).context("poll on the eBPF ring buffer");
+        }
+    }
+    Ok(())
+}
+
+extern "C" fn on_signal(_sig: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: zeroed sigaction is a valid starting point; the handler
+        // only stores to an atomic (async-signal-safe). No SA_RESTART, so
+        // poll(2) returns EINTR and the loop notices at once.
+        let ret = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if ret != 0 {
+            return Err(io::Error::last_os_error())
+                .with_context(|| format!("installing handler for signal {sig}"));
+        }
+    }
+    Ok(())
+}
+
+fn is_tty(fd: RawFd) -> bool {
+    // SAFETY: isatty on any fd number is safe.
+    unsafe { libc::isatty(fd) == 1 }
+}
+
+fn term_width() -> Option<u16> {
+    // SAFETY: TIOCGWINSZ fills a winsize we own.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    let ret = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (ret == 0 && ws.ws_col > 0).then_some(ws.ws_col)
+}
+
+/// Alternate screen with hidden cursor; restored on leave or drop (also on
+/// error paths and panics).
+struct AltScreen {
+    active: bool,
+}
+
+impl AltScreen {
+    fn enter<W: Write>(out: &mut W) -> anyhow::Result<Self> {
+        out.write_all(b"\x1b[?1049h\x1b[?25l")
+            .and_then(|()| out.flush())
+            .context("setting up the terminal")?;
+        Ok(AltScreen { active: true })
+    }
+
+    fn leave<W: Write>(mut self, out: &mut W) -> anyhow::Result<()> {
+        self.active = false;
+        out.write_all(RESTORE)
+            .and_then(|()| out.flush())
+            .context("restoring the terminal")
+    }
+}
+
+const RESTORE: &[u8] = b"\x1b[?25h\x1b[?1049l";
+
+impl Drop for AltScreen {
+    fn drop(&mut self) {
+        if self.active {
+            // Best effort: stdout may be gone.
+            let mut o = io::stdout();
+            let _ = o.write_all(RESTORE);
+            let _ = o.flush();
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! Human output: a comfy-table of the per (process, domain) aggregate with a
+//! short status header.
+
+use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+
+use crate::{
+    aggregate::{Aggregator, Lost},
+    event::KvmOp,
+    jsonl::Summary,
+    loader::ProbeReport,
+};
+
+pub const COLUMNS: [&str; 7] = [
+    "PID", "COMM", "DOMAIN", "MAPS", "UNMAPS", "MAPPED", "FAILED",
+];
+
+/// Bytes in binary units, one decimal above 1 KiB: "512 B", "-4.0 KiB".
+pub fn human_bytes(n: i128) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let sign = if n < 0 { "-" } else { "" };
+    let abs = n.unsigned_abs();
+    if abs < 1024 {
+        return format!("{sign}{abs} B");
+    }
+    #[allow(clippy::cast_precision_loss, reason = "display only")]
+    let mut v = abs as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{sign}{v:.1} {unit}")
+}
+
+/// The aggregate table. `width`: terminal columns, if known.
+pub fn render_table(agg: &Aggregator, width: Option<u16>) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
+    if let Some(w) = width {
+        t.set_width(w);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    t.set_header(COLUMNS.to_vec());
+    for (key, d) in agg.domain_rows() {
+        t.add_row(vec![
+            key.pid.to_string(),
+            d.comm.clone(),
+            format!("{:#x}", key.domain),
+            d.maps.to_string(),
+            d.unmaps.to_string(),
+            human_bytes(d.net_bytes()),
+            d.failed_maps.to_string(),
+        ]);
+    }
+    for i in [0, 3, 4, 5, 6] {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut s = t.to_string();
+    if agg.domain_rows().is_empty() {
+        s.push_str("\n(no iommu_map/iommu_unmap calls seen yet)");
+    }
+    s
+}
+
+/// Status lines above the table (also printed after `--once`).
+pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> String {
+    let Lost { ringbuf, no_entry } = s.lost;
+    let mut out = format!(
+        "ioasid-top  {:.0}s  events {}  lost {} (ring buffer full {}, kretprobe without entry {})",
+        s.elapsed.as_secs_f64(),
+        agg.events(),
+        s.lost.total(),
+        ringbuf,
+        no_entry
+    );
+    if let Some(pid) = s.pid_filter {
+        out.push_str(&format!("  pid {pid}"));
+    }
+    let reg = agg.kvm_calls(KvmOp::Register);
+    let unreg = agg.kvm_calls(KvmOp::Unregister);
+    if reg + unreg > 0 {
+        out.push_str(&format!(
+            "\nkvm non-coherent DMA: {reg} register, {unreg} unregister"
+        ));
+    }
+    out.push_str("\nprobes:");
+    for p in probes {
+        out.push_str(&format!(" {}={}", p.function, p.attach.name()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        event::{Event, MapFn, tests::map_event},
+        loader::Attach,
+    };
+    use std::time::Duration;
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(4096), "4.0 KiB");
+        assert_eq!(human_bytes(-4096), "-4.0 KiB");
+        assert_eq!(human_bytes(3 << 20), "3.0 MiB");
+        assert_eq!(human_bytes(1536 << 20), "1.5 GiB");
+        assert_eq!(human_bytes(i128::from(u64::MAX)), "16.0 EiB");
+    }
+
+    #[test]
+    fn table_has_header_and_rows() {
+        let mut agg = Aggregator::new();
+        agg.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(
+                MapFn::IommuMap,
+                321,
+                321,
+                0xffff_8880_0000_1000,
+                0,
+                2 << 20,
+                0,
+            ),
+        ));
+        let t = render_table(&agg, Some(100));
+        for c in COLUMNS {
+            assert!(t.contains(c), "missing column {c}:\n{t}");
+        }
+        assert!(t.contains("321"));
+        assert!(t.contains("qemu-system-x86"));
+        assert!(t.contains("0xffff888000001000"));
+        assert!(t.contains("2.0 MiB"));
+
+        let empty = render_table(&Aggregator::new(), None);
+        assert!(empty.contains("no iommu_map"));
+    }
+
+    #[test]
+    fn status_mentions_lost_and_probes() {
+        let s = Summary {
+            is_final: false,
+            elapsed: Duration::from_secs(4),
+            lost: Lost {
+                ringbuf: 2,
+                no_entry: 1,
+            },
+            pid_filter: Some(9),
+        };
+        let probes = [
+            ProbeReport {
+                function: "iommu_map",
+                attach: Attach::Fexit,
+                error: None,
+            },
+            ProbeReport {
+                function: "iommu_unmap",
+                attach: Attach::Kprobe,
+                error: Some("x".into()),
+            },
+        ];
+        let st = render_status(&Aggregator::new(), &s, &probes);
+        assert!(st.contains("lost 3"), "{st}");
+        assert!(st.contains("iommu_map=fexit"));
+        assert!(st.contains("iommu_unmap=kprobe"));
+        assert!(st.contains("pid 9"));
+    }
+}
