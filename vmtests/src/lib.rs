@@ -13,5 +13,6 @@ pub mod errno;
 pub mod smoke;
 pub mod sysfs;
 pub mod tap;
+pub mod topcheck;
 pub mod vfio;
 pub mod workload;

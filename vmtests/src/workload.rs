@@ -12,7 +12,7 @@ use clap::{Parser, ValueEnum};
 use ioasid_uapi::iommufd::{IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE};
 use ioasid_uapi::vfio::*;
 use ioasid_uapi::{DEV_IOASID, DEV_IOMMU, Iommufd};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -105,12 +105,12 @@ impl Args {
 }
 
 /// One IOVA mapping of the plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MapEntry {
     pub iova: u64,
     pub size: u64,
     /// offset of this mapping in the DMA buffer
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub buf_offset: u64,
 }
 
