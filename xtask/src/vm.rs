@@ -114,15 +114,17 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
     let console = dir.join("console.log");
     let console_file = std::fs::File::create(&console)?;
     let mut vng = Command::new(paths.vng());
+    // vng starts `virtme-run` by name from its own venv.
     vng.current_dir(&paths.repo)
+        .env("PATH", crate::util::path_with(&paths.venv().join("bin")))
         .arg("--run")
         .arg(&image)
         .args(["--disable-kvm", "--disable-microvm", "--force-9p", "--user", "root"])
         .args(["--cpus", "2", "--memory", "2G", "--verbose"])
         .arg(format!("--rwdir={}", dir.display()))
-        .arg("--qemu-opts")
-        .arg(qemu_opts(opts.snoop_control))
-        .args(["--append", "intel_iommu=on iommu.strict=1"])
+        // `=`: argparse takes a separate value that starts with `-` for an option.
+        .arg(format!("--qemu-opts={}", qemu_opts(opts.snoop_control)))
+        .arg("--append=intel_iommu=on iommu.strict=1")
         .arg("--exec")
         .arg(format!("sh {}", script_path.display()))
         .stdin(Stdio::null())
