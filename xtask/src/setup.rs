@@ -50,8 +50,11 @@ const PACKAGES: &[&str] = &[
     "zstd",
 ];
 
+/// A setup step: returns whether it changed the machine.
+type Step = fn(&Paths) -> Result<bool>;
+
 pub fn setup(paths: &Paths) -> Result<()> {
-    let steps: &[(&str, fn(&Paths) -> Result<bool>)] = &[
+    let steps: &[(&str, Step)] = &[
         ("apt sources (bookworm-backports, trixie-backports pinned low)", apt_sources),
         ("Debian packages", apt_packages),
         ("qemu-system-x86 >= 10 from bookworm-backports", qemu),
