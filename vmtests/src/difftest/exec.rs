@@ -141,6 +141,23 @@ impl Resources {
     }
 }
 
+/// Something iommufd ioctls can be issued on: an open device, or a fake in tests.
+pub trait Device {
+    /// As [`Iommufd::ioctl_raw`].
+    ///
+    /// # Safety
+    /// As [`Iommufd::ioctl_raw`]: embedded user pointers must be valid for
+    /// what the kernel does with them.
+    unsafe fn ioctl_raw(&self, nr: u32, buf: &mut [u8]) -> std::io::Result<libc::c_int>;
+}
+
+impl Device for Iommufd {
+    unsafe fn ioctl_raw(&self, nr: u32, buf: &mut [u8]) -> std::io::Result<libc::c_int> {
+        // SAFETY: forwarded to the caller.
+        unsafe { Iommufd::ioctl_raw(self, nr, buf) }
+    }
+}
+
 /// `VmPin` and `VmLck` of `/proc/self/status`, in kB.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MemCounters {
@@ -181,7 +198,7 @@ pub fn read_status() -> Result<MemCounters> {
 /// Issue `call` on `dev`, `id` resolving sequence object indices to this
 /// device's ids. `measure` reads `/proc/self/status` around the call.
 pub fn execute(
-    dev: &Iommufd,
+    dev: &dyn Device,
     call: &Call,
     res: &Resources,
     id: &dyn Fn(super::call::Id) -> u32,

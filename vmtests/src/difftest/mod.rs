@@ -34,14 +34,14 @@ pub mod prng;
 
 use anyhow::{Context, Result};
 use call::{Call, Cmd, Id};
-use exec::{Resources, execute, read_status};
+use exec::{Device, Resources, execute, read_status};
 use ioasid_uapi::Iommufd;
 use ioasid_uapi::iommufd::IommuIoasAlloc;
 use model::Model;
 use ops::{Op, OpSet};
 use prng::Rng;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -89,17 +89,24 @@ struct SeqResult {
 /// An id that no sequence allocates: used for an object the device did not create.
 const UNRESOLVED: u32 = 0x7fff_fff1;
 
-struct Pair {
-    reference: Iommufd,
-    test: Iommufd,
+/// Opens a device by path (the real one opens the character device).
+pub type Opener<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Device>>;
+
+/// Open the character device at `path`.
+pub fn open_device(path: &Path) -> Result<Box<dyn Device>> {
+    let fd = Iommufd::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(fd))
 }
 
-fn open(cfg: &Config) -> Result<Pair> {
+struct Pair {
+    reference: Box<dyn Device>,
+    test: Box<dyn Device>,
+}
+
+fn open(cfg: &Config, opener: Opener<'_>) -> Result<Pair> {
     Ok(Pair {
-        reference: Iommufd::open(&cfg.reference)
-            .with_context(|| format!("cannot open {}", cfg.reference.display()))?,
-        test: Iommufd::open(&cfg.test)
-            .with_context(|| format!("cannot open {}", cfg.test.display()))?,
+        reference: opener(&cfg.reference)?,
+        test: opener(&cfg.test)?,
     })
 }
 
@@ -116,12 +123,13 @@ fn leak_check(what: &str, base: exec::MemCounters) -> Result<Option<String>> {
 /// Run one sequence: `next` yields the calls (given the model so far).
 fn run_sequence<W: Write>(
     cfg: &Config,
+    opener: Opener<'_>,
     res: &Resources,
     next: &mut dyn FnMut(&Model) -> Option<Call>,
     out: &mut W,
 ) -> Result<SeqResult> {
     let base = read_status()?;
-    let pair = open(cfg)?;
+    let pair = open(cfg, opener)?;
     let mut model = Model::default();
     // Per logical object: (reference id, test id).
     let mut ids: Vec<(u32, u32)> = Vec::new();
@@ -146,9 +154,9 @@ fn run_sequence<W: Write>(
             Id::Obj(k) => ids.get(k).map_or(UNRESOLVED, |p| p.1),
             Id::Raw(v) => v,
         };
-        let a = execute(&pair.reference, call, res, &rid, cfg.pins)
+        let a = execute(pair.reference.as_ref(), call, res, &rid, cfg.pins)
             .with_context(|| format!("{} on {}", call, cfg.reference.display()))?;
-        let b = execute(&pair.test, call, res, &tid, cfg.pins)
+        let b = execute(pair.test.as_ref(), call, res, &tid, cfg.pins)
             .with_context(|| format!("{} on {}", call, cfg.test.display()))?;
         r.calls += 1;
         if cfg.verbose {
@@ -224,6 +232,11 @@ fn report<W: Write>(
 
 /// Run everything `cfg` asks for, streaming TAP-like lines to `out`.
 pub fn run<W: Write>(cfg: &Config, out: &mut W) -> Result<Summary> {
+    run_with(cfg, &open_device, out)
+}
+
+/// [`run`] with devices opened by `opener`.
+pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Result<Summary> {
     let res = Resources::new()?;
     let cases = if cfg.fixed {
         cases::fixed_cases_for(cfg.ops)
@@ -253,7 +266,7 @@ pub fn run<W: Write>(cfg: &Config, out: &mut W) -> Result<Summary> {
     for case in &cases {
         n += 1;
         let mut it = case.calls.iter();
-        let r = run_sequence(cfg, &res, &mut |_| it.next().cloned(), out)?;
+        let r = run_sequence(cfg, opener, &res, &mut |_| it.next().cloned(), out)?;
         report(out, n, &format!("fixed: {}", case.name), &r, &mut sum)?;
     }
     if memlock {
@@ -284,6 +297,7 @@ pub fn run<W: Write>(cfg: &Config, out: &mut W) -> Result<Summary> {
         let ops = cfg.ops;
         let r = run_sequence(
             cfg,
+            opener,
             &res,
             &mut |m| {
                 if left == 0 {
@@ -419,6 +433,112 @@ mod tests {
         assert!(
             format!("{e:#}").contains("cannot open /nonexistent/ioasid"),
             "{e:#}"
+        );
+    }
+
+    /// A toy iommufd with IOAS_ALLOC and DESTROY only (lowest free id,
+    /// iommufd's size and flag rules); `skew` makes it hand out wrong ids.
+    struct Fake {
+        live: std::cell::RefCell<std::collections::BTreeSet<u32>>,
+        skew: u32,
+    }
+
+    impl Device for Fake {
+        unsafe fn ioctl_raw(&self, nr: u32, buf: &mut [u8]) -> std::io::Result<libc::c_int> {
+            use ioasid_uapi::iommufd::{IOMMU_DESTROY, IOMMU_IOAS_ALLOC};
+            let err = |e| Err(std::io::Error::from_raw_os_error(e));
+            let u32_at =
+                |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+            let size = u32_at(buf, 0) as usize;
+            let (min, full) = match nr {
+                IOMMU_IOAS_ALLOC => (12, 12),
+                IOMMU_DESTROY => (8, 8),
+                _ => return err(libc::ENOTTY),
+            };
+            if size < min {
+                return err(libc::EINVAL);
+            }
+            if buf[full.min(size)..size].iter().any(|b| *b != 0) {
+                return err(libc::E2BIG);
+            }
+            let mut live = self.live.borrow_mut();
+            if nr == IOMMU_DESTROY {
+                return if live.remove(&u32_at(buf, 4)) {
+                    Ok(0)
+                } else {
+                    err(libc::ENOENT)
+                };
+            }
+            if u32_at(buf, 4) != 0 {
+                return err(libc::EOPNOTSUPP);
+            }
+            let id = (1..).find(|i| !live.contains(i)).unwrap_or(1) + self.skew;
+            live.insert(id);
+            buf[8..12].copy_from_slice(&id.to_ne_bytes());
+            Ok(0)
+        }
+    }
+
+    fn fake_run(skew: u32) -> (Summary, String) {
+        let mut c = cfg("test");
+        c.reference = "reference".into();
+        c.ops = OpSet::parse("alloc,destroy").unwrap();
+        c.sequences = 4;
+        let opener = move |p: &Path| -> Result<Box<dyn Device>> {
+            Ok(Box::new(Fake {
+                live: Default::default(),
+                skew: if p == Path::new("test") { skew } else { 0 },
+            }))
+        };
+        let mut out = Vec::new();
+        let s = run_with(&c, &opener, &mut out).unwrap();
+        (s, String::from_utf8(out).unwrap())
+    }
+
+    /// Two identical implementations: every call compared, no difference.
+    #[test]
+    fn identical_fakes_agree() {
+        let (s, text) = fake_run(0);
+        assert_eq!(s.differences, 0, "{text}");
+        assert!(s.calls > 4 * 20, "{text}");
+        assert!(!text.contains("not ok"), "{text}");
+    }
+
+    /// Wrong ids are reported with both results; each sequence stops at its
+    /// first difference and the total is on the last line.
+    #[test]
+    fn wrong_ids_are_reported() {
+        let (s, text) = fake_run(1);
+        let n_seq = cases::fixed_cases_for(OpSet::parse("alloc,destroy").unwrap()).len() + 4;
+        assert_eq!(s.sequences, n_seq as u64);
+        assert!(s.differences >= 4, "{text}");
+        let first = text.find("not ok 1 - fixed: alloc/destroy").expect(&text);
+        let detail = &text[first..];
+        assert!(
+            detail
+                .contains("#   call 1: output structure differ(s) in IOMMU_IOAS_ALLOC(flags=0x0)"),
+            "{text}"
+        );
+        assert!(
+            detail.contains(
+                "#   reference: ok (0) IommuIoasAlloc { size: c, flags: 0, out_ioas_id: 1 }"
+            ),
+            "{text}"
+        );
+        assert!(
+            detail.contains(
+                "#   test:      ok (0) IommuIoasAlloc { size: c, flags: 0, out_ioas_id: 2 }"
+            ),
+            "{text}"
+        );
+        // Stopped at the first difference: the fixed case has 11 calls.
+        assert!(text.contains("not ok 1 - fixed: alloc/destroy: ids, reuse of the lowest free id, ENOENT (1 calls)"), "{text}");
+        assert!(
+            text.trim_end().ends_with(&format!(
+                "compared {} sequences, {} calls: {} differences",
+                s.sequences, s.calls, s.differences
+            )),
+            "{text}"
         );
     }
 }
