@@ -4,9 +4,12 @@
 //!   `/dev/iommu` (mainline) and `/dev/ioasid` (this project) alike.
 //! * `vfio-edu-workload` — real DMA with QEMU's edu device through VFIO with
 //!   the iommufd, ioasid or type1 backend; prints a JSON summary line.
+//! * `ioasid-difftest` — the same ioctl sequences against `/dev/iommu` and
+//!   `/dev/ioasid`, results compared call by call.
 //!
 //! All ioctl numbers and structures come from `ioasid-uapi`.
 
+pub mod difftest;
 pub mod dmabuf;
 pub mod edu;
 pub mod errno;

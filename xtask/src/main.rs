@@ -2,6 +2,7 @@
 
 mod kernel;
 mod patches;
+mod selftests;
 mod setup;
 mod test;
 mod util;
@@ -57,6 +58,8 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// Build the kselftests the guest runs (target/selftests/) against the built kernel's headers.
+    Selftests,
     /// Set up everything, build the kernel, and boot it running the main demo.
     Demo,
 }
@@ -78,6 +81,7 @@ fn main() -> Result<()> {
             std::process::exit(status.clamp(0, 255));
         }
         Cmd::Patches { check } => patches::patches(&paths, check),
+        Cmd::Selftests => selftests::build(&paths).map(|p| println!("{}", p.display())),
         Cmd::Test { host_only, filter } => {
             setup::setup(&paths)?;
             test::test(&paths, &test::TestOpts { host_only, filter })

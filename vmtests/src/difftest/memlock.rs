@@ -1,0 +1,274 @@
+//! The RLIMIT_MEMLOCK case. For each device a forked child lowers
+//! RLIMIT_MEMLOCK, drops CAP_IPC_LOCK from its effective set (with it,
+//! iommufd does no rlimit accounting at all: iopt_alloc_pages() picks
+//! IOPT_PAGES_ACCOUNT_NONE) and maps more than the limit, in the default
+//! (per-user) and in the IOMMU_OPTION_RLIMIT_MODE=1 (per-mm, VmLck) mode.
+//! The children's outcomes are compared line by line.
+//!
+//! Mainline iommufd only pins (and so only charges) pages when a domain is
+//! attached to the IOAS or an in-kernel access pins them; with the IOAS
+//! half alone no map exceeds the limit. The case still pins down that
+//! behaviour: an implementation that pins or charges at map time fails it.
+
+use super::Config;
+use super::call::{Addr, Call, Cmd, FIXED_RW, Id};
+use super::cases::IOVA_BASE;
+use super::exec::{PAGE, Resources, execute};
+use super::ops::{Op, OpSet};
+use super::outcome::describe;
+use anyhow::{Context, Result, bail};
+use ioasid_uapi::Iommufd;
+use ioasid_uapi::iommufd::*;
+use std::io::Read;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+
+/// The limit set in the children.
+pub const LIMIT_PAGES: u64 = 16;
+/// `CAP_IPC_LOCK` (include/uapi/linux/capability.h)
+const CAP_IPC_LOCK: u32 = 14;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// `struct __user_cap_header_struct` (not an ioctl structure).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+/// `struct __user_cap_data_struct`
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// The ops the case issues.
+pub fn ops() -> OpSet {
+    OpSet::of(&[Op::Alloc, Op::Destroy, Op::Map, Op::Unmap, Op::Option])
+}
+
+pub fn enabled(ops_allowed: OpSet) -> bool {
+    ops_allowed.contains_all(ops())
+}
+
+fn map(iova: u64, pages: u64) -> Call {
+    Call::new(Cmd::Map {
+        ioas: Id::Obj(0),
+        flags: FIXED_RW,
+        reserved: 0,
+        user_va: Addr::Arena(0),
+        length: pages * PAGE,
+        iova,
+    })
+}
+
+fn rlimit_mode(val: u64) -> Call {
+    Call::new(Cmd::Option {
+        option_id: IOMMU_OPTION_RLIMIT_MODE,
+        op: IOMMU_OPTION_OP_SET,
+        reserved: 0,
+        object: Id::Raw(0),
+        val64: val,
+    })
+}
+
+/// The calls each child makes (object 0 is the child's first IOAS, object
+/// 1 the one allocated after switching to per-mm accounting).
+pub fn calls() -> Vec<Call> {
+    let unmap_all = |k| {
+        Call::new(Cmd::Unmap {
+            ioas: Id::Obj(k),
+            iova: 0,
+            length: u64::MAX,
+        })
+    };
+    let map1 = |iova, pages| {
+        let mut c = map(iova, pages);
+        if let Cmd::Map { ioas, .. } = &mut c.cmd {
+            *ioas = Id::Obj(1);
+        }
+        c
+    };
+    vec![
+        Call::new(Cmd::Alloc { flags: 0 }),
+        map(IOVA_BASE, LIMIT_PAGES / 2),
+        map(IOVA_BASE + 0x10_0000, LIMIT_PAGES * 4),
+        map(IOVA_BASE + 0x20_0000, LIMIT_PAGES * 4),
+        rlimit_mode(1),
+        unmap_all(0),
+        Call::new(Cmd::Destroy { id: Id::Obj(0) }),
+        rlimit_mode(1),
+        Call::new(Cmd::Alloc { flags: 0 }),
+        map1(IOVA_BASE, LIMIT_PAGES / 2),
+        map1(IOVA_BASE + 0x10_0000, LIMIT_PAGES * 4),
+        unmap_all(1),
+        Call::new(Cmd::Destroy { id: Id::Obj(1) }),
+        rlimit_mode(0),
+    ]
+}
+
+fn drop_ipc_lock() -> Result<()> {
+    let mut hdr = CapHeader {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: capget with a v3 header and a 2-element data array.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut hdr as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error()).context("capget");
+    }
+    data[0].effective &= !(1 << CAP_IPC_LOCK);
+    // SAFETY: as above; only the effective set shrinks.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("capset");
+    }
+    Ok(())
+}
+
+/// What one child does; returns one line per call.
+fn child_body(dev: &Path, res: &Resources) -> Result<Vec<String>> {
+    let lim = libc::rlimit {
+        rlim_cur: LIMIT_PAGES * PAGE,
+        rlim_max: LIMIT_PAGES * PAGE,
+    };
+    // SAFETY: plain syscall with a valid struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_MEMLOCK)");
+    }
+    drop_ipc_lock()?;
+    let fd = Iommufd::open(dev).with_context(|| format!("cannot open {}", dev.display()))?;
+    let mut ids: Vec<u32> = Vec::new();
+    let mut lines = Vec::new();
+    for call in calls() {
+        let id = |i: Id| match i {
+            Id::Obj(k) => ids.get(k).copied().unwrap_or(0x7fff_fff1),
+            Id::Raw(v) => v,
+        };
+        let o = execute(&fd, &call, res, &id, true)?;
+        if o.ok() && matches!(call.cmd, Cmd::Alloc { .. }) {
+            ids.push(o.decode::<IommuIoasAlloc>().out_ioas_id);
+        }
+        lines.push(describe(call.op(), &o));
+    }
+    drop(fd);
+    let after = super::exec::read_status()?;
+    lines.push(format!(
+        "after close: VmPin {} kB VmLck {} kB",
+        after.pin_kb, after.lck_kb
+    ));
+    Ok(lines)
+}
+
+/// Fork, run [`child_body`] in the child, collect its lines.
+fn in_child(dev: &Path, res: &Resources) -> Result<Vec<String>> {
+    let mut p = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 into a 2-element array.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("pipe2");
+    }
+    // SAFETY: both fds were just created and are owned here.
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) };
+    // SAFETY: this program is single-threaded; the child only makes
+    // syscalls, allocates, and leaves with _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error()).context("fork");
+    }
+    if pid == 0 {
+        drop(rd);
+        let text = match child_body(dev, res) {
+            Ok(lines) => lines.join("\n"),
+            Err(e) => format!("child error: {e:#}"),
+        };
+        let mut f = std::fs::File::from(wr);
+        let ok = std::io::Write::write_all(&mut f, text.as_bytes()).is_ok();
+        drop(f);
+        // SAFETY: terminate the child without running the parent's atexit/drop logic.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    drop(wr);
+    let mut text = String::new();
+    let read = std::fs::File::from(rd).read_to_string(&mut text);
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).context("waitpid");
+    }
+    read.context("reading the child's results")?;
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+        bail!(
+            "memlock child for {} failed (status {status:#x})",
+            dev.display()
+        );
+    }
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+/// Result of the case: calls compared and problems found.
+pub struct MemlockResult {
+    pub calls: u64,
+    pub problems: Vec<String>,
+}
+
+pub fn run(cfg: &Config, res: &Resources) -> Result<MemlockResult> {
+    let a = in_child(&cfg.reference, res)?;
+    let b = in_child(&cfg.test, res)?;
+    let calls = calls();
+    let mut problems = Vec::new();
+    if let Some(e) = a
+        .iter()
+        .chain(b.iter())
+        .find(|l| l.starts_with("child error"))
+    {
+        problems.push(e.clone());
+    } else if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
+        let what = calls.get(i).map_or_else(
+            || "after closing".to_string(),
+            |c| format!("call {}: {c}", i + 1),
+        );
+        problems.push(format!(
+            "{what}\n#   reference: {}\n#   test:      {}",
+            a.get(i).map_or("(missing)", String::as_str),
+            b.get(i).map_or("(missing)", String::as_str)
+        ));
+    }
+    Ok(MemlockResult {
+        calls: calls.len() as u64,
+        problems,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_uses_only_its_ops() {
+        for c in calls() {
+            assert!(ops().contains(c.op()), "{c}");
+        }
+        assert!(enabled(OpSet::all()));
+        assert!(!enabled(OpSet::parse("alloc,destroy").unwrap()));
+    }
+
+    /// The fork/pipe plumbing, against /dev/null (every ioctl ENOTTY).
+    /// Lowering RLIMIT_MEMLOCK and dropping a capability only affect the child.
+    #[test]
+    fn child_against_dev_null() {
+        let res = Resources::new().unwrap();
+        let lines = in_child(Path::new("/dev/null"), &res).unwrap();
+        assert_eq!(lines.len(), calls().len() + 1, "{lines:?}");
+        assert!(lines[0].starts_with("ENOTTY (25)"), "{lines:?}");
+        assert!(lines.last().unwrap().starts_with("after close: VmPin"));
+    }
+}

@@ -1,0 +1,544 @@
+//! Differential tester: the same ioctl sequences against mainline iommufd
+//! (`/dev/iommu`, the *reference*) and `/dev/ioasid` (the *test* device),
+//! in the same process, call by call, requiring identical return values,
+//! errnos, written-back structures, IOVA range arrays and pin accounting.
+//!
+//! Each sequence (a fixed bad-input case or a seeded random sequence) runs on
+//! freshly opened file descriptors of both devices. Object ids are compared
+//! (they are output fields) and sequences name objects by allocation order
+//! ([`call::Id::Obj`]), so each device is handed its own ids.
+//!
+//! Leak checks: the observable is `VmPin` of `/proc/self/status`
+//! (`mm->pinned_vm`). iommufd adds every page it pins to it whatever the
+//! accounting mode (iopt_pages_update_pinned(), pages.c), while the
+//! per-user `user->locked_vm` it charges by default is not visible in
+//! procfs, and for root (CAP_IPC_LOCK) nothing is charged at all
+//! (iopt_alloc_pages(): IOPT_PAGES_ACCOUNT_NONE). `VmLck` (`mm->locked_vm`)
+//! is charged only in IOMMU_OPTION_RLIMIT_MODE=1 by tasks without
+//! CAP_IPC_LOCK. Both are measured around every call (per-call deltas are
+//! compared between the devices) and after every sequence (destroy of all
+//! objects, then close: both must be back at the value before the sequence).
+//!
+//! Note that mainline pins nothing at IOAS_MAP time while no domain (device)
+//! is attached to the IOAS (iopt_fill_domains_pages() has nothing to fill);
+//! an implementation that pins eagerly shows up here as a VmPin difference.
+
+pub mod call;
+pub mod cases;
+pub mod exec;
+pub mod memlock;
+pub mod model;
+pub mod ops;
+pub mod outcome;
+pub mod prng;
+
+use anyhow::{Context, Result};
+use call::{Call, Cmd, Id};
+use exec::{Device, Resources, execute, read_status};
+use ioasid_uapi::Iommufd;
+use ioasid_uapi::iommufd::IommuIoasAlloc;
+use model::Model;
+use ops::{Op, OpSet};
+use prng::Rng;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Mainline iommufd (`/dev/iommu`).
+    pub reference: PathBuf,
+    /// The device under test (`/dev/ioasid`).
+    pub test: PathBuf,
+    pub seed: u64,
+    /// Random sequences.
+    pub sequences: u64,
+    /// Calls per random sequence.
+    pub calls: u64,
+    /// Run exactly one random sequence with this sequence seed (as printed
+    /// in a sequence's result line) instead of `sequences` derived from `seed`.
+    pub replay: Option<u64>,
+    pub ops: OpSet,
+    /// Run the fixed bad-input cases.
+    pub fixed: bool,
+    /// Run the RLIMIT_MEMLOCK case (forks).
+    pub memlock: bool,
+    /// Compare per-call VmPin/VmLck deltas.
+    pub pins: bool,
+    /// Print every call (not only differences).
+    pub verbose: bool,
+}
+
+/// Totals of a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub sequences: u64,
+    pub calls: u64,
+    /// Differing calls plus leak findings.
+    pub differences: u64,
+}
+
+/// Result of one sequence.
+#[derive(Debug, Default)]
+struct SeqResult {
+    calls: u64,
+    /// Problems found, each a multi-line text (first line is the headline).
+    problems: Vec<String>,
+}
+
+/// An id that no sequence allocates: used for an object the device did not create.
+const UNRESOLVED: u32 = 0x7fff_fff1;
+
+/// Opens a device by path (the real one opens the character device).
+pub type Opener<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn Device>>;
+
+/// Open the character device at `path`.
+pub fn open_device(path: &Path) -> Result<Box<dyn Device>> {
+    let fd = Iommufd::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    Ok(Box::new(fd))
+}
+
+struct Pair {
+    reference: Box<dyn Device>,
+    test: Box<dyn Device>,
+}
+
+fn open(cfg: &Config, opener: Opener<'_>) -> Result<Pair> {
+    Ok(Pair {
+        reference: opener(&cfg.reference)?,
+        test: opener(&cfg.test)?,
+    })
+}
+
+fn leak_check(what: &str, base: exec::MemCounters) -> Result<Option<String>> {
+    let now = read_status()?;
+    Ok((now != base).then(|| {
+        format!(
+            "leak: {what}: VmPin {} kB -> {} kB, VmLck {} kB -> {} kB",
+            base.pin_kb, now.pin_kb, base.lck_kb, now.lck_kb
+        )
+    }))
+}
+
+/// Run one sequence: `next` yields the calls (given the model so far).
+fn run_sequence<W: Write>(
+    cfg: &Config,
+    opener: Opener<'_>,
+    res: &Resources,
+    next: &mut dyn FnMut(&Model) -> Option<Call>,
+    out: &mut W,
+) -> Result<SeqResult> {
+    let base = read_status()?;
+    let pair = open(cfg, opener)?;
+    let mut model = Model::default();
+    // Per logical object: (reference id, test id).
+    let mut ids: Vec<(u32, u32)> = Vec::new();
+    let mut r = SeqResult::default();
+    let mut diverged = false;
+
+    let step = |call: &Call,
+                model: &mut Model,
+                ids: &mut Vec<(u32, u32)>,
+                r: &mut SeqResult,
+                out: &mut W|
+     -> Result<bool> {
+        if !cfg.ops.contains(call.op()) {
+            // Never issue an ioctl outside --ops (generators do not produce them).
+            return Ok(true);
+        }
+        let rid = |i: Id| match i {
+            Id::Obj(k) => ids.get(k).map_or(UNRESOLVED, |p| p.0),
+            Id::Raw(v) => v,
+        };
+        let tid = |i: Id| match i {
+            Id::Obj(k) => ids.get(k).map_or(UNRESOLVED, |p| p.1),
+            Id::Raw(v) => v,
+        };
+        let a = execute(pair.reference.as_ref(), call, res, &rid, cfg.pins)
+            .with_context(|| format!("{} on {}", call, cfg.reference.display()))?;
+        let b = execute(pair.test.as_ref(), call, res, &tid, cfg.pins)
+            .with_context(|| format!("{} on {}", call, cfg.test.display()))?;
+        r.calls += 1;
+        if cfg.verbose {
+            writeln!(out, "#   {call} -> {}", outcome::describe(call.op(), &a))?;
+        }
+        if let Some(d) = outcome::difference(call, &a, &b) {
+            r.problems.push(format!("call {}: {d}", r.calls));
+            return Ok(false);
+        }
+        if a.ok() && matches!(call.cmd, Cmd::Alloc { .. }) {
+            let ra: IommuIoasAlloc = a.decode();
+            let rb: IommuIoasAlloc = b.decode();
+            ids.push((ra.out_ioas_id, rb.out_ioas_id));
+        }
+        model.apply(call, &a);
+        Ok(true)
+    };
+
+    while let Some(call) = next(&model) {
+        if !step(&call, &mut model, &mut ids, &mut r, out)? {
+            diverged = true;
+            break;
+        }
+    }
+    // Tear down through the ABI (when allowed), then check accounting.
+    if !diverged && cfg.ops.contains(Op::Destroy) {
+        for k in model.alive() {
+            let c = Call::new(Cmd::Destroy { id: Id::Obj(k) });
+            if !step(&c, &mut model, &mut ids, &mut r, out)? {
+                break;
+            }
+        }
+        if let Some(l) = leak_check("after destroying every object", base)? {
+            r.problems.push(l);
+        }
+    }
+    let Pair { reference, test } = pair;
+    drop(reference);
+    if let Some(l) = leak_check(&format!("after closing {}", cfg.reference.display()), base)? {
+        r.problems.push(l);
+    }
+    drop(test);
+    if let Some(l) = leak_check(&format!("after closing {}", cfg.test.display()), base)? {
+        r.problems.push(l);
+    }
+    Ok(r)
+}
+
+fn report<W: Write>(
+    out: &mut W,
+    n: u64,
+    name: &str,
+    r: &SeqResult,
+    sum: &mut Summary,
+) -> Result<()> {
+    sum.sequences += 1;
+    sum.calls += r.calls;
+    sum.differences += r.problems.len() as u64;
+    if r.problems.is_empty() {
+        writeln!(out, "ok {n} - {name} ({} calls)", r.calls)?;
+    } else {
+        writeln!(out, "not ok {n} - {name} ({} calls)", r.calls)?;
+        for p in &r.problems {
+            for line in p.lines() {
+                let line = line.trim_start_matches('#').trim_start();
+                writeln!(out, "#   {line}")?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Run everything `cfg` asks for, streaming TAP-like lines to `out`.
+pub fn run<W: Write>(cfg: &Config, out: &mut W) -> Result<Summary> {
+    run_with(cfg, &open_device, out)
+}
+
+/// [`run`] with devices opened by `opener`.
+pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Result<Summary> {
+    let res = Resources::new()?;
+    let cases = if cfg.fixed {
+        cases::fixed_cases_for(cfg.ops)
+    } else {
+        Vec::new()
+    };
+    let memlock = cfg.memlock && memlock::enabled(cfg.ops);
+    let random = if cfg.replay.is_some() {
+        1
+    } else {
+        cfg.sequences
+    };
+    let planned = cases.len() as u64 + u64::from(memlock) + random;
+    writeln!(out, "1..{planned}")?;
+    writeln!(
+        out,
+        "# reference {} vs test {}; ops {}; seed {:#x}; {} random sequences of {} calls",
+        cfg.reference.display(),
+        cfg.test.display(),
+        cfg.ops,
+        cfg.seed,
+        random,
+        cfg.calls
+    )?;
+    let mut sum = Summary::default();
+    let mut n = 0;
+    for case in &cases {
+        n += 1;
+        let mut it = case.calls.iter();
+        let r = run_sequence(cfg, opener, &res, &mut |_| it.next().cloned(), out)?;
+        report(out, n, &format!("fixed: {}", case.name), &r, &mut sum)?;
+    }
+    if memlock {
+        n += 1;
+        let r = memlock::run(cfg, &res)?;
+        let r = SeqResult {
+            calls: r.calls,
+            problems: r.problems,
+        };
+        report(
+            out,
+            n,
+            "memlock: RLIMIT_MEMLOCK low, CAP_IPC_LOCK dropped (forked children)",
+            &r,
+            &mut sum,
+        )?;
+    }
+    let seeds: Vec<u64> = match cfg.replay {
+        Some(s) => vec![s],
+        None => (0..cfg.sequences)
+            .map(|i| Rng::sequence_seed(cfg.seed, i))
+            .collect(),
+    };
+    for (i, seed) in seeds.into_iter().enumerate() {
+        n += 1;
+        let mut rng = Rng::new(seed);
+        let mut left = cfg.calls;
+        let ops = cfg.ops;
+        let r = run_sequence(
+            cfg,
+            opener,
+            &res,
+            &mut |m| {
+                if left == 0 {
+                    return None;
+                }
+                left -= 1;
+                cases::random_call(&mut rng, m, ops)
+            },
+            out,
+        )?;
+        report(
+            out,
+            n,
+            &format!(
+                "random sequence {i} (seed {:#x}; replay alone with --replay {seed:#x})",
+                cfg.seed
+            ),
+            &r,
+            &mut sum,
+        )?;
+    }
+    writeln!(
+        out,
+        "compared {} sequences, {} calls: {} differences",
+        sum.sequences, sum.calls, sum.differences
+    )?;
+    out.flush()?;
+    Ok(sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(test: &str) -> Config {
+        Config {
+            reference: "/dev/null".into(),
+            test: test.into(),
+            seed: 1,
+            sequences: 3,
+            calls: 20,
+            replay: None,
+            ops: OpSet::all(),
+            fixed: true,
+            memlock: false,
+            pins: true,
+            verbose: false,
+        }
+    }
+
+    /// /dev/null against itself: every ioctl is ENOTTY on both, so no differences.
+    #[test]
+    fn null_vs_null_has_no_differences() {
+        let c = cfg("/dev/null");
+        let mut out = Vec::new();
+        let s = run(&c, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(s.differences, 0, "{text}");
+        assert_eq!(s.sequences, cases::fixed_cases().len() as u64 + 3);
+        assert!(s.calls > 100);
+        assert!(text.starts_with(&format!("1..{}\n", s.sequences)), "{text}");
+        assert!(
+            text.trim_end().ends_with(&format!(
+                "compared {} sequences, {} calls: 0 differences",
+                s.sequences, s.calls
+            )),
+            "{text}"
+        );
+    }
+
+    /// `--ops alloc,destroy`: no other ioctl is issued.
+    #[test]
+    fn restricted_ops_only_issue_those() {
+        let mut c = cfg("/dev/null");
+        c.ops = OpSet::parse("alloc,destroy").unwrap();
+        c.verbose = true;
+        let mut out = Vec::new();
+        run(&c, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for l in text.lines().filter(|l| l.starts_with("#   IOMMU_")) {
+            assert!(
+                l.starts_with("#   IOMMU_IOAS_ALLOC(") || l.starts_with("#   IOMMU_DESTROY("),
+                "{l}"
+            );
+        }
+        assert!(text.contains("#   IOMMU_IOAS_ALLOC("));
+    }
+
+    /// `--replay` runs exactly the sequence a run printed.
+    #[test]
+    fn replay_runs_one_sequence() {
+        // The calls printed (verbose) before each result line, per sequence.
+        fn blocks(text: &str) -> Vec<(String, Vec<String>)> {
+            let mut out = Vec::new();
+            let mut calls = Vec::new();
+            for l in text.lines() {
+                if l.starts_with("#   IOMMU_") {
+                    calls.push(l.to_string());
+                } else if l.starts_with("ok ") || l.starts_with("not ok ") {
+                    out.push((l.to_string(), std::mem::take(&mut calls)));
+                }
+            }
+            out
+        }
+        let mut c = cfg("/dev/null");
+        c.fixed = false;
+        c.memlock = false;
+        c.verbose = true;
+        c.sequences = 2;
+        let mut out = Vec::new();
+        run(&c, &mut out).unwrap();
+        let first = blocks(&String::from_utf8(out).unwrap());
+        assert_eq!(first.len(), 2);
+        let (line, calls) = &first[1];
+        let seed = line.split("--replay 0x").nth(1).unwrap();
+        let seed = seed.split(')').next().unwrap();
+        c.replay = Some(u64::from_str_radix(seed, 16).unwrap());
+        let mut out = Vec::new();
+        let s = run(&c, &mut out).unwrap();
+        assert_eq!(s.sequences, 1);
+        let again = blocks(&String::from_utf8(out).unwrap());
+        assert_eq!(again.len(), 1);
+        assert_eq!(&again[0].1, calls);
+        assert_eq!(calls.len(), 20);
+    }
+
+    /// A device that cannot be opened is an error (exit 2), not a difference.
+    #[test]
+    fn open_failure_is_an_error() {
+        let c = cfg("/nonexistent/ioasid");
+        let mut out = Vec::new();
+        let e = run(&c, &mut out).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("cannot open /nonexistent/ioasid"),
+            "{e:#}"
+        );
+    }
+
+    /// A toy iommufd with IOAS_ALLOC and DESTROY only (lowest free id,
+    /// iommufd's size and flag rules); `skew` makes it hand out wrong ids.
+    struct Fake {
+        live: std::cell::RefCell<std::collections::BTreeSet<u32>>,
+        skew: u32,
+    }
+
+    impl Device for Fake {
+        unsafe fn ioctl_raw(&self, nr: u32, buf: &mut [u8]) -> std::io::Result<libc::c_int> {
+            use ioasid_uapi::iommufd::{IOMMU_DESTROY, IOMMU_IOAS_ALLOC};
+            let err = |e| Err(std::io::Error::from_raw_os_error(e));
+            let u32_at =
+                |b: &[u8], o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+            let size = u32_at(buf, 0) as usize;
+            let (min, full) = match nr {
+                IOMMU_IOAS_ALLOC => (12, 12),
+                IOMMU_DESTROY => (8, 8),
+                _ => return err(libc::ENOTTY),
+            };
+            if size < min {
+                return err(libc::EINVAL);
+            }
+            if buf[full.min(size)..size].iter().any(|b| *b != 0) {
+                return err(libc::E2BIG);
+            }
+            let mut live = self.live.borrow_mut();
+            if nr == IOMMU_DESTROY {
+                return if live.remove(&u32_at(buf, 4)) {
+                    Ok(0)
+                } else {
+                    err(libc::ENOENT)
+                };
+            }
+            if u32_at(buf, 4) != 0 {
+                return err(libc::EOPNOTSUPP);
+            }
+            let id = (1..).find(|i| !live.contains(i)).unwrap_or(1) + self.skew;
+            live.insert(id);
+            buf[8..12].copy_from_slice(&id.to_ne_bytes());
+            Ok(0)
+        }
+    }
+
+    fn fake_run(skew: u32) -> (Summary, String) {
+        let mut c = cfg("test");
+        c.reference = "reference".into();
+        c.ops = OpSet::parse("alloc,destroy").unwrap();
+        c.sequences = 4;
+        let opener = move |p: &Path| -> Result<Box<dyn Device>> {
+            Ok(Box::new(Fake {
+                live: Default::default(),
+                skew: if p == Path::new("test") { skew } else { 0 },
+            }))
+        };
+        let mut out = Vec::new();
+        let s = run_with(&c, &opener, &mut out).unwrap();
+        (s, String::from_utf8(out).unwrap())
+    }
+
+    /// Two identical implementations: every call compared, no difference.
+    #[test]
+    fn identical_fakes_agree() {
+        let (s, text) = fake_run(0);
+        assert_eq!(s.differences, 0, "{text}");
+        assert!(s.calls > 4 * 20, "{text}");
+        assert!(!text.contains("not ok"), "{text}");
+    }
+
+    /// Wrong ids are reported with both results; each sequence stops at its
+    /// first difference and the total is on the last line.
+    #[test]
+    fn wrong_ids_are_reported() {
+        let (s, text) = fake_run(1);
+        let n_seq = cases::fixed_cases_for(OpSet::parse("alloc,destroy").unwrap()).len() + 4;
+        assert_eq!(s.sequences, n_seq as u64);
+        assert!(s.differences >= 4, "{text}");
+        let first = text.find("not ok 1 - fixed: alloc/destroy").expect(&text);
+        let detail = &text[first..];
+        assert!(
+            detail
+                .contains("#   call 1: output structure differ(s) in IOMMU_IOAS_ALLOC(flags=0x0)"),
+            "{text}"
+        );
+        assert!(
+            detail.contains(
+                "#   reference: ok (0) IommuIoasAlloc { size: c, flags: 0, out_ioas_id: 1 }"
+            ),
+            "{text}"
+        );
+        assert!(
+            detail.contains(
+                "#   test:      ok (0) IommuIoasAlloc { size: c, flags: 0, out_ioas_id: 2 }"
+            ),
+            "{text}"
+        );
+        // Stopped at the first difference: the fixed case has 11 calls.
+        assert!(text.contains("not ok 1 - fixed: alloc/destroy: ids, reuse of the lowest free id, ENOENT (1 calls)"), "{text}");
+        assert!(
+            text.trim_end().ends_with(&format!(
+                "compared {} sequences, {} calls: {} differences",
+                s.sequences, s.calls, s.differences
+            )),
+            "{text}"
+        );
+    }
+}
