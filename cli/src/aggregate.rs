@@ -6,6 +6,10 @@
 //! arguments. The per (process, domain) aggregate counts such a mapping once
 //! (from the nosync record); the outer record is marked `wraps_nosync`.
 //! Per-function aggregates ([`KindStats`]) count every call as it was made.
+//!
+//! Unmaps come from `iommu_unmap` and `iommu_unmap_fast` (VFIO type1 uses
+//! the latter, falling back to the former when it unmaps nothing). Neither
+//! calls the other, so both count as unmapped bytes of their domain.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -57,10 +61,11 @@ pub struct KindStats {
 }
 
 /// Traced functions in a stable order (the order of report lines).
-pub const FUNCTIONS: [&str; 5] = [
+pub const FUNCTIONS: [&str; 6] = [
     "iommu_map",
     "iommu_map_nosync",
     "iommu_unmap",
+    "iommu_unmap_fast",
     "kvm_arch_register_noncoherent_dma",
     "kvm_arch_unregister_noncoherent_dma",
 ];
@@ -158,8 +163,8 @@ impl Aggregator {
                     }
                 }
             }
-            Event::Unmap(u) => {
-                let k = self.kinds.entry("iommu_unmap").or_default();
+            Event::Unmap(f, u) => {
+                let k = self.kinds.entry(f.name()).or_default();
                 k.calls += 1;
                 k.bytes = k.bytes.saturating_add(u.unmapped);
                 if u.unmapped < u.size {
@@ -230,7 +235,14 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::tests::{map_event, unmap_event};
+    use crate::event::{
+        UnmapFn,
+        tests::{map_event, unmap_event},
+    };
+
+    fn unmap(f: UnmapFn, tgid: u32, domain: u64, iova: u64, size: u64, unmapped: u64) -> Event {
+        Event::Unmap(f, unmap_event(f, tgid, domain, iova, size, unmapped))
+    }
 
     const D1: u64 = 0xffff_8880_0000_1000;
     const D2: u64 = 0xffff_8880_0000_2000;
@@ -254,7 +266,7 @@ mod tests {
             MapFn::IommuMap,
             map_event(MapFn::IommuMap, 200, 200, D2, 0x0, 1 << 21, 0),
         ));
-        a.observe(&Event::Unmap(unmap_event(100, D1, 0x1000, 8192, 8192)));
+        a.observe(&unmap(UnmapFn::IommuUnmap, 100, D1, 0x1000, 8192, 8192));
 
         let rows = a.domain_rows();
         assert_eq!(rows.len(), 2);
@@ -306,19 +318,20 @@ mod tests {
                 }
             )
         );
+        assert_eq!(kinds[3], ("iommu_unmap_fast", KindStats::default()));
     }
 
     #[test]
     fn net_bytes_can_go_negative() {
         let mut a = Aggregator::new();
-        a.observe(&Event::Unmap(unmap_event(7, D1, 0, 4096, 4096)));
+        a.observe(&unmap(UnmapFn::IommuUnmap, 7, D1, 0, 4096, 4096));
         assert_eq!(a.domain_rows()[0].1.net_bytes(), -4096);
     }
 
     #[test]
     fn short_unmap_counts_as_failed_kind() {
         let mut a = Aggregator::new();
-        a.observe(&Event::Unmap(unmap_event(7, D1, 0, 8192, 4096)));
+        a.observe(&unmap(UnmapFn::IommuUnmap, 7, D1, 0, 8192, 4096));
         assert_eq!(
             a.kind_rows()[2].1,
             KindStats {
@@ -327,6 +340,75 @@ mod tests {
                 bytes: 4096
             }
         );
+    }
+
+    /// VFIO type1: maps with iommu_map, unmaps with iommu_unmap_fast, and
+    /// falls back to iommu_unmap when the fast call unmapped nothing. Once
+    /// everything is unmapped the net bytes of the domain are zero.
+    #[test]
+    fn type1_workload_unmapping_everything_nets_to_zero() {
+        const SIZES: [u64; 4] = [4096, 1 << 21, 1 << 30, 8192];
+        let mut a = Aggregator::new();
+        let mut iova = 0u64;
+        for size in SIZES {
+            a.observe(&Event::Map(
+                MapFn::IommuMap,
+                map_event(MapFn::IommuMap, 300, 301, D1, iova, size, 0),
+            ));
+            iova += size;
+        }
+        iova = 0;
+        for (i, size) in SIZES.into_iter().enumerate() {
+            if i < SIZES.len() - 1 {
+                a.observe(&unmap(UnmapFn::IommuUnmapFast, 300, D1, iova, size, size));
+            } else {
+                // The fast call unmapped nothing; the slow path did it.
+                a.observe(&unmap(UnmapFn::IommuUnmapFast, 300, D1, iova, size, 0));
+                a.observe(&unmap(UnmapFn::IommuUnmap, 300, D1, iova, size, size));
+            }
+            iova += size;
+        }
+
+        let rows = a.domain_rows();
+        assert_eq!(rows.len(), 1);
+        let (k, d) = &rows[0];
+        assert_eq!(
+            *k,
+            DomainKey {
+                pid: 300,
+                domain: D1
+            }
+        );
+        assert_eq!((d.maps, d.unmaps, d.failed_maps), (4, 5, 0));
+        let total: u64 = SIZES.iter().sum();
+        assert_eq!(d.mapped_bytes, total);
+        assert_eq!(d.unmapped_bytes, total);
+        assert_eq!(d.net_bytes(), 0);
+
+        let kinds = a.kind_rows();
+        assert_eq!(
+            kinds[2],
+            (
+                "iommu_unmap",
+                KindStats {
+                    calls: 1,
+                    failed: 0,
+                    bytes: 8192
+                }
+            )
+        );
+        assert_eq!(
+            kinds[3],
+            (
+                "iommu_unmap_fast",
+                KindStats {
+                    calls: 4,
+                    failed: 1,
+                    bytes: 4096 + (1 << 21) + (1 << 30)
+                }
+            )
+        );
+        assert_eq!(a.events(), 9);
     }
 
     #[test]

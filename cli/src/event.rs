@@ -20,6 +20,24 @@ impl MapFn {
     }
 }
 
+/// Which unmap function an [`UnmapEvent`] came from. VFIO type1 unmaps with
+/// `iommu_unmap_fast` (batched IOTLB flush) and falls back to `iommu_unmap`;
+/// neither calls the other, so every unmap is reported once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum UnmapFn {
+    IommuUnmap,
+    IommuUnmapFast,
+}
+
+impl UnmapFn {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnmapFn::IommuUnmap => "iommu_unmap",
+            UnmapFn::IommuUnmapFast => "iommu_unmap_fast",
+        }
+    }
+}
+
 /// Registration or unregistration of non-coherent DMA with a KVM VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KvmOp {
@@ -47,7 +65,7 @@ impl KvmOp {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Map(MapFn, MapEvent),
-    Unmap(UnmapEvent),
+    Unmap(UnmapFn, UnmapEvent),
     Kvm(KvmOp, KvmEvent),
 }
 
@@ -55,7 +73,7 @@ impl Event {
     pub fn header(&self) -> &EventHeader {
         match self {
             Event::Map(_, e) => &e.header,
-            Event::Unmap(e) => &e.header,
+            Event::Unmap(_, e) => &e.header,
             Event::Kvm(_, e) => &e.header,
         }
     }
@@ -99,7 +117,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     match header.kind {
         kind::IOMMU_MAP => Ok(Event::Map(MapFn::IommuMap, read(record)?)),
         kind::IOMMU_MAP_NOSYNC => Ok(Event::Map(MapFn::IommuMapNosync, read(record)?)),
-        kind::IOMMU_UNMAP => Ok(Event::Unmap(read(record)?)),
+        kind::IOMMU_UNMAP => Ok(Event::Unmap(UnmapFn::IommuUnmap, read(record)?)),
+        kind::IOMMU_UNMAP_FAST => Ok(Event::Unmap(UnmapFn::IommuUnmapFast, read(record)?)),
         kind::KVM_REGISTER_NONCOHERENT_DMA => Ok(Event::Kvm(KvmOp::Register, read(record)?)),
         kind::KVM_UNREGISTER_NONCOHERENT_DMA => Ok(Event::Kvm(KvmOp::Unregister, read(record)?)),
         other => Err(DecodeError::UnknownKind(other)),
@@ -172,20 +191,19 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn unmap_event(
+        f: UnmapFn,
         tgid: u32,
         domain: u64,
         iova: u64,
         size: u64,
         unmapped: u64,
     ) -> UnmapEvent {
+        let k = match f {
+            UnmapFn::IommuUnmap => kind::IOMMU_UNMAP,
+            UnmapFn::IommuUnmapFast => kind::IOMMU_UNMAP_FAST,
+        };
         UnmapEvent {
-            header: hdr(
-                kind::IOMMU_UNMAP,
-                size_of::<UnmapEvent>(),
-                tgid,
-                tgid,
-                "qemu-system-x86",
-            ),
+            header: hdr(k, size_of::<UnmapEvent>(), tgid, tgid, "qemu-system-x86"),
             domain,
             iova,
             size,
@@ -214,8 +232,32 @@ pub(crate) mod tests {
             Ok(Event::Map(MapFn::IommuMapNosync, m))
         );
 
-        let u = unmap_event(10, 0xffff_8880_0000_1000, 0x1000, 4096, 4096);
-        assert_eq!(decode(&bytes_of(&u)), Ok(Event::Unmap(u)));
+        let u = unmap_event(
+            UnmapFn::IommuUnmap,
+            10,
+            0xffff_8880_0000_1000,
+            0x1000,
+            4096,
+            4096,
+        );
+        assert_eq!(
+            decode(&bytes_of(&u)),
+            Ok(Event::Unmap(UnmapFn::IommuUnmap, u))
+        );
+
+        let uf = unmap_event(
+            UnmapFn::IommuUnmapFast,
+            10,
+            0xffff_8880_0000_1000,
+            0x2000,
+            1 << 21,
+            1 << 21,
+        );
+        assert_eq!(uf.header.kind, kind::IOMMU_UNMAP_FAST);
+        assert_eq!(
+            decode(&bytes_of(&uf)),
+            Ok(Event::Unmap(UnmapFn::IommuUnmapFast, uf))
+        );
 
         let k = KvmEvent {
             header: hdr(
@@ -256,6 +298,27 @@ pub(crate) mod tests {
             decode(&bytes_of(&lying)),
             Err(DecodeError::Truncated { .. })
         ));
+    }
+
+    #[test]
+    fn unmap_fast_record_is_an_unmap_record() {
+        // Same layout as iommu_unmap; a short one is rejected, a longer one
+        // (fields appended by a newer producer) is accepted.
+        let u = unmap_event(UnmapFn::IommuUnmapFast, 3, 0xd, 0, 8192, 8192);
+        let short = &bytes_of(&u)[..size_of::<UnmapEvent>() - 1];
+        assert!(matches!(decode(short), Err(DecodeError::Truncated { .. })));
+        let mut longer = u;
+        longer.header.size += 8;
+        let mut bytes = bytes_of(&longer);
+        bytes.extend_from_slice(&[0x55; 8]);
+        match decode(&bytes) {
+            Ok(Event::Unmap(UnmapFn::IommuUnmapFast, got)) => {
+                assert_eq!((got.size, got.unmapped), (8192, 8192));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(UnmapFn::IommuUnmapFast.name(), "iommu_unmap_fast");
+        assert_eq!(UnmapFn::IommuUnmap.name(), "iommu_unmap");
     }
 
     #[test]

@@ -102,7 +102,7 @@ pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::R
     let h = ev.header();
     let function = match ev {
         Event::Map(f, _) => f.name(),
-        Event::Unmap(_) => "iommu_unmap",
+        Event::Unmap(f, _) => f.name(),
         Event::Kvm(op, _) => op.function(),
     };
     let common = Common {
@@ -146,7 +146,7 @@ pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::R
                 },
             )
         }
-        Event::Unmap(u) => {
+        Event::Unmap(_, u) => {
             #[derive(Serialize)]
             struct Unmap {
                 #[serde(flatten)]
@@ -291,7 +291,7 @@ mod tests {
     use super::*;
     use crate::{
         event::{
-            KvmOp, MapFn,
+            KvmOp, MapFn, UnmapFn,
             tests::{hdr, map_event, unmap_event},
         },
         loader::{Attach, ProbeReport},
@@ -406,8 +406,8 @@ mod tests {
     #[test]
     fn unmap_and_kvm_lines() {
         let mut out = Vec::new();
-        let u = unmap_event(9, 0xabc, 0x2000, 8192, 4096);
-        write_event(&mut out, &Event::Unmap(u), false).expect("write");
+        let u = unmap_event(UnmapFn::IommuUnmap, 9, 0xabc, 0x2000, 8192, 4096);
+        write_event(&mut out, &Event::Unmap(UnmapFn::IommuUnmap, u), false).expect("write");
         let k = KvmEvent {
             header: hdr(kind::KVM_REGISTER_NONCOHERENT_DMA, 48, 9, 10, "qemu"),
             kvm: 0xffff_c900_1234_0000,
@@ -426,6 +426,48 @@ mod tests {
         assert_eq!(l[1]["kvm"], "0xffffc90012340000");
         assert_eq!(l[1]["pid"], 9);
         assert_eq!(l[1]["tid"], 10);
+    }
+
+    #[test]
+    fn unmap_fast_line_is_an_unmap_line() {
+        let mut u = unmap_event(
+            UnmapFn::IommuUnmapFast,
+            77,
+            0xffff_8881_0abc_d000,
+            0x1_0000_0000,
+            1 << 21,
+            1 << 21,
+        );
+        u.header.tid = 78;
+        u.header.flags = flags::VIA_KPROBE;
+        let mut out = Vec::new();
+        write_event(&mut out, &Event::Unmap(UnmapFn::IommuUnmapFast, u), false).expect("write");
+        let mut plain = Vec::new();
+        let p = unmap_event(UnmapFn::IommuUnmap, 77, 1, 1, 1, 1);
+        write_event(&mut plain, &Event::Unmap(UnmapFn::IommuUnmap, p), false).expect("write");
+        let l = lines(&out);
+        assert_eq!(l.len(), 1);
+        let v = &l[0];
+        check_envelope(v, "unmap");
+        // Exactly the fields of an iommu_unmap line.
+        assert_eq!(keys(v), keys(&lines(&plain)[0]));
+        assert_eq!(
+            keys(v),
+            [
+                "comm", "domain", "fn", "iova", "pid", "size", "tid", "ts_ns", "type", "unmapped",
+                "v", "via"
+            ]
+        );
+        assert_eq!(v["fn"], "iommu_unmap_fast");
+        assert_eq!(v["domain"], "0xffff88810abcd000");
+        assert_eq!(v["iova"], "0x100000000");
+        assert_eq!(v["size"], 1 << 21);
+        assert_eq!(v["unmapped"], 1 << 21);
+        assert_eq!(v["pid"], 77);
+        assert_eq!(v["tid"], 78);
+        assert_eq!(v["comm"], "qemu-system-x86");
+        assert_eq!(v["via"], "kprobe");
+        assert_eq!(v["ts_ns"], 1000);
     }
 
     #[test]
@@ -470,7 +512,14 @@ mod tests {
             MapFn::IommuMap,
             map_event(MapFn::IommuMap, 50, 50, d, 1 << 20, 4096, -22),
         ));
-        agg.observe(&Event::Unmap(unmap_event(50, d, 0, 4096, 4096)));
+        agg.observe(&Event::Unmap(
+            UnmapFn::IommuUnmap,
+            unmap_event(UnmapFn::IommuUnmap, 50, d, 0, 4096, 4096),
+        ));
+        agg.observe(&Event::Unmap(
+            UnmapFn::IommuUnmapFast,
+            unmap_event(UnmapFn::IommuUnmapFast, 50, d, 4096, 8192, 8192),
+        ));
         agg.undecodable();
         let mut out = Vec::new();
         write_report(
@@ -488,8 +537,8 @@ mod tests {
         )
         .expect("write");
         let l = lines(&out);
-        // 5 kind lines, 1 domain line, 1 summary line.
-        assert_eq!(l.len(), 7);
+        // 6 kind lines, 1 domain line, 1 summary line.
+        assert_eq!(l.len(), 8);
         for (i, f) in crate::aggregate::FUNCTIONS.iter().enumerate() {
             check_envelope(&l[i], "kind");
             assert_eq!(l[i]["fn"], *f);
@@ -498,25 +547,31 @@ mod tests {
         assert_eq!(l[0]["calls"], 2);
         assert_eq!(l[0]["failed"], 1);
         assert_eq!(l[0]["bytes"], 1 << 20);
-        assert_eq!(l[3]["calls"], 0);
+        assert_eq!(l[1]["calls"], 0);
+        assert_eq!((&l[2]["calls"], &l[2]["bytes"]), (&1.into(), &4096.into()));
+        assert_eq!(l[3]["fn"], "iommu_unmap_fast");
+        assert_eq!(l[3]["calls"], 1);
+        assert_eq!(l[3]["failed"], 0);
+        assert_eq!(l[3]["bytes"], 8192);
+        assert_eq!(l[4]["calls"], 0);
 
-        let dom = &l[5];
+        let dom = &l[6];
         check_envelope(dom, "domain");
         assert_eq!(dom["pid"], 50);
         assert_eq!(dom["comm"], "qemu-system-x86");
         assert_eq!(dom["domain"], "0xffff8880dead0000");
         assert_eq!(dom["maps"], 1);
-        assert_eq!(dom["unmaps"], 1);
+        assert_eq!(dom["unmaps"], 2);
         assert_eq!(dom["failed_maps"], 1);
-        assert_eq!(dom["mapped_bytes"], (1 << 20) - 4096);
+        assert_eq!(dom["mapped_bytes"], (1 << 20) - 4096 - 8192);
         assert_eq!(dom["gross_mapped_bytes"], 1 << 20);
-        assert_eq!(dom["gross_unmapped_bytes"], 4096);
+        assert_eq!(dom["gross_unmapped_bytes"], 4096 + 8192);
 
-        let s = &l[6];
+        let s = &l[7];
         check_envelope(s, "summary");
         assert_eq!(s["final"], true);
         assert_eq!(s["elapsed_s"], 2.004);
-        assert_eq!(s["events"], 3);
+        assert_eq!(s["events"], 4);
         assert_eq!(s["lost_events"], 4);
         assert_eq!(s["lost_ringbuf"], 3);
         assert_eq!(s["lost_no_entry"], 1);
@@ -540,8 +595,8 @@ mod tests {
         )
         .expect("write");
         let l = lines(&out);
-        assert_eq!(l.len(), 6);
-        let s = &l[5];
+        assert_eq!(l.len(), 7);
+        let s = &l[6];
         check_envelope(s, "summary");
         assert_eq!(s["final"], false);
         assert_eq!(s["lost_events"], 0);
@@ -559,7 +614,14 @@ mod tests {
         let mut out = Vec::new();
         let m = map_event(MapFn::IommuMap, 1, 1, 1, 1, 1, 0);
         write_event(&mut out, &Event::Map(MapFn::IommuMap, m), false).expect("write");
-        write_event(&mut out, &Event::Unmap(unmap_event(1, 1, 1, 1, 1)), false).expect("write");
+        for f in [UnmapFn::IommuUnmap, UnmapFn::IommuUnmapFast] {
+            write_event(
+                &mut out,
+                &Event::Unmap(f, unmap_event(f, 1, 1, 1, 1, 1)),
+                false,
+            )
+            .expect("write");
+        }
         let k = KvmEvent {
             header: hdr(kind::KVM_REGISTER_NONCOHERENT_DMA, 48, 1, 1, "q"),
             kvm: 1,
@@ -591,6 +653,11 @@ mod tests {
         let mut types = std::collections::BTreeSet::new();
         for line in lines(&out) {
             let ty = line["type"].as_str().expect("type is a string").to_owned();
+            // Every traced function (per-call and kind lines) is named in the
+            // contract's fn list and has its own `kind` line.
+            if let Some(f) = line["fn"].as_str() {
+                assert!(doc.contains(&format!("`{f}`")), "fn {f} undocumented");
+            }
             assert!(
                 doc.contains(&format!("### `{ty}`")),
                 "type {ty} undocumented"

@@ -53,7 +53,7 @@ struct Target {
 }
 
 /// Program names are those of ebpf/ioasid-ebpf/src/main.rs.
-const TARGETS: [Target; 5] = [
+const TARGETS: [Target; 6] = [
     Target {
         function: "iommu_map",
         fexit: "iommu_map_fexit",
@@ -73,6 +73,14 @@ const TARGETS: [Target; 5] = [
         fexit: "iommu_unmap_fexit",
         kprobe: "iommu_unmap_kprobe",
         kretprobe: Some("iommu_unmap_kretprobe"),
+        required: true,
+    },
+    // VFIO type1 unmaps through this one, not iommu_unmap.
+    Target {
+        function: "iommu_unmap_fast",
+        fexit: "iommu_unmap_fast_fexit",
+        kprobe: "iommu_unmap_fast_kprobe",
+        kretprobe: Some("iommu_unmap_fast_kretprobe"),
         required: true,
     },
     Target {
@@ -158,8 +166,8 @@ impl Session {
         Ok(Session { ebpf, probes })
     }
 
-    /// Whether at least one of iommu_map, iommu_map_nosync, iommu_unmap is
-    /// traced (the kvm probes are optional).
+    /// Whether at least one of iommu_map, iommu_map_nosync, iommu_unmap,
+    /// iommu_unmap_fast is traced (the kvm probes are optional).
     pub fn tracing_iommu(&self) -> bool {
         self.probes
             .iter()
@@ -260,4 +268,25 @@ fn raise_memlock_limit() {
     };
     // SAFETY: setrlimit with a valid, initialised struct.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One probe per function of the aggregate, in the same order, and
+    /// program names that follow the eBPF crate's naming.
+    #[test]
+    fn targets_match_aggregated_functions() {
+        let functions: Vec<&str> = TARGETS.iter().map(|t| t.function).collect();
+        assert_eq!(functions, crate::aggregate::FUNCTIONS);
+        let unmap_fast = TARGETS
+            .iter()
+            .find(|t| t.function == "iommu_unmap_fast")
+            .expect("iommu_unmap_fast is traced");
+        assert_eq!(unmap_fast.fexit, "iommu_unmap_fast_fexit");
+        assert_eq!(unmap_fast.kprobe, "iommu_unmap_fast_kprobe");
+        assert_eq!(unmap_fast.kretprobe, Some("iommu_unmap_fast_kretprobe"));
+        assert!(unmap_fast.required);
+    }
 }

@@ -95,7 +95,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 .is_some_and(|e| e.contains("Operation not permitted"))
         });
         bail!(
-            "could not attach to any of iommu_map, iommu_map_nosync, iommu_unmap (reasons above){}",
+            "could not attach to any of iommu_map, iommu_map_nosync, iommu_unmap, iommu_unmap_fast (reasons above){}",
             if eperm {
                 "; the kernel refused with EPERM: is it locked down, or are CAP_BPF/CAP_PERFMON dropped?"
             } else {

@@ -68,6 +68,7 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
     run(Command::new("cargo").current_dir(&paths.repo).args(["build", "--workspace", "--release", "--bins"]))?;
     crate::patches::patches(paths, true)?;
     crate::kernel::kernel(paths, &crate::kernel::KernelOpts { jobs: None })?;
+    crate::selftests::build(paths)?;
 
     let file = paths.repo.join("ci/vm/scenarios.toml");
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;

@@ -28,6 +28,8 @@ pub mod kind {
     pub const KVM_REGISTER_NONCOHERENT_DMA: u16 = 4;
     /// `kvm_arch_unregister_noncoherent_dma()` was called; record is [`super::KvmEvent`].
     pub const KVM_UNREGISTER_NONCOHERENT_DMA: u16 = 5;
+    /// `iommu_unmap_fast()` returned; record is [`super::UnmapEvent`].
+    pub const IOMMU_UNMAP_FAST: u16 = 6;
 }
 
 /// Bits of `EventHeader::flags`.
@@ -99,7 +101,9 @@ pub struct MapEvent {
 }
 
 /// `iommu_unmap()`:
-/// `size_t (struct iommu_domain *domain, unsigned long iova, size_t size)`.
+/// `size_t (struct iommu_domain *domain, unsigned long iova, size_t size)`;
+/// also `iommu_unmap_fast()`, which has a fourth argument
+/// (`struct iommu_iotlb_gather *iotlb_gather`) that is not recorded.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnmapEvent {
@@ -134,7 +138,8 @@ pub struct MapArgs {
     pub gfp: u32,
 }
 
-/// Arguments of an unmap call, stored per thread by the kprobe fallback.
+/// Arguments of an unmap call (`iommu_unmap` or `iommu_unmap_fast`), stored
+/// per thread by the kprobe fallback.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UnmapArgs {

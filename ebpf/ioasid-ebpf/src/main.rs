@@ -40,6 +40,8 @@ static MAP_ARGS: HashMap<u64, MapArgs> = HashMap::with_max_entries(10240, 0);
 static MAP_NOSYNC_ARGS: HashMap<u64, MapArgs> = HashMap::with_max_entries(10240, 0);
 #[map]
 static UNMAP_ARGS: HashMap<u64, UnmapArgs> = HashMap::with_max_entries(10240, 0);
+#[map]
+static UNMAP_FAST_ARGS: HashMap<u64, UnmapArgs> = HashMap::with_max_entries(10240, 0);
 
 /// Only report this thread group (process) when non-zero. Set by the loader.
 #[unsafe(no_mangle)]
@@ -112,7 +114,7 @@ fn emit_map(kind: u16, flags: u32, pid_tgid: u64, args: &MapArgs, ret: i32) {
 }
 
 #[inline(always)]
-fn emit_unmap(flags: u32, pid_tgid: u64, args: &UnmapArgs, unmapped: u64) {
+fn emit_unmap(kind: u16, flags: u32, pid_tgid: u64, args: &UnmapArgs, unmapped: u64) {
     let Some(mut entry) = EVENTS.reserve::<UnmapEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
         return;
@@ -122,7 +124,7 @@ fn emit_unmap(flags: u32, pid_tgid: u64, args: &UnmapArgs, unmapped: u64) {
     unsafe {
         fill_header(
             &raw mut (*p).header,
-            kind::IOMMU_UNMAP,
+            kind,
             size_of::<UnmapEvent>(),
             flags,
             pid_tgid,
@@ -192,19 +194,33 @@ pub fn iommu_map_nosync_fexit(ctx: FExitContext) -> i32 {
 }
 
 // size_t iommu_unmap(struct iommu_domain *domain, unsigned long iova, size_t size)
-#[fexit(function = "iommu_unmap")]
-pub fn iommu_unmap_fexit(ctx: FExitContext) -> i32 {
+// size_t iommu_unmap_fast(struct iommu_domain *domain, unsigned long iova,
+//                         size_t size, struct iommu_iotlb_gather *iotlb_gather)
+// `nargs`: number of arguments; the return value is in the slot after them.
+#[inline(always)]
+fn unmap_fexit(ctx: &FExitContext, kind: u16, nargs: usize) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !wanted(pid_tgid) {
-        return 0;
+        return;
     }
     let args = UnmapArgs {
         domain: ctx.arg::<u64>(0),
         iova: ctx.arg::<u64>(1),
         size: ctx.arg::<u64>(2),
     };
-    let unmapped = ctx.arg::<u64>(3);
-    emit_unmap(0, pid_tgid, &args, unmapped);
+    let unmapped = ctx.arg::<u64>(nargs);
+    emit_unmap(kind, 0, pid_tgid, &args, unmapped);
+}
+
+#[fexit(function = "iommu_unmap")]
+pub fn iommu_unmap_fexit(ctx: FExitContext) -> i32 {
+    unmap_fexit(&ctx, kind::IOMMU_UNMAP, 3);
+    0
+}
+
+#[fexit(function = "iommu_unmap_fast")]
+pub fn iommu_unmap_fast_fexit(ctx: FExitContext) -> i32 {
+    unmap_fexit(&ctx, kind::IOMMU_UNMAP_FAST, 4);
     0
 }
 
@@ -298,34 +314,58 @@ pub fn iommu_map_nosync_kretprobe(ctx: RetProbeContext) -> u32 {
     0
 }
 
+#[inline(always)]
+fn unmap_kprobe(ctx: &ProbeContext, args_map: &HashMap<u64, UnmapArgs>) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    let args = UnmapArgs {
+        domain: ctx.arg::<u64>(0).unwrap_or(0),
+        iova: ctx.arg::<u64>(1).unwrap_or(0),
+        size: ctx.arg::<u64>(2).unwrap_or(0),
+    };
+    // A failed insert (map full) shows up as lost::NO_ENTRY at return.
+    let _ = args_map.insert(pid_tgid, args, 0);
+}
+
+#[inline(always)]
+fn unmap_kretprobe(ctx: &RetProbeContext, args_map: &HashMap<u64, UnmapArgs>, kind: u16) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    let Some(p) = args_map.get_ptr(pid_tgid) else {
+        count_lost(lost::NO_ENTRY);
+        return;
+    };
+    // SAFETY: as in map_kretprobe.
+    let args = unsafe { *p };
+    let _ = args_map.remove(pid_tgid);
+    emit_unmap(kind, flags::VIA_KPROBE, pid_tgid, &args, ctx.ret::<u64>());
+}
+
 #[kprobe]
 pub fn iommu_unmap_kprobe(ctx: ProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if wanted(pid_tgid) {
-        let args = UnmapArgs {
-            domain: ctx.arg::<u64>(0).unwrap_or(0),
-            iova: ctx.arg::<u64>(1).unwrap_or(0),
-            size: ctx.arg::<u64>(2).unwrap_or(0),
-        };
-        let _ = UNMAP_ARGS.insert(pid_tgid, args, 0);
-    }
+    unmap_kprobe(&ctx, &UNMAP_ARGS);
     0
 }
 
 #[kretprobe]
 pub fn iommu_unmap_kretprobe(ctx: RetProbeContext) -> u32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    if !wanted(pid_tgid) {
-        return 0;
-    }
-    let Some(p) = UNMAP_ARGS.get_ptr(pid_tgid) else {
-        count_lost(lost::NO_ENTRY);
-        return 0;
-    };
-    // SAFETY: as in map_kretprobe.
-    let args = unsafe { *p };
-    let _ = UNMAP_ARGS.remove(pid_tgid);
-    emit_unmap(flags::VIA_KPROBE, pid_tgid, &args, ctx.ret::<u64>());
+    unmap_kretprobe(&ctx, &UNMAP_ARGS, kind::IOMMU_UNMAP);
+    0
+}
+
+#[kprobe]
+pub fn iommu_unmap_fast_kprobe(ctx: ProbeContext) -> u32 {
+    unmap_kprobe(&ctx, &UNMAP_FAST_ARGS);
+    0
+}
+
+#[kretprobe]
+pub fn iommu_unmap_fast_kretprobe(ctx: RetProbeContext) -> u32 {
+    unmap_kretprobe(&ctx, &UNMAP_FAST_ARGS, kind::IOMMU_UNMAP_FAST);
     0
 }
 

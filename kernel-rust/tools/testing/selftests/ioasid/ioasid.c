@@ -623,7 +623,7 @@ TEST_F(ioasid_ioas, map_no_domain_no_pin)
 	EXPECT_EQ(0, munmap(ro, 4 * PAGE_SIZE));
 
 	/* Any length, as iommufd.c's ioas_iova_alloc (no_domain) */
-	for (length = 1; length != PAGE_SIZE * 2; length += 511) {
+	for (length = 1; length < PAGE_SIZE * 2; length += 511) {
 		test_ioctl_ioas_map(buffer, length, &iova);
 		test_ioctl_ioas_unmap(iova, length);
 	}
