@@ -90,31 +90,40 @@ pub fn apply_series(paths: &Paths) -> Result<()> {
     let _ = git(&work).args(["am", "--abort"]).output();
     run(git(&work).args(["reset", "-q", "--hard", "base"]))?;
     run(git(&work).args(["clean", "-q", "-fdx"]))?;
-    for p in &patches {
-        let out = git(&work)
+    git_am(&work, &patches)?;
+    std::fs::write(&stamp, &hash)?;
+    Ok(())
+}
+
+/// `git am` each patch in order; a patch that does not apply aborts the series with an error
+/// that names the patch and the files it failed on.
+fn git_am(work: &Path, patches: &[PathBuf]) -> Result<()> {
+    for p in patches {
+        let out = git(work)
             .arg("am")
             .arg("-q")
             .arg(p)
             .output()
             .with_context(|| format!("cannot run git am {}", p.display()))?;
         if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).into_owned()
-                + &String::from_utf8_lossy(&out.stdout);
-            let _ = git(&work).args(["am", "--abort"]).output();
+            let msg = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+            let _ = git(work).args(["am", "--abort"]).output();
             let files: Vec<&str> = msg
                 .lines()
                 .filter_map(|l| l.strip_prefix("error: patch failed: ").or_else(|| l.strip_prefix("error: ")))
+                .filter(|l| !l.starts_with("could not build fake ancestor"))
                 .collect();
+            // git's hints tell how to continue an am we have already aborted.
+            let detail: Vec<&str> = msg.lines().filter(|l| !l.starts_with("hint:")).collect();
             bail!(
                 "patch {} does not apply to Linux {}: {}\n{}",
                 p.file_name().unwrap_or_default().to_string_lossy(),
                 crate::setup::KERNEL_VERSION,
                 files.join("; "),
-                msg.trim()
+                detail.join("\n").trim()
             );
         }
     }
-    std::fs::write(&stamp, &hash)?;
     Ok(())
 }
 
@@ -186,4 +195,48 @@ fn build(paths: &Paths, jobs: usize) -> Result<()> {
     let head = capture(git(&paths.worktree()).args(["log", "--oneline", "-1"]))?;
     note(format!("built {} in {:.0} s (tree at {})", paths.bzimage().display(), took.as_secs_f64(), head.trim()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(dir: &Path, script: &str) {
+        let ok = Command::new("sh").arg("-c").arg(script).current_dir(dir).status().map(|s| s.success());
+        assert_eq!(ok.ok(), Some(true), "{script}");
+    }
+
+    #[test]
+    fn a_patch_that_does_not_apply_is_named_with_its_file() {
+        let dir = std::env::temp_dir().join(format!("xtask-am-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        sh(
+            &dir,
+            "git init -q tree && cd tree && printf 'a\\nb\\n' > Kconfig && git add Kconfig && \
+             git -c user.name=t -c user.email=t@t commit -qm base && \
+             printf 'a\\nB\\n' > Kconfig && git -c user.name=t -c user.email=t@t commit -qam change && \
+             git format-patch -q -1 -o .. && git reset -q --hard HEAD~1 && \
+             printf 'x\\ny\\n' > Kconfig && git -c user.name=t -c user.email=t@t commit -qam diverge",
+        );
+        let patch = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|e| e == "patch"))
+            .unwrap();
+        let err = git_am(&dir.join("tree"), &[patch]).unwrap_err().to_string();
+        assert!(err.contains("0001-change.patch does not apply"), "{err}");
+        assert!(err.contains("Kconfig"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_kernel_source_says_to_run_setup() {
+        let paths = Paths {
+            repo: PathBuf::from("/nonexistent-repo"),
+            cache: PathBuf::from("/nonexistent-cache"),
+        };
+        let err = ensure_pristine(&paths).unwrap_err().to_string();
+        assert!(err.contains("cargo xtask setup"), "{err}");
+    }
 }

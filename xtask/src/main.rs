@@ -106,3 +106,17 @@ fn demo(paths: &util::Paths) -> Result<()> {
     let status = vm::vm_command(paths, &opts, &["sh".into(), "ci/vm/demo.sh".into()])?;
     std::process::exit(status.clamp(0, 255));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_options_are_refused_with_usage() {
+        let err = Cli::try_parse_from(["xtask", "kernel", "--frobnicate"]).err().expect("must fail");
+        assert!(err.to_string().contains("--frobnicate"), "{err}");
+        assert!(Cli::try_parse_from(["xtask", "vm", "--snoop-control", "maybe", "--", "true"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "vm"]).is_err(), "vm needs a command");
+        assert!(Cli::try_parse_from(["xtask", "vm", "--snoop-control", "on", "--", "true"]).is_ok());
+    }
+}
