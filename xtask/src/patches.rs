@@ -61,7 +61,12 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
     if series.patches.is_empty() {
         bail!("{} lists no [[patch]]", series_path.display());
     }
-    let tree = paths.kernel_dir().join("patchgen");
+    // IOASID_PATCHGEN names another scratch tree, so that parallel worktrees do not reset each
+    // other's patchgen tree.
+    let tree = match std::env::var_os("IOASID_PATCHGEN") {
+        Some(dir) => PathBuf::from(dir),
+        None => paths.kernel_dir().join("patchgen"),
+    };
     if !tree.join(".git").exists() {
         run(git(&paths.pristine()).args(["worktree", "prune"]))?;
         run(git(&paths.pristine()).arg("worktree").arg("add").arg("-q").arg("--detach").arg(&tree).arg("base"))?;
