@@ -1,12 +1,14 @@
 //! Programs (and their testable logic) that run inside the ioasid test VM.
 //!
 //! * `ioasid-smoke` — iommufd ABI smoke checks, TAP-like output, run against
-//!   `/dev/iommu` (mainline) and `/dev/ioasid` (this project) alike.
+//!   `/dev/iommu` (mainline) and `/dev/ioasid` (this project) alike; with
+//!   `--accounting`, the pinning and RLIMIT_MEMLOCK checks of `/dev/ioasid`.
 //! * `vfio-edu-workload` — real DMA with QEMU's edu device through VFIO with
 //!   the iommufd, ioasid or type1 backend; prints a JSON summary line.
 //!
 //! All ioctl numbers and structures come from `ioasid-uapi`.
 
+pub mod accounting;
 pub mod dmabuf;
 pub mod edu;
 pub mod errno;
