@@ -9,9 +9,12 @@
 //! * `VmPin` of `/proc/self/status` (`mm->pinned_vm`), which counts every
 //!   page the file pins, once;
 //! * `RLIMIT_MEMLOCK`: in a child without `CAP_IPC_LOCK` and with a limit
-//!   of 1.5x the buffer, mapping the same buffer into two IOASes succeeds
-//!   (charged once) while mapping a second, different buffer fails with
-//!   `ENOMEM` (the limit is enforced, so a double charge would have failed).
+//!   of 1.5x a buffer of [`RLIMIT_PAGES`], mapping the same buffer into two
+//!   IOASes succeeds (charged once) while mapping a second, different buffer
+//!   fails with `ENOMEM` (the limit is enforced, so a double charge would
+//!   have failed). `user->locked_vm` is per user, so other charges of the
+//!   same user (io_uring, perf buffers) count too: they must stay below
+//!   half a buffer for the first map to fit, which the check reports.
 //!
 //! `user->locked_vm`, which iommufd's default mode charges, is not visible
 //! in procfs; the fdinfo charge and the rlimit behaviour stand for it.
@@ -28,6 +31,8 @@ use std::os::fd::AsRawFd;
 
 /// Pages of the test buffers.
 pub const PAGES: usize = 64;
+/// Pages of the buffers of the rlimit check.
+pub const RLIMIT_PAGES: usize = 1024;
 const RW: u32 = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
 const IOVA_A: u64 = 0x100000;
 const IOVA_B: u64 = 0x400000;
@@ -135,7 +140,7 @@ impl Ctx {
         expect_eq("ioasid-pinned-pages", info.pinned, pinned)?;
         expect_eq(
             "VmPin pages above baseline",
-            vm_pin_pages()? - self.base_vmpin,
+            vm_pin_pages()?.wrapping_sub(self.base_vmpin),
             vmpin,
         )
     }
@@ -228,7 +233,7 @@ fn checks() -> Vec<Check> {
                 c.a = None;
                 expect_eq(
                     "VmPin pages above baseline",
-                    vm_pin_pages()? - c.base_vmpin,
+                    vm_pin_pages()?.wrapping_sub(c.base_vmpin),
                     0,
                 )
             },
@@ -260,7 +265,7 @@ fn checks() -> Vec<Check> {
             expect_eq("ioasid-pinned-pages", fdinfo(&fd)?.pinned, 0)
         }),
         (
-            "RLIMIT_MEMLOCK 1.5x the buffer, no CAP_IPC_LOCK: two IOASes of one buffer map, another buffer -> ENOMEM",
+            "RLIMIT_MEMLOCK 1.5x a 1024-page buffer, no CAP_IPC_LOCK: two IOASes of one buffer map, another buffer -> ENOMEM",
             |_| run_in_child(rlimit_child),
         ),
     ]
@@ -270,7 +275,7 @@ fn checks() -> Vec<Check> {
 /// lowers `RLIMIT_MEMLOCK`, which must not leak into the other checks.
 fn rlimit_child() -> CheckResult {
     let ps = page_size();
-    let limit = (PAGES + PAGES / 2) * ps;
+    let limit = (RLIMIT_PAGES + RLIMIT_PAGES / 2) * ps;
     let rl = libc::rlimit {
         rlim_cur: limit as libc::rlim_t,
         rlim_max: limit as libc::rlim_t,
@@ -281,23 +286,24 @@ fn rlimit_child() -> CheckResult {
     }
     drop_cap_ipc_lock()?;
 
-    let buf = DmaBuffer::new(PAGES * ps, 0x11).map_err(|e| e.to_string())?;
-    let other = DmaBuffer::new(PAGES * ps, 0x22).map_err(|e| e.to_string())?;
+    let buf = DmaBuffer::new(RLIMIT_PAGES * ps, 0x11).map_err(|e| e.to_string())?;
+    let other = DmaBuffer::new(RLIMIT_PAGES * ps, 0x22).map_err(|e| e.to_string())?;
     let fd = Iommufd::open(ioasid_uapi::DEV_IOASID).map_err(|e| e.to_string())?;
     let a = expect_ok(fd.ioas_alloc())?;
     let b = expect_ok(fd.ioas_alloc())?;
     let len = buf.len() as u64;
-    expect_ok(fd.ioas_map(a, buf.addr(), len, None, RW)).map_err(|e| format!("first map: {e}"))?;
+    expect_ok(fd.ioas_map(a, buf.addr(), len, None, RW))
+        .map_err(|e| format!("first map (other locked_vm charges of the user?): {e}"))?;
     expect_ok(fd.ioas_map(b, buf.addr(), len, None, RW))
         .map_err(|e| format!("same buffer in a second IOAS (charged once): {e}"))?;
     let info = fdinfo(&fd)?;
-    expect_eq("ioasid-charged-pages", info.charged, PAGES as u64)?;
+    expect_eq("ioasid-charged-pages", info.charged, RLIMIT_PAGES as u64)?;
     expect_errno(&fd.ioas_map(b, other.addr(), len, None, RW), libc::ENOMEM)
         .map_err(|e| format!("another buffer beyond the limit: {e}"))?;
     expect_eq(
         "ioasid-charged-pages after ENOMEM",
         fdinfo(&fd)?.charged,
-        PAGES as u64,
+        RLIMIT_PAGES as u64,
     )
 }
 
