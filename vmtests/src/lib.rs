@@ -1,7 +1,8 @@
 //! Programs (and their testable logic) that run inside the ioasid test VM.
 //!
 //! * `ioasid-smoke` — iommufd ABI smoke checks, TAP-like output, run against
-//!   `/dev/iommu` (mainline) and `/dev/ioasid` (this project) alike.
+//!   `/dev/iommu` (mainline) and `/dev/ioasid` (this project) alike; with
+//!   `--accounting`, the pinning and RLIMIT_MEMLOCK checks of `/dev/ioasid`.
 //! * `vfio-edu-workload` — real DMA with QEMU's edu device through VFIO with
 //!   the iommufd, ioasid or type1 backend; prints a JSON summary line.
 //! * `ioasid-difftest` — the same ioctl sequences against `/dev/iommu` and
@@ -9,6 +10,7 @@
 //!
 //! All ioctl numbers and structures come from `ioasid-uapi`.
 
+pub mod accounting;
 pub mod difftest;
 pub mod dmabuf;
 pub mod edu;

@@ -1,8 +1,11 @@
 //! `cargo xtask patches [--check]`: generates patches/ from kernel-rust/ (the one source).
 //!
-//! kernel-rust/series.toml lists the patches in order; each one copies whole files from
-//! kernel-rust/ into a pristine tree and applies small edits to existing kernel files
-//! (kernel-rust/edits/*.diff), then is committed; `git format-patch` writes the series with a
+//! kernel-rust/series.toml lists the patches in order. kernel-rust/ holds the final version of
+//! every file the series adds, so that is the code one reads and edits. A patch lists the files
+//! it adds and its edits (kernel-rust/edits/*.diff): edits of existing kernel files are applied
+//! in that patch; edits of kernel-rust/ files describe how a later patch changes a file an
+//! earlier one added, so every earlier patch takes them out again (`git apply -R`, last patch
+//! first). Each patch is committed on a pristine tree; `git format-patch` writes the series with a
 //! cover letter. Identity and dates are fixed so the output is byte-for-byte reproducible,
 //! which is what makes `--check` (patches/ is not stale) possible.
 
@@ -61,7 +64,12 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
     if series.patches.is_empty() {
         bail!("{} lists no [[patch]]", series_path.display());
     }
-    let tree = paths.kernel_dir().join("patchgen");
+    // IOASID_PATCHGEN names another scratch tree, so that parallel worktrees do not reset each
+    // other's patchgen tree.
+    let tree = match std::env::var_os("IOASID_PATCHGEN") {
+        Some(dir) => PathBuf::from(dir),
+        None => paths.kernel_dir().join("patchgen"),
+    };
     if !tree.join(".git").exists() {
         run(git(&paths.pristine()).args(["worktree", "prune"]))?;
         run(git(&paths.pristine()).arg("worktree").arg("add").arg("-q").arg("--detach").arg(&tree).arg("base"))?;
@@ -69,23 +77,69 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
     run(git(&tree).args(["reset", "-q", "--hard", "base"]))?;
     run(git(&tree).args(["clean", "-q", "-fdx"]))?;
 
+    // Which patch each owned file first appears in, and which edits change owned files.
     let mut owned = std::collections::BTreeSet::new();
+    let mut own_edits: Vec<Vec<(String, Vec<String>)>> = Vec::new();
+    for p in &series.patches {
+        owned.extend(p.files.iter().cloned());
+    }
     for (i, p) in series.patches.iter().enumerate() {
-        for f in &p.files {
+        let mut mine = Vec::new();
+        for e in &p.edits {
+            let touched = diff_paths(&kr.join(e))?;
+            let own = touched.iter().filter(|t| owned.contains(*t)).count();
+            if own != 0 && own != touched.len() {
+                bail!("patch {} ({}): edit {e} mixes files of kernel-rust/ with other kernel files; split it", i + 1, p.subject);
+            }
+            if own != 0 {
+                mine.push((e.clone(), touched));
+            }
+        }
+        own_edits.push(mine);
+    }
+
+    let mut present: Vec<String> = Vec::new();
+    for (k, p) in series.patches.iter().enumerate() {
+        present.extend(p.files.iter().cloned());
+        // kernel-rust/ holds the final version of its files: patch k gets them with the
+        // changes of every later patch taken out again, last patch first.
+        for f in &present {
             let src = kr.join(f);
             let dst = tree.join(f);
             std::fs::create_dir_all(dst.parent().context("file path without parent")?)?;
             std::fs::copy(&src, &dst)
-                .with_context(|| format!("patch {} ({}): cannot copy {}", i + 1, p.subject, src.display()))?;
-            owned.insert(f.clone());
+                .with_context(|| format!("patch {} ({}): cannot copy {}", k + 1, p.subject, src.display()))?;
         }
-        for e in &p.edits {
+        for (j, later) in own_edits.iter().enumerate().skip(k + 1).rev() {
+            for (e, touched) in later {
+                if !touched.iter().any(|t| present.contains(t)) {
+                    continue;
+                }
+                let mut apply = git(&tree);
+                apply.args(["apply", "-R"]);
+                for t in touched.iter().filter(|t| present.contains(t)) {
+                    apply.arg(format!("--include={t}"));
+                }
+                let out = apply.arg(kr.join(e)).output().context("cannot run git apply -R")?;
+                if !out.status.success() {
+                    bail!(
+                        "patch {} ({}): taking out the later change {e} (patch {}) fails — update that diff to the \
+                         final files: {}",
+                        k + 1,
+                        p.subject,
+                        j + 1,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    );
+                }
+            }
+        }
+        for e in p.edits.iter().filter(|e| !own_edits[k].iter().any(|(o, _)| o == *e)) {
             let diff = kr.join(e);
             let out = git(&tree).arg("apply").arg(&diff).output().context("cannot run git apply")?;
             if !out.status.success() {
                 bail!(
                     "patch {} ({}): edit {} does not apply: {}",
-                    i + 1,
+                    k + 1,
                     p.subject,
                     e,
                     String::from_utf8_lossy(&out.stderr).trim()
@@ -158,6 +212,16 @@ fn check_every_file_is_in_the_series(kr: &Path, owned: &std::collections::BTreeS
         bail!("kernel-rust/ files in no patch of series.toml: {}", stray.join(", "));
     }
     Ok(())
+}
+
+/// The paths a unified diff changes (its `+++ b/` lines).
+fn diff_paths(diff: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(diff).with_context(|| format!("cannot read {}", diff.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("+++ b/"))
+        .map(|p| p.trim().to_owned())
+        .collect())
 }
 
 fn write_cover_letter(dir: &Path, cover: &Cover, kr: &Path) -> Result<()> {

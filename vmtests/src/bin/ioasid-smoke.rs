@@ -1,10 +1,12 @@
-//! `ioasid-smoke [--dev /dev/ioasid] [--extended]`: iommufd ABI smoke checks.
+//! `ioasid-smoke [--dev /dev/ioasid] [--extended] [--accounting]`: iommufd ABI
+//! smoke checks; `--accounting` adds the pinning and RLIMIT_MEMLOCK checks of
+//! `/dev/ioasid` (on a file of its own, whatever `--dev` says).
 //! Exit status: 0 all passed, 1 some check failed, 2 could not start.
 
 use clap::Parser;
 use ioasid_uapi::{DEV_IOASID, Iommufd};
 use ioasid_vmtests::errno::describe_error;
-use ioasid_vmtests::smoke;
+use ioasid_vmtests::{accounting, smoke};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,6 +20,10 @@ struct Args {
     /// also run the map/unmap/copy/ranges/option checks
     #[arg(long)]
     extended: bool,
+    /// also run the /dev/ioasid pinning and accounting checks (fdinfo, VmPin,
+    /// RLIMIT_MEMLOCK charged once per file)
+    #[arg(long)]
+    accounting: bool,
 }
 
 fn main() -> ExitCode {
@@ -35,18 +41,45 @@ fn main() -> ExitCode {
         }
     };
     println!("# ioasid-smoke against {}", args.dev.display());
-    match smoke::run(fd, args.extended, std::io::stdout().lock()) {
-        Ok(tap) if tap.all_passed() => ExitCode::SUCCESS,
+    let smoke_passed = match smoke::run(fd, args.extended, std::io::stdout().lock()) {
+        Ok(tap) if tap.all_passed() => true,
         Ok(tap) => {
             eprintln!(
                 "ioasid-smoke: {} check(s) failed against {}",
                 tap.failed(),
                 args.dev.display()
             );
-            ExitCode::from(1)
+            false
         }
         Err(e) => {
             eprintln!("ioasid-smoke: writing output: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !args.accounting {
+        return if smoke_passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
+
+    let fd = match Iommufd::open(DEV_IOASID) {
+        Ok(fd) => fd,
+        Err(e) => {
+            println!("Bail out! cannot open {DEV_IOASID}: {}", describe_error(&e));
+            return ExitCode::from(2);
+        }
+    };
+    println!("# ioasid-smoke --accounting against {DEV_IOASID}");
+    match accounting::run(fd, std::io::stdout().lock()) {
+        Ok(tap) if tap.all_passed() && smoke_passed => ExitCode::SUCCESS,
+        Ok(tap) => {
+            eprintln!("ioasid-smoke: {} accounting check(s) failed", tap.failed());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("ioasid-smoke: accounting: {e}");
             ExitCode::from(2)
         }
     }

@@ -1,25 +1,305 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! IO address spaces (IOAS), the analogue of iommufd's `ioas.c`.
+//! IO address spaces (IOAS), the analogue of iommufd's `ioas.c` and `io_pagetable.c`.
 
-use kernel::prelude::*;
+use core::mem::offset_of;
+use kernel::{
+    alloc::KVVec,
+    capability::{
+        capable,
+        Capability, //
+    },
+    new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    rbtree::{
+        RBTree,
+        RBTreeNodeReservation, //
+    },
+    sync::{
+        Arc,
+        Mutex, //
+    },
+    uapi,
+};
 
 use crate::{
     object::{
         NewObject,
         Object, //
     },
+    pages::{
+        AccountMode,
+        Pages, //
+    },
     ucmd::{
+        read_iova_range,
+        write_iova_range,
         IommuIoasAlloc,
+        IommuIoasAllowIovas,
+        IommuIoasCopy,
+        IommuIoasIovaRanges,
+        IommuIoasMap,
+        IommuIoasUnmap,
+        IommuOption,
         Ucmd, //
     },
     IoasidCtx,
 };
 
-/// An IO address space: the IOVA space that devices attached to it see.
+/// `ULONG_MAX`, the largest IOVA, as iommufd's IOVAs are `unsigned long`.
+const ULONG_MAX: u64 = usize::MAX as u64;
+
+/// Whether `value` does not fit in an `unsigned long` short of `ULONG_MAX`, iommufd's
+/// `value >= ULONG_MAX` check of IOVAs and lengths.
+#[allow(clippy::absurd_extreme_comparisons)] // `ULONG_MAX < u64::MAX` on 32-bit.
+fn exceeds_ulong(value: u64) -> bool {
+    value >= ULONG_MAX
+}
+
+/// `PAGE_SIZE` as an IOVA.
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// The largest alignment a kernel-chosen IOVA gets, iommufd's `HPAGE_SIZE` with transparent
+/// huge pages (the PMD size of 4 KiB-page x86-64 and arm64), else `PAGE_SIZE`.
+#[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
+const MAX_IOVA_ALIGNMENT: u64 = PAGE * 512;
+#[cfg(not(CONFIG_TRANSPARENT_HUGEPAGE))]
+const MAX_IOVA_ALIGNMENT: u64 = PAGE;
+
+/// `IOMMU_IOAS_MAP_FIXED_IOVA`.
+const MAP_FIXED_IOVA: u32 = uapi::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_FIXED_IOVA;
+/// `IOMMU_IOAS_MAP_WRITEABLE`.
+const MAP_WRITEABLE: u32 = uapi::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_WRITEABLE;
+/// `IOMMU_IOAS_MAP_READABLE`.
+const MAP_READABLE: u32 = uapi::iommufd_ioas_map_flags_IOMMU_IOAS_MAP_READABLE;
+/// The flags `IOMMU_IOAS_MAP` and `IOMMU_IOAS_COPY` know.
+const MAP_FLAGS: u32 = MAP_FIXED_IOVA | MAP_WRITEABLE | MAP_READABLE;
+
+/// A mapping of an IOVA range to pinned user memory, the analogue of `struct iopt_area`.
 ///
-/// It holds nothing yet; the IOVA to memory mappings come with `IOMMU_IOAS_MAP`.
-pub(crate) struct Ioas;
+/// # Invariants
+///
+/// The `last - first + 1` bytes starting `start_byte` bytes into `pages` are within `pages`,
+/// where `first` is the key of the area in [`IoPagetable::areas`].
+pub(crate) struct Area {
+    /// The last IOVA of the area, inclusive.
+    last: u64,
+    /// The pinned memory the area maps, shared with the areas copied from it.
+    pages: Arc<Pages>,
+    /// The offset in `pages` of the byte mapped at the first IOVA.
+    start_byte: usize,
+    /// `IOMMU_IOAS_MAP_READABLE` and `IOMMU_IOAS_MAP_WRITEABLE`.
+    prot: u32,
+}
+
+/// The IOVA space of an IOAS, the analogue of `struct io_pagetable`.
+///
+/// # Invariants
+///
+/// - The areas are disjoint, keyed by their first IOVA.
+/// - `allowed` is sorted by start and its ranges are disjoint, with `start < last`.
+struct IoPagetable {
+    areas: RBTree<u64, Area>,
+    /// The ranges of `IOMMU_IOAS_ALLOW_IOVAS`, `(start, last)`. Empty allows all IOVAs.
+    allowed: KVVec<(u64, u64)>,
+    /// `IOMMU_OPTION_HUGE_PAGES` set to 0.
+    disable_large_pages: bool,
+}
+
+/// An IO address space: the IOVA space that devices attached to it see, and the user memory
+/// mapped in it.
+#[pin_data]
+pub(crate) struct Ioas {
+    #[pin]
+    iopt: Mutex<IoPagetable>,
+}
+
+/// An area of an IOAS as fdinfo shows it.
+pub(crate) struct AreaInfo {
+    /// The first IOVA.
+    pub(crate) iova: u64,
+    /// The length in bytes.
+    pub(crate) length: u64,
+    /// Whether the area is readable by devices.
+    pub(crate) readable: bool,
+    /// Whether the area is writable by devices.
+    pub(crate) writable: bool,
+}
+
+impl Ioas {
+    fn new() -> impl PinInit<Self> {
+        pin_init!(Ioas {
+            // INVARIANT: Empty.
+            iopt <- new_mutex!(IoPagetable {
+                areas: RBTree::new(),
+                allowed: KVVec::new(),
+                disable_large_pages: false,
+            }),
+        })
+    }
+
+    /// Calls `f` for each area, in ascending order of IOVA, with the IOAS locked.
+    pub(crate) fn for_each_area(&self, mut f: impl FnMut(AreaInfo)) {
+        let iopt = self.iopt.lock();
+        for (&iova, area) in iopt.areas.iter() {
+            f(AreaInfo {
+                iova,
+                length: (area.last - iova).wrapping_add(1),
+                readable: area.prot & MAP_READABLE != 0,
+                writable: area.prot & MAP_WRITEABLE != 0,
+            });
+        }
+    }
+}
+
+/// Returns the lowest IOVA of `[start, last]` that is aligned to `align` (a power of two) but
+/// for `page_offset` and leaves room for `length` bytes, like `__alloc_iova_check_range()`.
+fn check_range(start: u64, last: u64, length: u64, align: u64, page_offset: u64) -> Option<u64> {
+    let aligned = (start.checked_add(align - 1)? & !(align - 1)) | page_offset;
+    if aligned >= last || last - aligned < length - 1 {
+        return None;
+    }
+    Some(aligned)
+}
+
+impl IoPagetable {
+    /// Returns `(first, last)` of the first area that intersects `[start, last]`, like
+    /// `iopt_area_iter_first()`.
+    fn first_area(&self, start: u64, last: u64) -> Option<(u64, u64)> {
+        match self.areas.cursor_lower_bound(&start) {
+            Some(cursor) => {
+                if let Some((&first, area)) = cursor.peek_prev() {
+                    if area.last >= start {
+                        return Some((first, area.last));
+                    }
+                }
+                let (&first, area) = cursor.current();
+                (first <= last).then_some((first, area.last))
+            }
+            None => {
+                let cursor = self.areas.cursor_back()?;
+                let (&first, area) = cursor.current();
+                (area.last >= start).then_some((first, area.last))
+            }
+        }
+    }
+
+    /// Checks that `length` bytes at `iova` can be mapped, like `iopt_check_iova()`.
+    ///
+    /// Fails with [`EOVERFLOW`] if the range wraps and with [`EEXIST`] if it intersects an
+    /// area. The IOVA alignment of an IOAS without devices is 1, and it has no reserved ranges.
+    fn check_iova(&self, iova: u64, length: u64) -> Result {
+        let last = iova.checked_add(length - 1).ok_or(EOVERFLOW)?;
+        if self.first_area(iova, last).is_some() {
+            return Err(EEXIST);
+        }
+        Ok(())
+    }
+
+    /// Finds a free IOVA range of `length` bytes for memory at `addr`, like
+    /// `iopt_alloc_iova()`: never IOVA 0, within the allowed ranges, aligned like `addr` up to a
+    /// huge page. Fails with [`ENOSPC`] if there is none.
+    fn alloc_iova(&self, addr: u64, length: u64) -> Result<u64> {
+        let page_offset = addr % PAGE;
+
+        // Protect `next_power_of_two()` from overflow.
+        if length == 0 || length >= ULONG_MAX / 2 {
+            return Err(EOVERFLOW);
+        }
+
+        // Keep the alignment of `addr`, which increases the chance of mapping a huge page.
+        let mut align = length.next_power_of_two();
+        if addr != 0 {
+            align = align.min(1 << addr.trailing_zeros());
+        }
+        align = align.min(MAX_IOVA_ALIGNMENT);
+
+        let (lo, hi) = (PAGE, ULONG_MAX - PAGE);
+        let whole = [(lo, hi)];
+        let allowed: &[(u64, u64)] = if self.allowed.is_empty() {
+            &whole
+        } else {
+            &self.allowed
+        };
+
+        // Adjacent allowed ranges make one span, as with `interval_tree_for_each_span()`.
+        let mut i = 0;
+        while i < allowed.len() {
+            let (span_start, mut span_last) = allowed[i];
+            i += 1;
+            while i < allowed.len() && span_last.checked_add(1) == Some(allowed[i].0) {
+                span_last = allowed[i].1;
+                i += 1;
+            }
+            let (span_start, span_last) = (span_start.max(lo), span_last.min(hi));
+            if span_start > span_last {
+                continue;
+            }
+            if let Some(iova) = self.find_hole(span_start, span_last, length, align, page_offset) {
+                return Ok(iova);
+            }
+        }
+        Err(ENOSPC)
+    }
+
+    /// Returns the first IOVA within `[span_start, span_last]` where `length` bytes fit between
+    /// the areas, aligned to `align` but for `page_offset`, like the inner loop of
+    /// `iopt_alloc_iova()`.
+    fn find_hole(
+        &self,
+        span_start: u64,
+        span_last: u64,
+        length: u64,
+        align: u64,
+        page_offset: u64,
+    ) -> Option<u64> {
+        let span_start = check_range(span_start, span_last, length, align, page_offset)?;
+
+        // The holes between the areas in the span.
+        let mut hole_start = Some(span_start);
+        for (&first, area) in self.areas.iter() {
+            let Some(start) = hole_start else { break };
+            if area.last < start {
+                continue;
+            }
+            if first > span_last {
+                break;
+            }
+            if first > start {
+                if let Some(iova) = check_range(start, first - 1, length, align, page_offset) {
+                    return Some(iova);
+                }
+            }
+            hole_start = area.last.checked_add(1);
+        }
+        let start = hole_start.filter(|&start| start <= span_last)?;
+        check_range(start, span_last, length, align, page_offset)
+    }
+
+    /// Unmaps the areas within `[start, last]`, like `iopt_unmap_iova_range()`, and returns the
+    /// number of bytes unmapped.
+    ///
+    /// Fails with [`ENOENT`] at an area that is not entirely within the range: areas are never
+    /// split. The areas before it in the range are unmapped all the same, as in iommufd.
+    fn unmap_range(&mut self, mut start: u64, last: u64) -> Result<u64> {
+        let mut unmapped: u64 = 0;
+        while let Some((first, area_last)) = self.first_area(start, last) {
+            if first < start || area_last > last {
+                return Err(ENOENT);
+            }
+            // Dropping the area drops its reference to the pinned pages: the last one
+            // uncharges and unpins them.
+            drop(self.areas.remove(&first));
+            unmapped = unmapped.wrapping_add(area_last - first + 1);
+            if area_last >= last {
+                break;
+            }
+            start = area_last + 1;
+        }
+        Ok(unmapped)
+    }
+}
 
 /// `IOMMU_IOAS_ALLOC`: creates an IOAS and returns its id in `out_ioas_id`, like
 /// `iommufd_ioas_alloc_ioctl()`.
@@ -29,7 +309,7 @@ pub(crate) fn alloc(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasAlloc>) -> Result {
     }
 
     let new_object = NewObject::new(&ctx.objects)?;
-    let ioas = Ioas;
+    let ioas = Arc::pin_init(Ioas::new(), GFP_KERNEL_ACCOUNT)?;
 
     ucmd.cmd.out_ioas_id = new_object.id();
     // On failure `new_object` is dropped, which frees the id again.
@@ -37,4 +317,309 @@ pub(crate) fn alloc(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasAlloc>) -> Result {
 
     new_object.finalize(Object::Ioas(ioas));
     Ok(())
+}
+
+/// Returns the IOAS `id` of `ctx`.
+fn get_ioas(ctx: &IoasidCtx, id: u32) -> Result<Arc<Ioas>> {
+    ctx.objects.lock().get_ioas(id)
+}
+
+/// Checks the flags and sizes common to `IOMMU_IOAS_MAP` and `IOMMU_IOAS_COPY`.
+fn check_map_flags(flags: u32) -> Result {
+    if flags & (MAP_WRITEABLE | MAP_READABLE) == 0 {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// `IOMMU_IOAS_MAP`: maps user memory into an IOAS, like `iommufd_ioas_map()`.
+///
+/// Unlike iommufd, which pins the memory only once a device needs it, the memory is pinned and
+/// charged here: see "Differences from iommufd" in `ioasid.rs`.
+pub(crate) fn map(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasMap>) -> Result {
+    let cmd = &ucmd.cmd;
+    if cmd.flags & !MAP_FLAGS != 0 || cmd.__reserved != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    if exceeds_ulong(cmd.iova) || exceeds_ulong(cmd.length) {
+        return Err(EOVERFLOW);
+    }
+    check_map_flags(cmd.flags)?;
+
+    let ioas = get_ioas(ctx, cmd.ioas_id)?;
+
+    // `iopt_alloc_user_pages()`. The casts do not truncate, `ULONG_MAX` bounds both values.
+    let uptr = usize::try_from(cmd.user_va).map_err(|_| EOVERFLOW)?;
+    let length = cmd.length as usize;
+    uptr.checked_add(length).ok_or(EOVERFLOW)?;
+    if length == 0 || length > usize::MAX - PAGE_SIZE {
+        return Err(EINVAL);
+    }
+
+    let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+    let mut iopt = ioas.iopt.lock();
+    let iova = if cmd.flags & MAP_FIXED_IOVA != 0 {
+        iopt.check_iova(cmd.iova, cmd.length)?;
+        cmd.iova
+    } else {
+        iopt.alloc_iova(cmd.user_va, cmd.length)?
+    };
+
+    let (pages, start_byte) =
+        Pages::pin(&ctx.account, uptr, length, cmd.flags & MAP_WRITEABLE != 0)?;
+    // INVARIANT: `pages` covers `length` bytes from `start_byte`. `check_iova()` or
+    // `alloc_iova()` checked that the range is free and does not wrap.
+    let area = Area {
+        last: iova + (cmd.length - 1),
+        pages,
+        start_byte,
+        prot: cmd.flags & (MAP_READABLE | MAP_WRITEABLE),
+    };
+    iopt.areas.insert(node.into_node(iova, area));
+    drop(iopt);
+
+    ucmd.cmd.iova = iova;
+    ucmd.respond()
+}
+
+/// `IOMMU_IOAS_UNMAP`: unmaps the areas of a range, like `iommufd_ioas_unmap()`.
+///
+/// `iova` 0 and `length` `U64_MAX` unmap everything and cannot fail with [`ENOENT`]; any other
+/// range must cover whole areas and at least one of them.
+pub(crate) fn unmap(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasUnmap>) -> Result {
+    let cmd = &ucmd.cmd;
+    let ioas = get_ioas(ctx, cmd.ioas_id)?;
+
+    let unmapped = if cmd.iova == 0 && cmd.length == u64::MAX {
+        ioas.iopt.lock().unmap_range(0, ULONG_MAX)?
+    } else {
+        if exceeds_ulong(cmd.iova) || exceeds_ulong(cmd.length) {
+            return Err(EOVERFLOW);
+        }
+        if cmd.length == 0 {
+            return Err(EINVAL);
+        }
+        let last = cmd.iova.checked_add(cmd.length - 1).ok_or(EOVERFLOW)?;
+        let unmapped = ioas.iopt.lock().unmap_range(cmd.iova, last)?;
+        if unmapped == 0 {
+            return Err(ENOENT);
+        }
+        unmapped
+    };
+
+    ucmd.cmd.length = unmapped;
+    ucmd.respond()
+}
+
+/// `IOMMU_IOAS_COPY`: maps the memory mapped at a range of one IOAS into another, sharing the
+/// pinned pages, like `iommufd_ioas_copy()`.
+pub(crate) fn copy(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasCopy>) -> Result {
+    let cmd = &ucmd.cmd;
+    if cmd.flags & !MAP_FLAGS != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    if exceeds_ulong(cmd.length) || exceeds_ulong(cmd.src_iova) || exceeds_ulong(cmd.dst_iova) {
+        return Err(EOVERFLOW);
+    }
+    check_map_flags(cmd.flags)?;
+
+    // `iopt_get_pages()`: the source range must be covered by contiguous areas.
+    let src = get_ioas(ctx, cmd.src_ioas_id)?;
+    if cmd.length == 0 {
+        return Err(EINVAL);
+    }
+    let src_last = cmd.src_iova.checked_add(cmd.length - 1).ok_or(EOVERFLOW)?;
+    // The slices of pinned pages to map: pages, offset in them, length.
+    let mut pieces: KVVec<(Arc<Pages>, usize, u64)> = KVVec::new();
+    {
+        let iopt = src.iopt.lock();
+        let mut cur = cmd.src_iova;
+        loop {
+            let (first, area_last) = iopt.first_area(cur, cur).ok_or(ENOENT)?;
+            let area = iopt.areas.get(&first).ok_or(ENOENT)?;
+            let piece_last = area_last.min(src_last);
+            // CAST: The offset is within the area, whose bytes are within `pages`.
+            let start_byte = area.start_byte + (cur - first) as usize;
+            pieces.push(
+                (area.pages.clone(), start_byte, piece_last - cur + 1),
+                GFP_KERNEL_ACCOUNT,
+            )?;
+            if area_last >= src_last {
+                break;
+            }
+            cur = area_last + 1;
+        }
+    }
+    drop(src);
+
+    let dst = get_ioas(ctx, cmd.dst_ioas_id)?;
+    let prot = cmd.flags & (MAP_READABLE | MAP_WRITEABLE);
+    let mut nodes = KVVec::with_capacity(pieces.len(), GFP_KERNEL_ACCOUNT)?;
+    for _ in 0..pieces.len() {
+        nodes.push(
+            RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
+            GFP_KERNEL_ACCOUNT,
+        )?;
+    }
+
+    let mut iopt = dst.iopt.lock();
+    let iova = if cmd.flags & MAP_FIXED_IOVA != 0 {
+        iopt.check_iova(cmd.dst_iova, cmd.length)?;
+        cmd.dst_iova
+    } else {
+        let (pages, start_byte, _) = &pieces[0];
+        // CAST: User addresses fit in a `u64`.
+        let addr = (pages.uptr() + *start_byte) as u64;
+        iopt.alloc_iova(addr, cmd.length)?
+    };
+    // `iopt_insert_area()`: pages pinned read-only cannot be mapped writable.
+    if prot & MAP_WRITEABLE != 0 && pieces.iter().any(|(pages, _, _)| !pages.writable()) {
+        return Err(EPERM);
+    }
+
+    let mut next = iova;
+    for (pages, start_byte, length) in pieces.drain_all() {
+        let Some(node) = nodes.pop() else { break };
+        // INVARIANT: The piece is within the source area, so within `pages`. The range
+        // `[iova, iova + cmd.length - 1]` is free and does not wrap, and the pieces tile it.
+        kernel::warn_on!(start_byte as u64 + length > pages.len_bytes() as u64);
+        let area = Area {
+            last: next + (length - 1),
+            pages,
+            start_byte,
+            prot,
+        };
+        iopt.areas.insert(node.into_node(next, area));
+        next = next.wrapping_add(length);
+    }
+    drop(iopt);
+
+    ucmd.cmd.dst_iova = iova;
+    ucmd.respond()
+}
+
+/// `IOMMU_IOAS_IOVA_RANGES`: reports the IOVA ranges usable for mappings, like
+/// `iommufd_ioas_iova_ranges()`.
+///
+/// They are the holes between the reserved ranges of the IOAS. An IOAS gets reserved ranges
+/// from the devices attached to it; with none, the whole IOVA space is usable, with an
+/// alignment of 1, as in iommufd.
+pub(crate) fn iova_ranges(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasIovaRanges>) -> Result {
+    if ucmd.cmd.__reserved != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    // The IOAS must exist, but its state is not needed while it has no reserved ranges.
+    get_ioas(ctx, ucmd.cmd.ioas_id)?;
+
+    let holes = [(0, ULONG_MAX)];
+    let max_iovas = ucmd.cmd.num_iovas;
+    let mut num_iovas = 0;
+    for (start, last) in holes {
+        if num_iovas < max_iovas {
+            write_iova_range(ucmd.cmd.allowed_iovas, num_iovas, start, last)?;
+        }
+        num_iovas += 1;
+    }
+    ucmd.cmd.num_iovas = num_iovas;
+    ucmd.cmd.out_iova_alignment = 1;
+    ucmd.respond()?;
+    if num_iovas > max_iovas {
+        return Err(EMSGSIZE);
+    }
+    Ok(())
+}
+
+/// `IOMMU_IOAS_ALLOW_IOVAS`: restricts kernel-chosen IOVAs to the given ranges, like
+/// `iommufd_ioas_allow_iovas()`. No ranges lift the restriction.
+pub(crate) fn allow_iovas(ctx: &IoasidCtx, ucmd: Ucmd<IommuIoasAllowIovas>) -> Result {
+    let cmd = &ucmd.cmd;
+    if cmd.__reserved != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    let ioas = get_ioas(ctx, cmd.ioas_id)?;
+
+    // `iommufd_ioas_load_iovas()`: each range must be non-empty and disjoint from the others.
+    let mut allowed: KVVec<(u64, u64)> = KVVec::new();
+    for i in 0..cmd.num_iovas {
+        let (start, last) = read_iova_range(cmd.allowed_iovas, i)?;
+        if start >= last {
+            return Err(EINVAL);
+        }
+        let pos = allowed.partition_point(|&(s, _)| s < start);
+        if pos > 0 && allowed[pos - 1].1 >= start {
+            return Err(EINVAL);
+        }
+        if pos < allowed.len() && allowed[pos].0 <= last {
+            return Err(EINVAL);
+        }
+        allowed.reserve(1, GFP_KERNEL_ACCOUNT)?;
+        allowed
+            .insert_within_capacity(pos, (start, last))
+            .map_err(|_| ENOMEM)?;
+    }
+
+    // `iopt_set_allow_iova()` fails with `EADDRINUSE` if an allowed range intersects a reserved
+    // one; an IOAS without devices has none.
+    // INVARIANT: `allowed` is sorted and its ranges are disjoint and non-empty.
+    ioas.iopt.lock().allowed = allowed;
+    Ok(())
+}
+
+/// `IOMMU_OPTION`: gets or sets an option, like `iommufd_option()`.
+pub(crate) fn option(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuOption>) -> Result {
+    let cmd = &ucmd.cmd;
+    if cmd.__reserved != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    let get = cmd.op == uapi::iommufd_option_ops_IOMMU_OPTION_OP_GET as u16;
+    let set = cmd.op == uapi::iommufd_option_ops_IOMMU_OPTION_OP_SET as u16;
+
+    let val64 = match cmd.option_id {
+        uapi::iommufd_option_IOMMU_OPTION_RLIMIT_MODE => {
+            if cmd.object_id != 0 {
+                return Err(EOPNOTSUPP);
+            }
+            if get {
+                u64::from(ctx.account.mode() == AccountMode::Mm)
+            } else if set {
+                if !capable(Capability::SYS_RESOURCE) {
+                    return Err(EPERM);
+                }
+                let objects = ctx.objects.lock();
+                if !objects.is_empty() {
+                    return Err(EBUSY);
+                }
+                let mode = match cmd.val64 {
+                    0 => AccountMode::User,
+                    1 => AccountMode::Mm,
+                    _ => return Err(EINVAL),
+                };
+                ctx.account.set_mode(mode)?;
+                cmd.val64
+            } else {
+                return Err(EOPNOTSUPP);
+            }
+        }
+        uapi::iommufd_option_IOMMU_OPTION_HUGE_PAGES => {
+            let ioas = get_ioas(ctx, cmd.object_id)?;
+            let mut iopt = ioas.iopt.lock();
+            if get {
+                u64::from(!iopt.disable_large_pages)
+            } else if set {
+                // With no devices there are no page tables to check against.
+                iopt.disable_large_pages = match cmd.val64 {
+                    0 => true,
+                    1 => false,
+                    _ => return Err(EINVAL),
+                };
+                cmd.val64
+            } else {
+                return Err(EOPNOTSUPP);
+            }
+        }
+        _ => return Err(EOPNOTSUPP),
+    };
+
+    ucmd.cmd.val64 = val64;
+    ucmd.respond_u64(offset_of!(uapi::iommu_option, val64), val64)
 }

@@ -29,6 +29,60 @@
 //! The object table, [`object::ObjectTable`], keeps the objects in a red-black tree by id and
 //! allocates ids from an [`IdPool`](kernel::id_pool::IdPool), lowest free id first and starting
 //! at 1, which are the ids iommufd's `xa_alloc()` hands out. A [`Mutex`] per file protects it.
+//! An IOAS is reference counted: an ioctl takes a reference under the table lock and works on the
+//! IOAS without it.
+//!
+//! An IOAS ([`ioas::Ioas`], iommufd's `struct iommufd_ioas` with its `struct io_pagetable`) is a
+//! set of disjoint areas ([`ioas::Area`], `struct iopt_area`), each mapping a range of IOVA to a
+//! slice of a range of pinned user memory ([`pages::Pages`], `struct iopt_pages`). The areas are
+//! kept in a red-black tree by first IOVA, under a [`Mutex`] per IOAS (iommufd's `iova_rwsem`);
+//! since they are disjoint, the area that intersects a range is found by looking at the areas
+//! on either side of its start.
+//!
+//! # Pinning and accounting
+//!
+//! `IOMMU_IOAS_MAP` pins the user memory it maps with `FOLL_LONGTERM` (and `FOLL_WRITE` for a
+//! writable mapping), in batches, into a [`pages::Pages`]. `IOMMU_IOAS_COPY` does not pin
+//! anything: the new areas share the [`pages::Pages`] of the source areas, by reference. The
+//! pages are unpinned when the last area that uses them goes: on `IOMMU_IOAS_UNMAP`, on
+//! `IOMMU_DESTROY` of the IOAS, or when the file is closed.
+//!
+//! Pinned memory is charged against `RLIMIT_MEMLOCK` like iommufd's default mode
+//! (`IOPT_PAGES_ACCOUNT_USER`): to the `locked_vm` of the user, checked against the limit of the
+//! mapping task, and not at all for a task with `CAP_IPC_LOCK`. `IOMMU_OPTION_RLIMIT_MODE`
+//! selects the VFIO-compatible mode (`IOPT_PAGES_ACCOUNT_MM`), where the `locked_vm` of the mm
+//! is charged instead. A charge beyond the limit fails the map with `ENOMEM`.
+//!
+//! Unlike VFIO type1, which charges a page once per container that maps it, and iommufd, which
+//! charges once per `struct iopt_pages`, `/dev/ioasid` charges a page **once per file**, however
+//! many IOASes and mappings of the file pin it. Each file has a table of its pinned pages,
+//! [`pages::PinAccount`], keyed by page frame number, with the number of [`pages::Pages`] of the
+//! file that pin the page:
+//!
+//! - When a [`pages::Pages`] is created, the pfns it pinned that are not in the table yet are
+//!   charged, all at once, and entered with a count of 1; the counts of the others go up. If the
+//!   charge fails, nothing is entered and the pages are unpinned.
+//! - When a [`pages::Pages`] is dropped, the counts of its pfns go down; the entries that reach
+//!   0 are removed and uncharged, then the pages are unpinned.
+//!
+//! Invariants:
+//!
+//! - The table has an entry exactly for each page some live [`pages::Pages`] of the file has
+//!   pinned, counting the [`pages::Pages`] that pin it. A page that a [`pages::Pages`] pinned
+//!   twice (mapped at two addresses of the range) counts once for it.
+//! - The charge of the file, in the user's or the mm's `locked_vm`, equals the number of entries
+//!   that were charged (all but those first pinned by a task with `CAP_IPC_LOCK`), and the
+//!   `pinned_vm` (`VmPin`) of the mm of the opener counts every entry, as iommufd counts every
+//!   pinned page there. Both drop back to what they were when the file releases all its pages.
+//! - The accounting mode only changes while the file has no pinned pages and no objects.
+//! - Each pinned page holds one `FOLL_PIN` reference each time a [`pages::Pages`] pinned it; the
+//!   table only decides what is charged, never what is pinned.
+//! - Locks nest in this order: the object table, an IOAS, the table of pinned pages. Nothing
+//!   takes the object table with an IOAS locked, or an IOAS with the pinned-page table locked.
+//!
+//! The charge goes to the user and the mm of the task that opened the file, whoever maps: the
+//! charge of a page must be undone where it was made, and one page may be pinned by mappings made
+//! by several tasks sharing the file.
 //!
 //! # Invariants
 //!
@@ -48,21 +102,47 @@
 //!
 //! # fdinfo
 //!
-//! `/proc/<pid>/fdinfo/<fd>` of a `/dev/ioasid` file has, after the generic lines, one line per
-//! published object, in ascending order of id:
+//! `/proc/<pid>/fdinfo/<fd>` of a `/dev/ioasid` file has, after the generic lines, three lines
+//! on the pinned memory of the file, then one line per published object, in ascending order of
+//! id, each followed by the lines of its areas, in ascending order of IOVA:
 //!
 //! ```text
+//! ioasid-account-mode:\t<mode>
+//! ioasid-pinned-pages:\t<pages>
+//! ioasid-charged-pages:\t<pages>
 //! ioasid-object:\t<id> <kind>
+//! ioasid-area:\t<id> <iova> <length> <prot>
 //! ```
 //!
-//! `<id>` is the object id in decimal, `<kind>` the name of iommufd's `IOMMUFD_OBJ_*` type of the
-//! object in lower case: `ioas` is the only kind so far. Parsers should skip kinds and keys they do
-//! not know, as more will come.
+//! - `ioasid-account-mode`: where pinned pages are charged: `user` for the `locked_vm` of the
+//!   user (`IOMMU_OPTION_RLIMIT_MODE` 0, the default), `mm` for that of the mm (1).
+//! - `ioasid-pinned-pages`: the number of distinct pages the file has pinned, in decimal: a page
+//!   mapped in several IOASes, or several times, counts once.
+//! - `ioasid-charged-pages`: how many of them are charged to `RLIMIT_MEMLOCK`, in decimal: all
+//!   but those first pinned by a task with `CAP_IPC_LOCK`.
+//! - `ioasid-object`: `<id>` is the object id in decimal, `<kind>` the name of iommufd's
+//!   `IOMMUFD_OBJ_*` type of the object in lower case: `ioas` is the only kind so far.
+//! - `ioasid-area`: an area of the IOAS `<id>` (decimal): its first IOVA and its length in bytes,
+//!   in hexadecimal with a `0x` prefix, and `<prot>`, `r` or `-` then `w` or `-`, for
+//!   `IOMMU_IOAS_MAP_READABLE` and `IOMMU_IOAS_MAP_WRITEABLE`.
+//!
+//! Parsers should skip kinds and keys they do not know, as more will come.
 //!
 //! # Differences from iommufd
 //!
-//! - Only `IOMMU_DESTROY` and `IOMMU_IOAS_ALLOC` are implemented so far. The other iommufd ioctls
-//!   fail with `ENOTTY` (after step 2 above).
+//! - Implemented are `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`, `IOMMU_IOAS_UNMAP`,
+//!   `IOMMU_IOAS_COPY`, `IOMMU_IOAS_IOVA_RANGES`, `IOMMU_IOAS_ALLOW_IOVAS` and `IOMMU_OPTION`
+//!   (`IOMMU_OPTION_RLIMIT_MODE`, `IOMMU_OPTION_HUGE_PAGES`). The other iommufd ioctls fail with
+//!   `ENOTTY` (after step 2 above).
+//! - There are no devices or hardware page tables yet, so an IOAS has no reserved IOVA ranges
+//!   and an IOVA alignment of 1, like an iommufd IOAS with nothing attached.
+//! - `IOMMU_IOAS_MAP` pins and charges the memory at once, where iommufd pins only once an
+//!   IOMMU domain or an in-kernel access needs the pages. So a map of memory that is not mapped
+//!   (or not writable, for a writable map) fails with `EFAULT`, and one beyond `RLIMIT_MEMLOCK`
+//!   with `ENOMEM`, where iommufd would only fail at attach.
+//! - Pages are charged once per file (see above), and to the opener of the file.
+//! - `IOMMU_DESTROY` of an IOAS that another ioctl is using succeeds, and the IOAS is torn down
+//!   when that ioctl is done, where iommufd may fail with `EBUSY`.
 //! - The VFIO type1 container ioctls that iommufd also answers on `/dev/iommu` (for its
 //!   `/dev/vfio/vfio` emulation) fail with `ENOTTY`.
 //! - Like `/dev/iommu`, the device has no 32-bit compat ioctl handler: ioctls of 32-bit processes
@@ -70,6 +150,7 @@
 
 use core::ops::RangeInclusive;
 use kernel::{
+    alloc::KVVec,
     fs::File,
     ioctl::{
         _IO,
@@ -84,11 +165,18 @@ use kernel::{
     prelude::*,
     seq_file::SeqFile,
     seq_print,
-    sync::Mutex,
+    sync::{
+        Arc,
+        Mutex, //
+    },
     uapi,
 };
 
-use object::ObjectTable;
+use object::{
+    Object,
+    ObjectTable, //
+};
+use pages::PinAccount;
 use ucmd::{
     IommuDestroy,
     Ucmd, //
@@ -96,6 +184,7 @@ use ucmd::{
 
 mod ioas;
 mod object;
+mod pages;
 mod ucmd;
 
 module! {
@@ -115,6 +204,30 @@ const IOMMU_DESTROY: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_DEST
 
 /// `IOMMU_IOAS_ALLOC` of `include/uapi/linux/iommufd.h`.
 const IOMMU_IOAS_ALLOC: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_ALLOC);
+
+/// `IOMMU_IOAS_ALLOW_IOVAS` of `include/uapi/linux/iommufd.h`.
+const IOMMU_IOAS_ALLOW_IOVAS: u32 = _IO(
+    uapi::IOMMUFD_TYPE as u32,
+    uapi::IOMMUFD_CMD_IOAS_ALLOW_IOVAS,
+);
+
+/// `IOMMU_IOAS_COPY` of `include/uapi/linux/iommufd.h`.
+const IOMMU_IOAS_COPY: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_COPY);
+
+/// `IOMMU_IOAS_IOVA_RANGES` of `include/uapi/linux/iommufd.h`.
+const IOMMU_IOAS_IOVA_RANGES: u32 = _IO(
+    uapi::IOMMUFD_TYPE as u32,
+    uapi::IOMMUFD_CMD_IOAS_IOVA_RANGES,
+);
+
+/// `IOMMU_IOAS_MAP` of `include/uapi/linux/iommufd.h`.
+const IOMMU_IOAS_MAP: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_MAP);
+
+/// `IOMMU_IOAS_UNMAP` of `include/uapi/linux/iommufd.h`.
+const IOMMU_IOAS_UNMAP: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_UNMAP);
+
+/// `IOMMU_OPTION` of `include/uapi/linux/iommufd.h`.
+const IOMMU_OPTION: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_OPTION);
 
 #[pin_data]
 struct IoasidModule {
@@ -136,6 +249,8 @@ pub(crate) struct IoasidCtx {
     /// The objects of this file.
     #[pin]
     pub(crate) objects: Mutex<ObjectTable>,
+    /// The pages pinned by the mappings of this file, and their accounting.
+    pub(crate) account: Arc<PinAccount>,
 }
 
 impl IoasidCtx {
@@ -149,6 +264,16 @@ impl IoasidCtx {
         match cmd {
             IOMMU_DESTROY => self.destroy(Ucmd::copy_from_user(arg, user_size)?),
             IOMMU_IOAS_ALLOC => ioas::alloc(self, Ucmd::copy_from_user(arg, user_size)?),
+            IOMMU_IOAS_ALLOW_IOVAS => {
+                ioas::allow_iovas(self, Ucmd::copy_from_user(arg, user_size)?)
+            }
+            IOMMU_IOAS_COPY => ioas::copy(self, Ucmd::copy_from_user(arg, user_size)?),
+            IOMMU_IOAS_IOVA_RANGES => {
+                ioas::iova_ranges(self, Ucmd::copy_from_user(arg, user_size)?)
+            }
+            IOMMU_IOAS_MAP => ioas::map(self, Ucmd::copy_from_user(arg, user_size)?),
+            IOMMU_IOAS_UNMAP => ioas::unmap(self, Ucmd::copy_from_user(arg, user_size)?),
+            IOMMU_OPTION => ioas::option(self, Ucmd::copy_from_user(arg, user_size)?),
             _ => Err(ENOTTY),
         }
     }
@@ -168,9 +293,11 @@ impl MiscDevice for IoasidCtx {
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
         // Charged to the opener, like all memory a file holds for its objects.
+        let account = PinAccount::new()?;
         KBox::pin_init(
             try_pin_init!(IoasidCtx {
                 objects <- new_mutex!(ObjectTable::new()),
+                account,
             }),
             GFP_KERNEL_ACCOUNT,
         )
@@ -190,8 +317,37 @@ impl MiscDevice for IoasidCtx {
 
     fn show_fdinfo(ctx: Pin<&IoasidCtx>, m: &SeqFile, _file: &File) {
         // The format is documented at the top of this file.
-        for (id, object) in ctx.objects.lock().iter() {
-            seq_print!(m, "ioasid-object:\t{} {}\n", id, object.kind_name());
+        let stats = ctx.account.stats();
+        seq_print!(m, "ioasid-account-mode:\t{}\n", stats.mode.name());
+        seq_print!(m, "ioasid-pinned-pages:\t{}\n", stats.pinned);
+        seq_print!(m, "ioasid-charged-pages:\t{}\n", stats.charged);
+
+        // The IOASes are locked without the table lock held, from references taken under it.
+        let mut objects = KVVec::new();
+        for (&id, object) in ctx.objects.lock().iter() {
+            let ioas = match object {
+                Object::Ioas(ioas) => ioas.clone(),
+            };
+            if objects
+                .push((id, object.kind_name(), ioas), GFP_KERNEL)
+                .is_err()
+            {
+                break;
+            }
+        }
+        for (id, kind, ioas) in &objects {
+            seq_print!(m, "ioasid-object:\t{} {}\n", id, kind);
+            ioas.for_each_area(|area| {
+                seq_print!(
+                    m,
+                    "ioasid-area:\t{} {:#x} {:#x} {}{}\n",
+                    id,
+                    area.iova,
+                    area.length,
+                    if area.readable { 'r' } else { '-' },
+                    if area.writable { 'w' } else { '-' }
+                );
+            });
         }
     }
 }

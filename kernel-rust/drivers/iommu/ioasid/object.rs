@@ -11,7 +11,10 @@ use kernel::{
         RBTree,
         RBTreeNodeReservation, //
     },
-    sync::Mutex,
+    sync::{
+        Arc,
+        Mutex, //
+    },
 };
 
 use crate::ioas::Ioas;
@@ -22,8 +25,9 @@ const FIRST_ID: usize = 1;
 /// An object of an open `/dev/ioasid` file, the analogue of iommufd's `struct iommufd_object`
 /// with its `enum iommufd_object_type`.
 pub(crate) enum Object {
-    /// An IO address space.
-    Ioas(Ioas),
+    /// An IO address space. Ioctls working on it hold a reference, so that they run without
+    /// the table lock.
+    Ioas(Arc<Ioas>),
 }
 
 impl Object {
@@ -85,6 +89,21 @@ impl ObjectTable {
         // INVARIANT: `id` is no longer a key of `objects`.
         self.ids.release_id(id as usize);
         Ok(object)
+    }
+
+    /// Returns the IOAS `id`, like `iommufd_get_ioas()`.
+    ///
+    /// Fails with [`ENOENT`] if there is no live object `id` or if it is not an IOAS.
+    pub(crate) fn get_ioas(&self, id: u32) -> Result<Arc<Ioas>> {
+        match self.objects.get(&id) {
+            Some(Object::Ioas(ioas)) => Ok(ioas.clone()),
+            None => Err(ENOENT),
+        }
+    }
+
+    /// Returns `true` if the table has no live objects.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.objects.is_empty()
     }
 
     /// Returns the live objects in ascending order of id.

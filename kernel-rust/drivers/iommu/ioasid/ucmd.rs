@@ -50,6 +50,12 @@ const fn max_size(sizes: &[usize]) -> usize {
 const UCMD_BUFFER_SIZE: usize = max_size(&[
     size_of::<uapi::iommu_destroy>(),
     size_of::<uapi::iommu_ioas_alloc>(),
+    size_of::<uapi::iommu_ioas_allow_iovas>(),
+    size_of::<uapi::iommu_ioas_copy>(),
+    size_of::<uapi::iommu_ioas_iova_ranges>(),
+    size_of::<uapi::iommu_ioas_map>(),
+    size_of::<uapi::iommu_ioas_unmap>(),
+    size_of::<uapi::iommu_option>(),
 ]);
 
 /// A command struct as bytes, zero-extended to [`UCMD_BUFFER_SIZE`].
@@ -161,6 +167,149 @@ ucmd_struct! {
     }
 }
 
+ucmd_struct! {
+    /// `struct iommu_ioas_iova_ranges`: the argument of `IOMMU_IOAS_IOVA_RANGES`.
+    struct IommuIoasIovaRanges = uapi::iommu_ioas_iova_ranges, min_size = out_iova_alignment {
+        /// The IOAS.
+        ioas_id: u32,
+        /// Input: room in `allowed_iovas`; output: the number of ranges.
+        num_iovas: u32,
+        /// Must be zero.
+        __reserved: u32,
+        /// User pointer to an array of `struct iommu_iova_range`.
+        allowed_iovas: u64,
+        /// Output: the minimum alignment of IOVAs.
+        out_iova_alignment: u64,
+    }
+}
+
+ucmd_struct! {
+    /// `struct iommu_ioas_allow_iovas`: the argument of `IOMMU_IOAS_ALLOW_IOVAS`.
+    struct IommuIoasAllowIovas = uapi::iommu_ioas_allow_iovas, min_size = allowed_iovas {
+        /// The IOAS.
+        ioas_id: u32,
+        /// The number of ranges in `allowed_iovas`.
+        num_iovas: u32,
+        /// Must be zero.
+        __reserved: u32,
+        /// User pointer to an array of `struct iommu_iova_range`.
+        allowed_iovas: u64,
+    }
+}
+
+ucmd_struct! {
+    /// `struct iommu_ioas_map`: the argument of `IOMMU_IOAS_MAP`.
+    struct IommuIoasMap = uapi::iommu_ioas_map, min_size = iova {
+        /// `IOMMU_IOAS_MAP_*`.
+        flags: u32,
+        /// The IOAS.
+        ioas_id: u32,
+        /// Must be zero.
+        __reserved: u32,
+        /// The user address of the memory to map.
+        user_va: u64,
+        /// The number of bytes to map.
+        length: u64,
+        /// Input with `IOMMU_IOAS_MAP_FIXED_IOVA`, else output: the IOVA of the mapping.
+        iova: u64,
+    }
+}
+
+ucmd_struct! {
+    /// `struct iommu_ioas_copy`: the argument of `IOMMU_IOAS_COPY`.
+    struct IommuIoasCopy = uapi::iommu_ioas_copy, min_size = src_iova {
+        /// `IOMMU_IOAS_MAP_*`.
+        flags: u32,
+        /// The IOAS to map into.
+        dst_ioas_id: u32,
+        /// The IOAS to copy from.
+        src_ioas_id: u32,
+        /// The number of bytes to copy.
+        length: u64,
+        /// Input with `IOMMU_IOAS_MAP_FIXED_IOVA`, else output: the IOVA in the destination.
+        dst_iova: u64,
+        /// The IOVA of the start of the range in the source.
+        src_iova: u64,
+    }
+}
+
+ucmd_struct! {
+    /// `struct iommu_ioas_unmap`: the argument of `IOMMU_IOAS_UNMAP`.
+    struct IommuIoasUnmap = uapi::iommu_ioas_unmap, min_size = length {
+        /// The IOAS.
+        ioas_id: u32,
+        /// The first IOVA to unmap.
+        iova: u64,
+        /// Input: the number of bytes to unmap; output: the number of bytes unmapped.
+        length: u64,
+    }
+}
+
+ucmd_struct! {
+    /// `struct iommu_option`: the argument of `IOMMU_OPTION`.
+    struct IommuOption = uapi::iommu_option, min_size = val64 {
+        /// `IOMMU_OPTION_*`.
+        option_id: u32,
+        /// `IOMMU_OPTION_OP_*`.
+        op: u16,
+        /// Must be zero.
+        __reserved: u16,
+        /// The object the option applies to, or 0.
+        object_id: u32,
+        /// The value to set, or the value read.
+        val64: u64,
+    }
+}
+
+/// Size of `struct iommu_iova_range` in user memory.
+const IOVA_RANGE_SIZE: usize = size_of::<uapi::iommu_iova_range>();
+const _: () = assert!(IOVA_RANGE_SIZE == 16);
+const _: () = assert!(core::mem::offset_of!(uapi::iommu_iova_range, start) == 0);
+const _: () = assert!(core::mem::offset_of!(uapi::iommu_iova_range, last) == 8);
+
+/// Returns the user address of element `index` of a user array of `struct iommu_iova_range`.
+fn iova_range_addr(array: u64, index: u32) -> Result<usize> {
+    // CAST: `u32` to `usize` does not truncate on the architectures Linux supports.
+    let offset = (index as usize)
+        .checked_mul(IOVA_RANGE_SIZE)
+        .ok_or(EFAULT)?;
+    usize::try_from(array)
+        .ok()
+        .and_then(|addr| addr.checked_add(offset))
+        .ok_or(EFAULT)
+}
+
+/// Reads element `index` of the user array of `struct iommu_iova_range` at `array`, as
+/// `(start, last)`.
+pub(crate) fn read_iova_range(array: u64, index: u32) -> Result<(u64, u64)> {
+    let mut bytes = [0u8; IOVA_RANGE_SIZE];
+    UserSlice::new(
+        UserPtr::from_addr(iova_range_addr(array, index)?),
+        IOVA_RANGE_SIZE,
+    )
+    .reader()
+    .read_slice(&mut bytes)?;
+    let mut start = [0u8; 8];
+    let mut last = [0u8; 8];
+    start.copy_from_slice(&bytes[..8]);
+    last.copy_from_slice(&bytes[8..]);
+    Ok((u64::from_ne_bytes(start), u64::from_ne_bytes(last)))
+}
+
+/// Writes `(start, last)` to element `index` of the user array of `struct iommu_iova_range` at
+/// `array`.
+pub(crate) fn write_iova_range(array: u64, index: u32, start: u64, last: u64) -> Result {
+    let mut bytes = [0u8; IOVA_RANGE_SIZE];
+    bytes[..8].copy_from_slice(&start.to_ne_bytes());
+    bytes[8..].copy_from_slice(&last.to_ne_bytes());
+    UserSlice::new(
+        UserPtr::from_addr(iova_range_addr(array, index)?),
+        IOVA_RANGE_SIZE,
+    )
+    .writer()
+    .write_slice(&bytes)
+}
+
 /// Reads the `size` member of the command struct at `ubuffer`, the analogue of the `get_user()`
 /// at the start of `iommufd_fops_ioctl()`.
 pub(crate) fn read_user_size(ubuffer: usize) -> Result<u32> {
@@ -242,6 +391,17 @@ impl<T: UcmdStruct> Ucmd<T> {
             bytes,
             cmd: T::decode(&bytes),
         })
+    }
+
+    /// Writes back only the `u64` field at `offset` of the command struct, as `IOMMU_OPTION`
+    /// does with `val64`.
+    pub(crate) fn respond_u64(&self, offset: usize, value: u64) -> Result {
+        UserSlice::new(
+            UserPtr::from_addr(self.ubuffer.wrapping_add(offset)),
+            size_of::<u64>(),
+        )
+        .writer()
+        .write_slice(&value.to_ne_bytes())
     }
 
     /// Writes the command struct back to userspace, truncated to the size userspace passed, like
