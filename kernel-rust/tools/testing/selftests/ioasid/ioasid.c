@@ -45,12 +45,23 @@ static unsigned long PAGE_SIZE;
 static void *buffer;
 static size_t BUFFER_SIZE;
 
+/*
+ * A kernel-chosen IOVA keeps the alignment of the user address up to the
+ * huge page size, so the buffer is 2 MiB aligned (as in iommufd.c): the
+ * alignment checks then do not depend on where mmap() happened to put it.
+ */
+#define BUFFER_ALIGN (2UL * 1024 * 1024)
+
 static __attribute__((constructor)) void setup_sizes(void)
 {
+	void *aligned;
+
 	PAGE_SIZE = sysconf(_SC_PAGE_SIZE);
 	BUFFER_SIZE = PAGE_SIZE * BUFFER_PAGES;
-	buffer = mmap(NULL, BUFFER_SIZE, PROT_READ | PROT_WRITE,
-		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (posix_memalign(&aligned, BUFFER_ALIGN, BUFFER_SIZE))
+		return;
+	buffer = mmap(aligned, BUFFER_SIZE, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 }
 
 #define EXPECT_ERRNO(expected_errno, cmd)         \
