@@ -9,7 +9,7 @@
 //! cover letter. Identity and dates are fixed so the output is byte-for-byte reproducible,
 //! which is what makes `--check` (patches/ is not stale) possible.
 
-use crate::util::{Paths, note, run, step};
+use crate::util::{Paths, note, path_with, run, step};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -183,6 +183,7 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
             );
         }
         step(format!("patches/ is up to date ({} patches)", series.patches.len()));
+        checkpatch(paths)?;
     } else {
         step(format!("wrote {} patches and a cover letter to patches/", series.patches.len()));
     }
@@ -272,4 +273,235 @@ fn compare_dirs(generated: &Path, committed: &Path) -> Result<Vec<String>> {
         note(format!("{} files compared", gn.len()));
     }
     Ok(stale)
+}
+
+/// A checkpatch finding (`--show-types` type) that is justified on a patch, with why.
+struct Allowed {
+    /// The patch's subject, as in series.toml.
+    subject: &'static str,
+    /// checkpatch's message type, e.g. `FILE_PATH_CHANGES`.
+    kind: &'static str,
+    reason: &'static str,
+}
+
+/// Every checkpatch ERROR or WARNING the series accepts, in one place. An entry that no longer
+/// matches anything fails the check too, so the list cannot outlive its reasons.
+const CHECKPATCH_ALLOWED: &[Allowed] = &[
+    Allowed {
+        subject: "iommu/ioasid: add the /dev/ioasid uAPI header",
+        kind: "FILE_PATH_CHANGES",
+        reason: "include/uapi/linux/ioasid.h is covered by the IOMMU IOASID entry of the MAINTAINERS patch, \
+                 which comes first",
+    },
+    Allowed {
+        subject: "iommu/ioasid: add /dev/ioasid with IOAS allocation",
+        kind: "FILE_PATH_CHANGES",
+        reason: "drivers/iommu/ioasid/ is covered by the IOMMU IOASID entry of the MAINTAINERS patch, which comes \
+                 first",
+    },
+    Allowed {
+        subject: "rust: mm: add long-term page pinning",
+        kind: "FILE_PATH_CHANGES",
+        reason: "rust/kernel/mm/ is covered by MEMORY MANAGEMENT - RUST, rust/helpers/ by RUST (F: rust/)",
+    },
+    Allowed {
+        subject: "rust: add capable()",
+        kind: "FILE_PATH_CHANGES",
+        reason: "rust/kernel/capability.rs is covered by RUST (F: rust/)",
+    },
+    Allowed {
+        subject: "rust: mm: add locked_vm and pinned_vm accounting",
+        kind: "FILE_PATH_CHANGES",
+        reason: "rust/kernel/mm/ is covered by MEMORY MANAGEMENT - RUST, rust/helpers/ by RUST (F: rust/)",
+    },
+    Allowed {
+        subject: "iommu/ioasid: map, copy and unmap user memory in IOASes",
+        kind: "FILE_PATH_CHANGES",
+        reason: "drivers/iommu/ioasid/pages.rs is covered by the IOMMU IOASID entry (F: drivers/iommu/ioasid/)",
+    },
+    Allowed {
+        subject: "selftests/ioasid: add /dev/ioasid tests",
+        kind: "FILE_PATH_CHANGES",
+        reason: "tools/testing/selftests/ioasid/ is covered by the IOMMU IOASID entry",
+    },
+    Allowed {
+        subject: "selftests/ioasid: add /dev/ioasid tests",
+        kind: "MACRO_WITH_FLOW_CONTROL",
+        reason: "REQUIRE_IOCTL() wraps the kselftest harness's SKIP(return, ...), which must return from the \
+                 test body; only a macro can, as the harness's own ASSERT_*() and SKIP() do",
+    },
+    Allowed {
+        subject: "Documentation: userspace-api: add /dev/ioasid",
+        kind: "FILE_PATH_CHANGES",
+        reason: "Documentation/userspace-api/ioasid.rst is covered by the IOMMU IOASID entry",
+    },
+];
+
+/// One ERROR, WARNING or CHECK line of `checkpatch.pl --terse --show-types`.
+#[derive(Debug, PartialEq)]
+struct Finding {
+    level: String,
+    kind: String,
+    text: String,
+}
+
+/// Parses `<file>:<line>: <LEVEL>:<TYPE>: <message>` lines; other lines are ignored.
+fn parse_checkpatch(out: &str) -> Vec<Finding> {
+    out.lines()
+        .filter_map(|l| {
+            ["ERROR", "WARNING", "CHECK"].iter().find_map(|level| {
+                let at = l.find(&format!(": {level}:"))?;
+                let rest = &l[at + level.len() + 3..];
+                let (kind, msg) = rest.split_once(": ")?;
+                if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+                    return None;
+                }
+                Some(Finding { level: (*level).to_owned(), kind: kind.to_owned(), text: format!("{}: {msg}", &l[..at]) })
+            })
+        })
+        .collect()
+}
+
+/// The subject of a `git format-patch` file, without its `[PATCH n/m]` prefix (folded headers
+/// are unfolded).
+fn patch_subject(text: &str) -> Option<String> {
+    let mut lines = text.lines().skip_while(|l| !l.starts_with("Subject: "));
+    let mut subject = lines.next()?.trim_start_matches("Subject: ").to_owned();
+    for l in lines.take_while(|l| l.starts_with(' ') || l.starts_with('\t')) {
+        subject.push(' ');
+        subject.push_str(l.trim());
+    }
+    let subject = match subject.strip_prefix('[') {
+        Some(rest) => rest.split_once("] ").map_or(subject.as_str(), |(_, s)| s),
+        None => subject.as_str(),
+    };
+    Some(subject.to_owned())
+}
+
+/// A python3 that can run the tree's scripts/spdxcheck.py (it needs ply), as the directory to
+/// put first on PATH, or None when the one on PATH will do.
+fn python_for_spdxcheck() -> Result<Option<PathBuf>> {
+    let has_ply = |py: &str| {
+        Command::new(py)
+            .args(["-c", "import ply, git"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if has_ply("python3") {
+        return Ok(None);
+    }
+    if has_ply("/usr/bin/python3") {
+        return Ok(Some(PathBuf::from("/usr/bin")));
+    }
+    bail!("checkpatch's SPDX check needs python3 with ply and GitPython: apt-get install python3-ply python3-git");
+}
+
+/// Runs the pristine tree's scripts/checkpatch.pl --strict on every patch of patches/ but the
+/// cover letter. ERRORs and WARNINGs fail unless CHECKPATCH_ALLOWED lists them; CHECKs are
+/// printed.
+pub fn checkpatch(paths: &Paths) -> Result<()> {
+    let tree = paths.pristine();
+    let script = tree.join("scripts/checkpatch.pl");
+    if !script.exists() {
+        bail!("{} is missing; run `cargo xtask setup`", script.display());
+    }
+    let python = python_for_spdxcheck()?;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(paths.repo.join("patches"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "patch")
+                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('0'))
+                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0000-cover-letter"))
+        })
+        .collect();
+    files.sort();
+    step(format!("checkpatch --strict on {} patches", files.len()));
+    let mut used = vec![false; CHECKPATCH_ALLOWED.len()];
+    let mut failures = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let subject = patch_subject(&text).with_context(|| format!("{name} has no Subject:"))?;
+        let mut cmd = Command::new("perl");
+        cmd.current_dir(&tree)
+            .arg(&script)
+            .args(["--strict", "--no-signoff", "--terse", "--show-types", "--color=never"])
+            .arg(f);
+        if let Some(dir) = &python {
+            cmd.env("PATH", path_with(dir));
+        }
+        let out = cmd.output().context("cannot run scripts/checkpatch.pl")?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.trim().is_empty() {
+            bail!("checkpatch on {name} printed errors of its own:\n{}", stderr.trim());
+        }
+        // A clean patch prints nothing with --terse; otherwise the last line is the total.
+        let total = match stdout.lines().find(|l| l.starts_with("total: ")) {
+            Some(t) => t.trim_start_matches("total: ").to_owned(),
+            None if out.status.success() && stdout.trim().is_empty() => "clean".to_owned(),
+            None => bail!("checkpatch on {name} failed ({}) without a total:\n{}", out.status, stdout.trim()),
+        };
+        let findings = parse_checkpatch(&stdout);
+        let mut bad = 0;
+        for x in &findings {
+            let allowed = CHECKPATCH_ALLOWED.iter().position(|a| a.subject == subject && a.kind == x.kind);
+            if x.level == "CHECK" {
+                note(format!("{name}: CHECK:{}: {}", x.kind, x.text));
+            } else if let Some(i) = allowed {
+                used[i] = true;
+                note(format!("{name}: allowed {}:{} ({})", x.level, x.kind, CHECKPATCH_ALLOWED[i].reason));
+            } else {
+                bad += 1;
+                failures.push(format!("{name}: {}:{}: {}", x.level, x.kind, x.text));
+            }
+        }
+        note(format!("{name}: {total}{}", if bad > 0 { " — FAILS" } else { "" }));
+    }
+    for (a, _) in CHECKPATCH_ALLOWED.iter().zip(&used).filter(|(_, u)| !**u) {
+        failures.push(format!(
+            "allow-list entry ({}, {}) matches nothing; remove it from CHECKPATCH_ALLOWED",
+            a.subject, a.kind
+        ));
+    }
+    if !failures.is_empty() {
+        bail!("checkpatch:\n  {}", failures.join("\n  "));
+    }
+    step("checkpatch: no ERROR or WARNING outside the allow-list");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpatch_terse_lines_are_parsed() {
+        let out = "0001-x.patch:23: WARNING:FILE_PATH_CHANGES: added, moved or deleted file(s), does MAINTAINERS need updating?\n\
+                   0001-x.patch:40: CHECK:MACRO_ARG_REUSE: Macro argument reuse 'id' - possible side-effects?\n\
+                   0001-x.patch:41: ERROR:SPACING: space required after that ',' (ctx:VxV)\n\
+                   total: 1 errors, 1 warnings, 1 checks, 20 lines checked\n";
+        let f = parse_checkpatch(out);
+        assert_eq!(f.len(), 3);
+        assert_eq!((f[0].level.as_str(), f[0].kind.as_str()), ("WARNING", "FILE_PATH_CHANGES"));
+        assert_eq!((f[1].level.as_str(), f[1].kind.as_str()), ("CHECK", "MACRO_ARG_REUSE"));
+        assert_eq!((f[2].level.as_str(), f[2].kind.as_str()), ("ERROR", "SPACING"));
+        assert!(f[2].text.starts_with("0001-x.patch:41: space required"), "{}", f[2].text);
+    }
+
+    #[test]
+    fn folded_subjects_are_unfolded_without_the_patch_prefix() {
+        let text = "From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 08/12] iommu/ioasid: map, copy and unmap user\n memory in IOASes\n\nbody\n";
+        assert_eq!(patch_subject(text).as_deref(), Some("iommu/ioasid: map, copy and unmap user memory in IOASes"));
+        assert_eq!(patch_subject("Subject: rust: add capable()\n").as_deref(), Some("rust: add capable()"));
+    }
+
+    #[test]
+    fn every_allow_list_entry_has_a_reason() {
+        for a in CHECKPATCH_ALLOWED {
+            assert!(!a.reason.trim().is_empty() && !a.kind.is_empty() && !a.subject.is_empty());
+        }
+    }
 }
