@@ -25,12 +25,19 @@ pub fn workload_areas(summary: &str) -> Result<Vec<(u64, u64)>> {
         .rev()
         .find_map(|l| serde_json::from_str::<WorkloadMaps>(l).ok())
         .context("the workload printed no JSON summary with `maps`")?;
-    Ok(line.maps.iter().map(|m| (m.iova, m.iova + m.size)).collect())
+    Ok(line
+        .maps
+        .iter()
+        .map(|m| (m.iova, m.iova + m.size))
+        .collect())
 }
 
 fn hex(v: &Value, key: &str) -> Result<u64> {
-    let s = v[key].as_str().with_context(|| format!("`{key}` is not a string in {v}"))?;
-    u64::from_str_radix(s.trim_start_matches("0x"), 16).with_context(|| format!("`{key}` = {s} is not hex"))
+    let s = v[key]
+        .as_str()
+        .with_context(|| format!("`{key}` is not a string in {v}"))?;
+    u64::from_str_radix(s.trim_start_matches("0x"), 16)
+        .with_context(|| format!("`{key}` = {s} is not hex"))
 }
 
 /// Sorted, merged union of half-open intervals.
@@ -62,11 +69,15 @@ pub fn seen_by_top(jsonl: &str, comm: &str) -> Result<Seen> {
     let mut unmapped = Vec::new();
     let mut summary = false;
     for (n, line) in jsonl.lines().enumerate() {
-        let v: Value = serde_json::from_str(line).with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
         ensure!(v["v"] == 1, "line {} has no \"v\":1: {line}", n + 1);
         match v["type"].as_str() {
             Some("map") if v["comm"] == comm && v["ret"] == 0 => {
-                let domain = v["domain"].as_str().context("map without domain")?.to_owned();
+                let domain = v["domain"]
+                    .as_str()
+                    .context("map without domain")?
+                    .to_owned();
                 if !seen.domains.contains(&domain) {
                     seen.domains.push(domain);
                 }
@@ -82,7 +93,9 @@ pub fn seen_by_top(jsonl: &str, comm: &str) -> Result<Seen> {
             }
             Some("summary") if v["final"] == true => {
                 summary = true;
-                seen.lost_events = v["lost_events"].as_u64().context("summary without lost_events")?;
+                seen.lost_events = v["lost_events"]
+                    .as_u64()
+                    .context("summary without lost_events")?;
             }
             _ => {}
         }
@@ -96,8 +109,15 @@ pub fn seen_by_top(jsonl: &str, comm: &str) -> Result<Seen> {
 /// The verdict: Ok with a one-line description, or what differs.
 pub fn compare(areas: &[(u64, u64)], seen: &Seen) -> Result<String> {
     let want = union(areas.to_vec());
-    ensure!(seen.lost_events == 0, "ioasid-top lost {} events", seen.lost_events);
-    ensure!(seen.map_calls > 0, "ioasid-top saw no successful iommu_map call of the workload");
+    ensure!(
+        seen.lost_events == 0,
+        "ioasid-top lost {} events",
+        seen.lost_events
+    );
+    ensure!(
+        seen.map_calls > 0,
+        "ioasid-top saw no successful iommu_map call of the workload"
+    );
     ensure!(
         seen.domains.len() == 1,
         "the workload's maps went to {} domains ({:?}), expected one",
@@ -105,10 +125,18 @@ pub fn compare(areas: &[(u64, u64)], seen: &Seen) -> Result<String> {
         seen.domains
     );
     if seen.mapped != want {
-        bail!("mapped areas differ: workload {:x?}, ioasid-top {:x?}", want, seen.mapped);
+        bail!(
+            "mapped areas differ: workload {:x?}, ioasid-top {:x?}",
+            want,
+            seen.mapped
+        );
     }
     if seen.unmapped != want {
-        bail!("unmapped areas differ: workload {:x?}, ioasid-top {:x?}", want, seen.unmapped);
+        bail!(
+            "unmapped areas differ: workload {:x?}, ioasid-top {:x?}",
+            want,
+            seen.unmapped
+        );
     }
     let bytes: u64 = want.iter().map(|(s, e)| e - s).sum();
     Ok(format!(

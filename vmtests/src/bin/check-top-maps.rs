@@ -10,7 +10,8 @@ fn main() -> Result<()> {
         anyhow::bail!("usage: check-top-maps TOP.jsonl WORKLOAD.json COMM");
     };
     let top_text = std::fs::read_to_string(top).with_context(|| format!("cannot read {top}"))?;
-    let workload_text = std::fs::read_to_string(workload).with_context(|| format!("cannot read {workload}"))?;
+    let workload_text =
+        std::fs::read_to_string(workload).with_context(|| format!("cannot read {workload}"))?;
     let seen = seen_by_top(&top_text, comm)?;
     let verdict = compare(&workload_areas(&workload_text)?, &seen)?;
     println!("ok - ioasid-top saw {verdict}");

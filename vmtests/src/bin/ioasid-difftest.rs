@@ -6,7 +6,7 @@ use clap::Parser;
 use ioasid_uapi::{DEV_IOASID, DEV_IOMMU};
 use ioasid_vmtests::difftest::ops::OpSet;
 use ioasid_vmtests::difftest::prng::seed_from_time;
-use ioasid_vmtests::difftest::{Config, run};
+use ioasid_vmtests::difftest::{Config, domain, run};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -46,9 +46,31 @@ struct Args {
     /// do not compare per-call VmPin/VmLck changes (leaks are still checked)
     #[arg(long)]
     no_pin_compare: bool,
+    /// give every mainline IOAS a real IOMMU domain (a HWPT allocated for the
+    /// edu device 1234:11e8, bound to vfio-pci and to /dev/iommu), so that
+    /// mainline pins at map time like /dev/ioasid: auto (on when an edu
+    /// device exists), on (fail without one), off (a bare mainline IOAS)
+    #[arg(long, value_enum, default_value_t = DomainMode::Auto, num_args = 0..=1, default_missing_value = "on")]
+    mainline_domain: DomainMode,
+    /// PCI address of the edu device (default: the first 1234:11e8 found)
+    #[arg(long)]
+    bdf: Option<String>,
+    /// sysfs root
+    #[arg(long, default_value = "/sys", hide = true)]
+    sysfs: PathBuf,
+    /// devfs root
+    #[arg(long, default_value = "/dev", hide = true)]
+    devfs: PathBuf,
     /// print every call with its reference result
     #[arg(long, short)]
     verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DomainMode {
+    Auto,
+    On,
+    Off,
 }
 
 fn parse_u64(s: &str) -> Result<u64, String> {
@@ -68,6 +90,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let mainline_domain = match args.mainline_domain {
+        DomainMode::Off => None,
+        mode => match domain::edu_cdev(&args.sysfs, &args.devfs, args.bdf.as_deref()) {
+            Ok(cdev) => Some(cdev),
+            Err(e) if mode == DomainMode::Auto => {
+                eprintln!(
+                    "ioasid-difftest: no mainline domain ({e:#}); comparing against a bare \
+                     mainline IOAS, which pins nothing at map time: /dev/ioasid's map-time \
+                     pinning shows up as differences (use --mainline-domain=off to silence this)"
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("ioasid-difftest: --mainline-domain=on: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let cfg = Config {
         reference: args.reference,
         test: args.dev,
@@ -80,15 +120,21 @@ fn main() -> ExitCode {
         memlock: !args.no_memlock,
         pins: !args.no_pin_compare,
         verbose: args.verbose,
+        mainline_domain,
     };
     let mut out = std::io::stdout().lock();
     match run(&cfg, &mut out) {
         Ok(s) if s.differences == 0 => ExitCode::SUCCESS,
         Ok(s) => {
             eprintln!(
-                "ioasid-difftest: {} difference(s); reproduce with --seed {:#x} --ops {}",
+                "ioasid-difftest: {} difference(s); reproduce with --seed {:#x} --mainline-domain={} --ops {}",
                 s.differences,
                 cfg.seed,
+                if cfg.mainline_domain.is_some() {
+                    "on"
+                } else {
+                    "off"
+                },
                 if cfg.ops == OpSet::all() {
                     "all".to_string()
                 } else {

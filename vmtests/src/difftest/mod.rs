@@ -19,12 +19,18 @@
 //! compared between the devices) and after every sequence (destroy of all
 //! objects, then close: both must be back at the value before the sequence).
 //!
-//! Note that mainline pins nothing at IOAS_MAP time while no domain (device)
-//! is attached to the IOAS (iopt_fill_domains_pages() has nothing to fill);
-//! an implementation that pins eagerly shows up here as a VmPin difference.
+//! Mainline pins nothing at IOAS_MAP time while no domain is attached to the
+//! IOAS (iopt_fill_domains_pages() has nothing to fill), while `/dev/ioasid`
+//! pins at map time as iommufd does with a domain. With `--mainline-domain`
+//! (default when the edu device exists) every reference IOAS gets a real
+//! domain for its whole life, so both pin alike; see [`domain`] for how,
+//! for the virtualised ids, and for the calls with domain-only semantics
+//! (aperture, huge pages off) that are then not issued. Without it, a bare
+//! mainline IOAS is the reference and map-time pinning shows as differences.
 
 pub mod call;
 pub mod cases;
+pub mod domain;
 pub mod exec;
 pub mod memlock;
 pub mod model;
@@ -36,7 +42,7 @@ use anyhow::{Context, Result};
 use call::{Call, Cmd, Id};
 use exec::{Device, Resources, execute, read_status};
 use ioasid_uapi::Iommufd;
-use ioasid_uapi::iommufd::IommuIoasAlloc;
+use ioasid_uapi::iommufd::{IommuIoasAlloc, IommuIoasIovaRanges};
 use model::Model;
 use ops::{Op, OpSet};
 use prng::Rng;
@@ -67,6 +73,9 @@ pub struct Config {
     pub pins: bool,
     /// Print every call (not only differences).
     pub verbose: bool,
+    /// `--mainline-domain`: the VFIO cdev of the device whose domains back
+    /// every reference IOAS ([`domain`]); `None`: a bare mainline IOAS.
+    pub mainline_domain: Option<PathBuf>,
 }
 
 /// Totals of a run.
@@ -76,12 +85,15 @@ pub struct Summary {
     pub calls: u64,
     /// Differing calls plus leak findings.
     pub differences: u64,
+    /// Calls issued on neither device (domain-only semantics, [`domain`]).
+    pub skipped: u64,
 }
 
 /// Result of one sequence.
 #[derive(Debug, Default)]
 struct SeqResult {
     calls: u64,
+    skipped: u64,
     /// Problems found, each a multi-line text (first line is the headline).
     problems: Vec<String>,
 }
@@ -125,6 +137,7 @@ fn run_sequence<W: Write>(
     cfg: &Config,
     opener: Opener<'_>,
     res: &Resources,
+    window: Option<domain::Window>,
     next: &mut dyn FnMut(&Model) -> Option<Call>,
     out: &mut W,
 ) -> Result<SeqResult> {
@@ -146,6 +159,15 @@ fn run_sequence<W: Write>(
             // Never issue an ioctl outside --ops (generators do not produce them).
             return Ok(true);
         }
+        if let Some(w) = window
+            && let Some(why) = domain::domain_only(w, call, model)
+        {
+            r.skipped += 1;
+            if cfg.verbose {
+                writeln!(out, "#   {call} -> not issued ({why})")?;
+            }
+            return Ok(true);
+        }
         let rid = |i: Id| match i {
             Id::Obj(k) => ids.get(k).map_or(UNRESOLVED, |p| p.0),
             Id::Raw(v) => v,
@@ -156,8 +178,18 @@ fn run_sequence<W: Write>(
         };
         let a = execute(pair.reference.as_ref(), call, res, &rid, cfg.pins)
             .with_context(|| format!("{} on {}", call, cfg.reference.display()))?;
-        let b = execute(pair.test.as_ref(), call, res, &tid, cfg.pins)
+        let mut b = execute(pair.test.as_ref(), call, res, &tid, cfg.pins)
             .with_context(|| format!("{} on {}", call, cfg.test.display()))?;
+        if let (Some(w), Cmd::IovaRanges { num_iovas, .. }) = (window, &call.cmd)
+            && matches!(b.ret, Ok(_) | Err(libc::EMSGSIZE))
+            && b.bytes.len() >= std::mem::size_of::<IommuIoasIovaRanges>()
+        {
+            // /dev/ioasid has no aperture: its answer with the domain's
+            // aperture reserved, as mainline's is.
+            let out: IommuIoasIovaRanges = b.decode();
+            let n = out.num_iovas.min(*num_iovas) as usize;
+            domain::clip_ranges(&mut b.ranges, n, w);
+        }
         r.calls += 1;
         if cfg.verbose {
             writeln!(out, "#   {call} -> {}", outcome::describe(call.op(), &a))?;
@@ -215,6 +247,7 @@ fn report<W: Write>(
     sum.sequences += 1;
     sum.calls += r.calls;
     sum.differences += r.problems.len() as u64;
+    sum.skipped += r.skipped;
     if r.problems.is_empty() {
         writeln!(out, "ok {n} - {name} ({} calls)", r.calls)?;
     } else {
@@ -232,12 +265,37 @@ fn report<W: Write>(
 
 /// Run everything `cfg` asks for, streaming TAP-like lines to `out`.
 pub fn run<W: Write>(cfg: &Config, out: &mut W) -> Result<Summary> {
-    run_with(cfg, &open_device, out)
+    match &cfg.mainline_domain {
+        None => run_with(cfg, &open_device, out),
+        Some(cdev) => {
+            let opener = |p: &Path| {
+                if p == cfg.reference {
+                    domain::open_shadowed(p, cdev)
+                } else {
+                    open_device(p)
+                }
+            };
+            run_with(cfg, &opener, out)
+        }
+    }
 }
 
 /// [`run`] with devices opened by `opener`.
 pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Result<Summary> {
     let res = Resources::new()?;
+    let window = match &cfg.mainline_domain {
+        Some(cdev) => {
+            let dev = opener(&cfg.reference)?;
+            let w = domain::probe_window(dev.as_ref()).with_context(|| {
+                format!(
+                    "probing the IOVA window of a domain from {}",
+                    cdev.display()
+                )
+            })?;
+            Some(w)
+        }
+        None => None,
+    };
     let cases = if cfg.fixed {
         cases::fixed_cases_for(cfg.ops)
     } else {
@@ -261,19 +319,33 @@ pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Resu
         random,
         cfg.calls
     )?;
+    match (&cfg.mainline_domain, window) {
+        (Some(cdev), Some(w)) => writeln!(
+            out,
+            "# mainline domain: every reference IOAS has a HWPT of {}; aperture {:#x}..={:#x}",
+            cdev.display(),
+            w.0,
+            w.1
+        )?,
+        _ => writeln!(
+            out,
+            "# mainline domain: none (a bare mainline IOAS pins nothing at map time)"
+        )?,
+    }
     let mut sum = Summary::default();
     let mut n = 0;
     for case in &cases {
         n += 1;
         let mut it = case.calls.iter();
-        let r = run_sequence(cfg, opener, &res, &mut |_| it.next().cloned(), out)?;
+        let r = run_sequence(cfg, opener, &res, window, &mut |_| it.next().cloned(), out)?;
         report(out, n, &format!("fixed: {}", case.name), &r, &mut sum)?;
     }
     if memlock {
         n += 1;
-        let r = memlock::run(cfg, &res)?;
+        let r = memlock::run(cfg, opener, &res)?;
         let r = SeqResult {
             calls: r.calls,
+            skipped: 0,
             problems: r.problems,
         };
         report(
@@ -299,6 +371,7 @@ pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Resu
             cfg,
             opener,
             &res,
+            window,
             &mut |m| {
                 if left == 0 {
                     return None;
@@ -324,6 +397,13 @@ pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Resu
         "compared {} sequences, {} calls: {} differences",
         sum.sequences, sum.calls, sum.differences
     )?;
+    if sum.skipped > 0 {
+        writeln!(
+            out,
+            "# {} calls not issued (domain-only semantics; --verbose lists them)",
+            sum.skipped
+        )?;
+    }
     out.flush()?;
     Ok(sum)
 }
@@ -345,6 +425,7 @@ mod tests {
             memlock: false,
             pins: true,
             verbose: false,
+            mainline_domain: None,
         }
     }
 
