@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Fragments merged over `make tinyconfig`, in order.
-pub const FRAGMENTS: &[&str] = &["ci/kernel/base.config", "ci/kernel/ioasid.config", "ci/kernel/test.config"];
+pub const FRAGMENTS: &[&str] = &[
+    "ci/kernel/base.config",
+    "ci/kernel/ioasid.config",
+    "ci/kernel/test.config",
+];
 
 pub struct KernelOpts {
     pub jobs: Option<usize>,
@@ -38,9 +42,12 @@ pub fn ensure_pristine(paths: &Paths) -> Result<()> {
 
 fn git(tree: &Path) -> Command {
     let mut cmd = Command::new("git");
-    cmd.arg("-C")
-        .arg(tree)
-        .args(["-c", "user.name=ioasid xtask", "-c", "user.email=xtask@ioasid.invalid"]);
+    cmd.arg("-C").arg(tree).args([
+        "-c",
+        "user.name=ioasid xtask",
+        "-c",
+        "user.email=xtask@ioasid.invalid",
+    ]);
     cmd
 }
 
@@ -51,7 +58,9 @@ pub fn series(paths: &Paths) -> Result<Vec<PathBuf>> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| {
                 p.extension().is_some_and(|e| e == "patch")
-                    && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0000-"))
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("0000-"))
             })
             .collect(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -76,16 +85,28 @@ pub fn apply_series(paths: &Paths) -> Result<()> {
     if !work.join(".git").exists() {
         step(format!("creating the kernel worktree {}", work.display()));
         run(git(&paths.pristine()).args(["worktree", "prune"]))?;
-        run(git(&paths.pristine()).arg("worktree").arg("add").arg("-q").arg("--detach").arg(&work).arg("base"))?;
+        run(git(&paths.pristine())
+            .arg("worktree")
+            .arg("add")
+            .arg("-q")
+            .arg("--detach")
+            .arg(&work)
+            .arg("base"))?;
     }
     let patches = series(paths)?;
     let hash = series_hash(&patches)?;
     let stamp = paths.kernel_dir().join("work.series");
     if std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
-        step(format!("series of {} patch(es) already applied", patches.len()));
+        step(format!(
+            "series of {} patch(es) already applied",
+            patches.len()
+        ));
         return Ok(());
     }
-    step(format!("applying {} patch(es) to a pristine tree", patches.len()));
+    step(format!(
+        "applying {} patch(es) to a pristine tree",
+        patches.len()
+    ));
     let _ = std::fs::remove_file(&stamp);
     let _ = git(&work).args(["am", "--abort"]).output();
     run(git(&work).args(["reset", "-q", "--hard", "base"]))?;
@@ -106,11 +127,15 @@ fn git_am(work: &Path, patches: &[PathBuf]) -> Result<()> {
             .output()
             .with_context(|| format!("cannot run git am {}", p.display()))?;
         if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+            let msg = String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout);
             let _ = git(work).args(["am", "--abort"]).output();
             let files: Vec<&str> = msg
                 .lines()
-                .filter_map(|l| l.strip_prefix("error: patch failed: ").or_else(|| l.strip_prefix("error: ")))
+                .filter_map(|l| {
+                    l.strip_prefix("error: patch failed: ")
+                        .or_else(|| l.strip_prefix("error: "))
+                })
                 .filter(|l| !l.starts_with("could not build fake ancestor"))
                 .collect();
             // git's hints tell how to continue an am we have already aborted.
@@ -136,12 +161,17 @@ pub fn configure(paths: &Paths) -> Result<()> {
     let mut all = Vec::new();
     for f in FRAGMENTS {
         let p = paths.repo.join(f);
-        all.extend(std::fs::read(&p).with_context(|| format!("cannot read config fragment {}", p.display()))?);
+        all.extend(
+            std::fs::read(&p)
+                .with_context(|| format!("cannot read config fragment {}", p.display()))?,
+        );
         fragments.push(p);
     }
     let stamp = paths.kernel_dir().join("build.config-hash");
     let hash = sha256_hex(&all);
-    if build.join(".config").exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
+    if build.join(".config").exists()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str())
+    {
         return check_config(&build, &fragments);
     }
     step("configuring: tinyconfig + ci/kernel fragments");
@@ -149,7 +179,12 @@ pub fn configure(paths: &Paths) -> Result<()> {
     let log = paths.kernel_dir().join("config.log");
     run_logged(kernel_make(paths, &work, &build).arg("tinyconfig"), &log)?;
     let mut merge = Command::new(work.join("scripts/kconfig/merge_config.sh"));
-    merge.current_dir(&work).arg("-m").arg("-O").arg(&build).arg(build.join(".config"));
+    merge
+        .current_dir(&work)
+        .arg("-m")
+        .arg("-O")
+        .arg(&build)
+        .arg(build.join(".config"));
     merge.args(&fragments);
     run_logged(&mut merge, &log)?;
     run_logged(kernel_make(paths, &work, &build).arg("olddefconfig"), &log)?;
@@ -163,7 +198,8 @@ fn check_config(build: &Path, fragments: &[PathBuf]) -> Result<()> {
     let mut wrong = Vec::new();
     for f in fragments {
         for line in std::fs::read_to_string(f)?.lines() {
-            let Some((key, want)) = line.strip_prefix("CONFIG_").and_then(|l| l.split_once('=')) else {
+            let Some((key, want)) = line.strip_prefix("CONFIG_").and_then(|l| l.split_once('='))
+            else {
                 continue;
             };
             let set = config
@@ -175,7 +211,10 @@ fn check_config(build: &Path, fragments: &[PathBuf]) -> Result<()> {
                 (_, None) => false,
             };
             if !ok {
-                wrong.push(format!("CONFIG_{key}={want} (got {})", set.unwrap_or("unset")));
+                wrong.push(format!(
+                    "CONFIG_{key}={want} (got {})",
+                    set.unwrap_or("unset")
+                ));
             }
         }
     }
@@ -189,11 +228,22 @@ fn check_config(build: &Path, fragments: &[PathBuf]) -> Result<()> {
 }
 
 fn build(paths: &Paths, jobs: usize) -> Result<()> {
-    step(format!("building the kernel (-j{jobs}, ccache; log {})", paths.kernel_dir().join("build.log").display()));
+    step(format!(
+        "building the kernel (-j{jobs}, ccache; log {})",
+        paths.kernel_dir().join("build.log").display()
+    ));
     let log = paths.kernel_dir().join("build.log");
-    let took = run_logged(kernel_make(paths, &paths.worktree(), &paths.build()).arg(format!("-j{jobs}")), &log)?;
+    let took = run_logged(
+        kernel_make(paths, &paths.worktree(), &paths.build()).arg(format!("-j{jobs}")),
+        &log,
+    )?;
     let head = capture(git(&paths.worktree()).args(["log", "--oneline", "-1"]))?;
-    note(format!("built {} in {:.0} s (tree at {})", paths.bzimage().display(), took.as_secs_f64(), head.trim()));
+    note(format!(
+        "built {} in {:.0} s (tree at {})",
+        paths.bzimage().display(),
+        took.as_secs_f64(),
+        head.trim()
+    ));
     Ok(())
 }
 
@@ -202,7 +252,12 @@ mod tests {
     use super::*;
 
     fn sh(dir: &Path, script: &str) {
-        let ok = Command::new("sh").arg("-c").arg(script).current_dir(dir).status().map(|s| s.success());
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(dir)
+            .status()
+            .map(|s| s.success());
         assert_eq!(ok.ok(), Some(true), "{script}");
     }
 

@@ -13,7 +13,10 @@ use clap::{Parser, Subcommand};
 use std::time::Duration;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "ioasid: setup, kernel, test VM, patches, tests")]
+#[command(
+    name = "cargo xtask",
+    about = "ioasid: setup, kernel, test VM, patches, tests"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -70,7 +73,12 @@ fn main() -> Result<()> {
     match cli.command {
         Cmd::Setup => setup::setup(&paths),
         Cmd::Kernel { jobs } => kernel::kernel(&paths, &kernel::KernelOpts { jobs }).map(|_| ()),
-        Cmd::Vm { snoop_control, timeout, verbose, cmd } => {
+        Cmd::Vm {
+            snoop_control,
+            timeout,
+            verbose,
+            cmd,
+        } => {
             let opts = vm::VmOpts {
                 snoop_control,
                 timeout: Duration::from_secs(timeout),
@@ -95,7 +103,11 @@ fn main() -> Result<()> {
 
 /// The main job: a real VFIO workload in the booted, patched kernel, watched by ioasid-top.
 fn demo(paths: &util::Paths) -> Result<()> {
-    util::run(std::process::Command::new("cargo").current_dir(&paths.repo).args(["build", "--workspace", "--release", "--bins"]))?;
+    util::run(
+        std::process::Command::new("cargo")
+            .current_dir(&paths.repo)
+            .args(["build", "--workspace", "--release", "--bins"]),
+    )?;
     kernel::kernel(paths, &kernel::KernelOpts { jobs: None })?;
     let opts = vm::VmOpts {
         snoop_control: vm::SnoopControl::Off,
@@ -113,10 +125,19 @@ mod tests {
 
     #[test]
     fn unknown_options_are_refused_with_usage() {
-        let err = Cli::try_parse_from(["xtask", "kernel", "--frobnicate"]).err().expect("must fail");
+        let err = Cli::try_parse_from(["xtask", "kernel", "--frobnicate"])
+            .err()
+            .expect("must fail");
         assert!(err.to_string().contains("--frobnicate"), "{err}");
-        assert!(Cli::try_parse_from(["xtask", "vm", "--snoop-control", "maybe", "--", "true"]).is_err());
-        assert!(Cli::try_parse_from(["xtask", "vm"]).is_err(), "vm needs a command");
-        assert!(Cli::try_parse_from(["xtask", "vm", "--snoop-control", "on", "--", "true"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["xtask", "vm", "--snoop-control", "maybe", "--", "true"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["xtask", "vm"]).is_err(),
+            "vm needs a command"
+        );
+        assert!(
+            Cli::try_parse_from(["xtask", "vm", "--snoop-control", "on", "--", "true"]).is_ok()
+        );
     }
 }

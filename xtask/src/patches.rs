@@ -48,8 +48,20 @@ fn git(tree: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
         .arg(tree)
-        .args(["-c", &format!("user.name={AUTHOR_NAME}"), "-c", &format!("user.email={AUTHOR_EMAIL}")])
-        .args(["-c", "core.abbrev=12", "-c", "diff.algorithm=myers", "-c", "format.signature="])
+        .args([
+            "-c",
+            &format!("user.name={AUTHOR_NAME}"),
+            "-c",
+            &format!("user.email={AUTHOR_EMAIL}"),
+        ])
+        .args([
+            "-c",
+            "core.abbrev=12",
+            "-c",
+            "diff.algorithm=myers",
+            "-c",
+            "format.signature=",
+        ])
         .env("GIT_AUTHOR_DATE", DATE)
         .env("GIT_COMMITTER_DATE", DATE);
     cmd
@@ -59,8 +71,10 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
     crate::kernel::ensure_pristine(paths)?;
     let kr = paths.repo.join("kernel-rust");
     let series_path = kr.join("series.toml");
-    let text = std::fs::read_to_string(&series_path).with_context(|| format!("cannot read {}", series_path.display()))?;
-    let series: Series = toml::from_str(&text).with_context(|| format!("{} is not a valid series", series_path.display()))?;
+    let text = std::fs::read_to_string(&series_path)
+        .with_context(|| format!("cannot read {}", series_path.display()))?;
+    let series: Series = toml::from_str(&text)
+        .with_context(|| format!("{} is not a valid series", series_path.display()))?;
     if series.patches.is_empty() {
         bail!("{} lists no [[patch]]", series_path.display());
     }
@@ -72,7 +86,13 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
     };
     if !tree.join(".git").exists() {
         run(git(&paths.pristine()).args(["worktree", "prune"]))?;
-        run(git(&paths.pristine()).arg("worktree").arg("add").arg("-q").arg("--detach").arg(&tree).arg("base"))?;
+        run(git(&paths.pristine())
+            .arg("worktree")
+            .arg("add")
+            .arg("-q")
+            .arg("--detach")
+            .arg(&tree)
+            .arg("base"))?;
     }
     run(git(&tree).args(["reset", "-q", "--hard", "base"]))?;
     run(git(&tree).args(["clean", "-q", "-fdx"]))?;
@@ -89,7 +109,11 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
             let touched = diff_paths(&kr.join(e))?;
             let own = touched.iter().filter(|t| owned.contains(*t)).count();
             if own != 0 && own != touched.len() {
-                bail!("patch {} ({}): edit {e} mixes files of kernel-rust/ with other kernel files; split it", i + 1, p.subject);
+                bail!(
+                    "patch {} ({}): edit {e} mixes files of kernel-rust/ with other kernel files; split it",
+                    i + 1,
+                    p.subject
+                );
             }
             if own != 0 {
                 mine.push((e.clone(), touched));
@@ -107,8 +131,14 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
             let src = kr.join(f);
             let dst = tree.join(f);
             std::fs::create_dir_all(dst.parent().context("file path without parent")?)?;
-            std::fs::copy(&src, &dst)
-                .with_context(|| format!("patch {} ({}): cannot copy {}", k + 1, p.subject, src.display()))?;
+            std::fs::copy(&src, &dst).with_context(|| {
+                format!(
+                    "patch {} ({}): cannot copy {}",
+                    k + 1,
+                    p.subject,
+                    src.display()
+                )
+            })?;
         }
         for (j, later) in own_edits.iter().enumerate().skip(k + 1).rev() {
             for (e, touched) in later {
@@ -120,7 +150,10 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
                 for t in touched.iter().filter(|t| present.contains(t)) {
                     apply.arg(format!("--include={t}"));
                 }
-                let out = apply.arg(kr.join(e)).output().context("cannot run git apply -R")?;
+                let out = apply
+                    .arg(kr.join(e))
+                    .output()
+                    .context("cannot run git apply -R")?;
                 if !out.status.success() {
                     bail!(
                         "patch {} ({}): taking out the later change {e} (patch {}) fails — update that diff to the \
@@ -133,9 +166,17 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
                 }
             }
         }
-        for e in p.edits.iter().filter(|e| !own_edits[k].iter().any(|(o, _)| o == *e)) {
+        for e in p
+            .edits
+            .iter()
+            .filter(|e| !own_edits[k].iter().any(|(o, _)| o == *e))
+        {
             let diff = kr.join(e);
-            let out = git(&tree).arg("apply").arg(&diff).output().context("cannot run git apply")?;
+            let out = git(&tree)
+                .arg("apply")
+                .arg(&diff)
+                .output()
+                .context("cannot run git apply")?;
             if !out.status.success() {
                 bail!(
                     "patch {} ({}): edit {} does not apply: {}",
@@ -169,7 +210,15 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
         }
     }
     run(git(&tree)
-        .args(["format-patch", "-q", "--cover-letter", "--zero-commit", "--no-signature", "--base=base", "-o"])
+        .args([
+            "format-patch",
+            "-q",
+            "--cover-letter",
+            "--zero-commit",
+            "--no-signature",
+            "--base=base",
+            "-o",
+        ])
         .arg(&out_dir)
         .arg("base..HEAD"))?;
     write_cover_letter(&out_dir, &series.cover, &kr)?;
@@ -182,17 +231,26 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
                 stale.join(", ")
             );
         }
-        step(format!("patches/ is up to date ({} patches)", series.patches.len()));
+        step(format!(
+            "patches/ is up to date ({} patches)",
+            series.patches.len()
+        ));
         checkpatch(paths)?;
     } else {
-        step(format!("wrote {} patches and a cover letter to patches/", series.patches.len()));
+        step(format!(
+            "wrote {} patches and a cover letter to patches/",
+            series.patches.len()
+        ));
     }
     Ok(())
 }
 
 /// Every file under kernel-rust/ (but the series itself, the cover letter and edits) must be
 /// owned by a patch: a file that is in no patch would silently never reach users.
-fn check_every_file_is_in_the_series(kr: &Path, owned: &std::collections::BTreeSet<String>) -> Result<()> {
+fn check_every_file_is_in_the_series(
+    kr: &Path,
+    owned: &std::collections::BTreeSet<String>,
+) -> Result<()> {
     let mut stray = Vec::new();
     let mut stack = vec![kr.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -203,21 +261,27 @@ fn check_every_file_is_in_the_series(kr: &Path, owned: &std::collections::BTreeS
                 if rel != "edits" {
                     stack.push(p);
                 }
-            } else if !matches!(rel.as_str(), "series.toml" | "cover-letter.txt") && !owned.contains(&rel) {
+            } else if !matches!(rel.as_str(), "series.toml" | "cover-letter.txt")
+                && !owned.contains(&rel)
+            {
                 stray.push(rel);
             }
         }
     }
     if !stray.is_empty() {
         stray.sort();
-        bail!("kernel-rust/ files in no patch of series.toml: {}", stray.join(", "));
+        bail!(
+            "kernel-rust/ files in no patch of series.toml: {}",
+            stray.join(", ")
+        );
     }
     Ok(())
 }
 
 /// The paths a unified diff changes (its `+++ b/` lines).
 fn diff_paths(diff: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(diff).with_context(|| format!("cannot read {}", diff.display()))?;
+    let text =
+        std::fs::read_to_string(diff).with_context(|| format!("cannot read {}", diff.display()))?;
     Ok(text
         .lines()
         .filter_map(|l| l.strip_prefix("+++ b/"))
@@ -228,7 +292,10 @@ fn diff_paths(diff: &Path) -> Result<Vec<String>> {
 fn write_cover_letter(dir: &Path, cover: &Cover, kr: &Path) -> Result<()> {
     let path = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0000-cover-letter")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("0000-cover-letter"))
+        })
         .context("git format-patch wrote no cover letter")?;
     let body = std::fs::read_to_string(kr.join(&cover.body_file))
         .with_context(|| format!("cannot read kernel-rust/{}", cover.body_file))?;
@@ -254,7 +321,14 @@ fn compare_dirs(generated: &Path, committed: &Path) -> Result<Vec<String>> {
     };
     let (g, c) = (list(generated)?, list(committed)?);
     let names = |v: &[PathBuf]| -> Vec<String> {
-        v.iter().map(|p| p.file_name().unwrap_or_default().to_string_lossy().into_owned()).collect()
+        v.iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect()
     };
     let (gn, cn) = (names(&g), names(&c));
     let mut stale = Vec::new();
@@ -353,10 +427,18 @@ fn parse_checkpatch(out: &str) -> Vec<Finding> {
                 let at = l.find(&format!(": {level}:"))?;
                 let rest = &l[at + level.len() + 3..];
                 let (kind, msg) = rest.split_once(": ")?;
-                if kind.is_empty() || !kind.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+                if kind.is_empty()
+                    || !kind
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+                {
                     return None;
                 }
-                Some(Finding { level: (*level).to_owned(), kind: kind.to_owned(), text: format!("{}: {msg}", &l[..at]) })
+                Some(Finding {
+                    level: (*level).to_owned(),
+                    kind: kind.to_owned(),
+                    text: format!("{}: {msg}", &l[..at]),
+                })
             })
         })
         .collect()
@@ -395,7 +477,9 @@ fn python_for_spdxcheck() -> Result<Option<PathBuf>> {
     if has_ply("/usr/bin/python3") {
         return Ok(Some(PathBuf::from("/usr/bin")));
     }
-    bail!("checkpatch's SPDX check needs python3 with ply and GitPython: apt-get install python3-ply python3-git");
+    bail!(
+        "checkpatch's SPDX check needs python3 with ply and GitPython: apt-get install python3-ply python3-git"
+    );
 }
 
 /// Runs the pristine tree's scripts/checkpatch.pl --strict on every patch of patches/ but the
@@ -412,8 +496,11 @@ pub fn checkpatch(paths: &Paths) -> Result<()> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension().is_some_and(|x| x == "patch")
-                && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('0'))
-                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("0000-cover-letter"))
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('0'))
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("0000-cover-letter"))
         })
         .collect();
     files.sort();
@@ -421,13 +508,24 @@ pub fn checkpatch(paths: &Paths) -> Result<()> {
     let mut used = vec![false; CHECKPATCH_ALLOWED.len()];
     let mut failures = Vec::new();
     for f in &files {
-        let name = f.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let text = std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let name = f
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
         let subject = patch_subject(&text).with_context(|| format!("{name} has no Subject:"))?;
         let mut cmd = Command::new("perl");
         cmd.current_dir(&tree)
             .arg(&script)
-            .args(["--strict", "--no-signoff", "--terse", "--show-types", "--color=never"])
+            .args([
+                "--strict",
+                "--no-signoff",
+                "--terse",
+                "--show-types",
+                "--color=never",
+            ])
             .arg(f);
         if let Some(dir) = &python {
             cmd.env("PATH", path_with(dir));
@@ -436,29 +534,44 @@ pub fn checkpatch(paths: &Paths) -> Result<()> {
         let stdout = String::from_utf8_lossy(&out.stdout);
         let stderr = String::from_utf8_lossy(&out.stderr);
         if !stderr.trim().is_empty() {
-            bail!("checkpatch on {name} printed errors of its own:\n{}", stderr.trim());
+            bail!(
+                "checkpatch on {name} printed errors of its own:\n{}",
+                stderr.trim()
+            );
         }
         // A clean patch prints nothing with --terse; otherwise the last line is the total.
         let total = match stdout.lines().find(|l| l.starts_with("total: ")) {
             Some(t) => t.trim_start_matches("total: ").to_owned(),
             None if out.status.success() && stdout.trim().is_empty() => "clean".to_owned(),
-            None => bail!("checkpatch on {name} failed ({}) without a total:\n{}", out.status, stdout.trim()),
+            None => bail!(
+                "checkpatch on {name} failed ({}) without a total:\n{}",
+                out.status,
+                stdout.trim()
+            ),
         };
         let findings = parse_checkpatch(&stdout);
         let mut bad = 0;
         for x in &findings {
-            let allowed = CHECKPATCH_ALLOWED.iter().position(|a| a.subject == subject && a.kind == x.kind);
+            let allowed = CHECKPATCH_ALLOWED
+                .iter()
+                .position(|a| a.subject == subject && a.kind == x.kind);
             if x.level == "CHECK" {
                 note(format!("{name}: CHECK:{}: {}", x.kind, x.text));
             } else if let Some(i) = allowed {
                 used[i] = true;
-                note(format!("{name}: allowed {}:{} ({})", x.level, x.kind, CHECKPATCH_ALLOWED[i].reason));
+                note(format!(
+                    "{name}: allowed {}:{} ({})",
+                    x.level, x.kind, CHECKPATCH_ALLOWED[i].reason
+                ));
             } else {
                 bad += 1;
                 failures.push(format!("{name}: {}:{}: {}", x.level, x.kind, x.text));
             }
         }
-        note(format!("{name}: {total}{}", if bad > 0 { " — FAILS" } else { "" }));
+        note(format!(
+            "{name}: {total}{}",
+            if bad > 0 { " — FAILS" } else { "" }
+        ));
     }
     for (a, _) in CHECKPATCH_ALLOWED.iter().zip(&used).filter(|(_, u)| !**u) {
         failures.push(format!(
@@ -485,17 +598,36 @@ mod tests {
                    total: 1 errors, 1 warnings, 1 checks, 20 lines checked\n";
         let f = parse_checkpatch(out);
         assert_eq!(f.len(), 3);
-        assert_eq!((f[0].level.as_str(), f[0].kind.as_str()), ("WARNING", "FILE_PATH_CHANGES"));
-        assert_eq!((f[1].level.as_str(), f[1].kind.as_str()), ("CHECK", "MACRO_ARG_REUSE"));
-        assert_eq!((f[2].level.as_str(), f[2].kind.as_str()), ("ERROR", "SPACING"));
-        assert!(f[2].text.starts_with("0001-x.patch:41: space required"), "{}", f[2].text);
+        assert_eq!(
+            (f[0].level.as_str(), f[0].kind.as_str()),
+            ("WARNING", "FILE_PATH_CHANGES")
+        );
+        assert_eq!(
+            (f[1].level.as_str(), f[1].kind.as_str()),
+            ("CHECK", "MACRO_ARG_REUSE")
+        );
+        assert_eq!(
+            (f[2].level.as_str(), f[2].kind.as_str()),
+            ("ERROR", "SPACING")
+        );
+        assert!(
+            f[2].text.starts_with("0001-x.patch:41: space required"),
+            "{}",
+            f[2].text
+        );
     }
 
     #[test]
     fn folded_subjects_are_unfolded_without_the_patch_prefix() {
         let text = "From 0 Mon Sep 17 00:00:00 2001\nSubject: [PATCH 08/12] iommu/ioasid: map, copy and unmap user\n memory in IOASes\n\nbody\n";
-        assert_eq!(patch_subject(text).as_deref(), Some("iommu/ioasid: map, copy and unmap user memory in IOASes"));
-        assert_eq!(patch_subject("Subject: rust: add capable()\n").as_deref(), Some("rust: add capable()"));
+        assert_eq!(
+            patch_subject(text).as_deref(),
+            Some("iommu/ioasid: map, copy and unmap user memory in IOASes")
+        );
+        assert_eq!(
+            patch_subject("Subject: rust: add capable()\n").as_deref(),
+            Some("rust: add capable()")
+        );
     }
 
     #[test]

@@ -41,19 +41,31 @@ pub fn build(paths: &Paths) -> Result<PathBuf> {
     }
     for h in HEADERS {
         if !include.join(h).exists() {
-            bail!("{} is missing after `make headers` (is the series applied to {}?)", include.join(h).display(), tree.display());
+            bail!(
+                "{} is missing after `make headers` (is the series applied to {}?)",
+                include.join(h).display(),
+                tree.display()
+            );
         }
     }
     // The source as the series ships it: patches/ is checked against kernel-rust/.
-    let src = paths.repo.join("kernel-rust").join(SELFTEST_DIR).join("ioasid.c");
+    let src = paths
+        .repo
+        .join("kernel-rust")
+        .join(SELFTEST_DIR)
+        .join("ioasid.c");
     let harness = tree.join("tools/testing/selftests");
     if !harness.join("kselftest_harness.h").exists() {
         bail!("no kselftest_harness.h under {}", harness.display());
     }
     let out_dir = paths.repo.join("target/selftests");
-    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(&out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
     let out = out_dir.join("ioasid");
-    step(format!("building the ioasid kselftest into {}", out.display()));
+    step(format!(
+        "building the ioasid kselftest into {}",
+        out.display()
+    ));
     // The flags of tools/testing/selftests/lib.mk and the selftest's Makefile.
     run(Command::new("gcc")
         .args(["-Wall", "-Werror", "-O2", "-D_GNU_SOURCE="])

@@ -46,6 +46,9 @@ const PACKAGES: &[&str] = &[
     "rsync",
     "bc",
     "python3-venv",
+    // checkpatch.pl's SPDX check (spdxcheck.py) needs ply and git.
+    "python3-ply",
+    "python3-git",
     "xz-utils",
     "zstd",
 ];
@@ -55,7 +58,10 @@ type Step = fn(&Paths) -> Result<bool>;
 
 pub fn setup(paths: &Paths) -> Result<()> {
     let steps: &[(&str, Step)] = &[
-        ("apt sources (bookworm-backports, trixie-backports pinned low)", apt_sources),
+        (
+            "apt sources (bookworm-backports, trixie-backports pinned low)",
+            apt_sources,
+        ),
         ("Debian packages", apt_packages),
         ("qemu-system-x86 >= 10 from bookworm-backports", qemu),
         ("rust-src matching the active rustc", rust_src),
@@ -76,7 +82,9 @@ pub fn setup(paths: &Paths) -> Result<()> {
     if changed == 0 {
         step("setup: nothing to do, everything was already in place");
     } else {
-        step(format!("setup: done ({changed} step(s) changed the machine)"));
+        step(format!(
+            "setup: done ({changed} step(s) changed the machine)"
+        ));
     }
     Ok(())
 }
@@ -137,7 +145,10 @@ fn apt_packages(_: &Paths) -> Result<bool> {
 }
 
 fn qemu_major() -> Option<u32> {
-    let out = Command::new("qemu-system-x86_64").arg("--version").output().ok()?;
+    let out = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version = text.split("version ").nth(1)?;
     version.split('.').next()?.trim().parse().ok()
@@ -180,7 +191,9 @@ fn rust_src(_: &Paths) -> Result<bool> {
     // rustup cannot download here: take Debian's rust-src of exactly the same version (the
     // sources must match the compiler, or core fails with `unknown lang item`).
     let version = rustc_version()?;
-    note(format!("rustup could not add rust-src; using Debian's rust-src {version}"));
+    note(format!(
+        "rustup could not add rust-src; using Debian's rust-src {version}"
+    ));
     let madison = capture(Command::new("apt-cache").args(["madison", "rust-src"]))?;
     let deb_version = madison
         .lines()
@@ -221,7 +234,13 @@ fn bpf_linker(paths: &Paths) -> Result<bool> {
     note("building bpf-linker against LLVM 22 (about 4 minutes on 2 cores)");
     run(Command::new("cargo")
         .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-        .args(["install", "--locked", "bpf-linker", "--version", BPF_LINKER_VERSION])
+        .args([
+            "install",
+            "--locked",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+        ])
         .args(["--no-default-features", "--features", "llvm-22"]))?;
     Ok(true)
 }
@@ -231,7 +250,13 @@ fn bindgen(paths: &Paths) -> Result<bool> {
         return Ok(false);
     }
     note("building bindgen-cli (about 5 minutes on 2 cores)");
-    run(Command::new("cargo").args(["install", "--locked", "bindgen-cli", "--version", BINDGEN_VERSION]))?;
+    run(Command::new("cargo").args([
+        "install",
+        "--locked",
+        "bindgen-cli",
+        "--version",
+        BINDGEN_VERSION,
+    ]))?;
     Ok(true)
 }
 
@@ -241,9 +266,15 @@ fn virtme_ng(paths: &Paths) -> Result<bool> {
         return Ok(false);
     }
     std::fs::create_dir_all(&paths.cache)?;
-    run(Command::new("python3").arg("-m").arg("venv").arg(paths.venv()))?;
-    run(Command::new(paths.venv().join("bin/pip"))
-        .args(["install", "-q", &format!("virtme-ng=={VIRTME_NG_VERSION}")]))?;
+    run(Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(paths.venv()))?;
+    run(Command::new(paths.venv().join("bin/pip")).args([
+        "install",
+        "-q",
+        &format!("virtme-ng=={VIRTME_NG_VERSION}"),
+    ]))?;
     Ok(true)
 }
 
@@ -272,18 +303,25 @@ fn kernel_source(paths: &Paths) -> Result<bool> {
 
     let orig = downloads.join(format!("linux_{KERNEL_VERSION}.orig.tar.xz"));
     let (tarball, origin) = if fetch_orig(&downloads, &orig).is_ok() {
-        (orig, format!("upstream Linux {KERNEL_VERSION} (Debian linux_{KERNEL_VERSION}.orig.tar.xz)"))
+        (
+            orig,
+            format!("upstream Linux {KERNEL_VERSION} (Debian linux_{KERNEL_VERSION}.orig.tar.xz)"),
+        )
     } else {
         note("the orig tarball is not served here; falling back to Debian's linux-source-7.3");
         let deb = downloads.join(format!("linux-source-7.3_{KERNEL_DEBIAN_VERSION}_all.deb"));
         if !deb.exists() || sha256_file(&deb)? != KERNEL_SOURCE_DEB_SHA256 {
-            run(Command::new("apt-get")
-                .current_dir(&downloads)
-                .args(["download", &format!("linux-source-7.3={KERNEL_DEBIAN_VERSION}")]))?;
+            run(Command::new("apt-get").current_dir(&downloads).args([
+                "download",
+                &format!("linux-source-7.3={KERNEL_DEBIAN_VERSION}"),
+            ]))?;
         }
         let sum = sha256_file(&deb)?;
         if sum != KERNEL_SOURCE_DEB_SHA256 {
-            bail!("{} has SHA-256 {sum}, expected {KERNEL_SOURCE_DEB_SHA256}", deb.display());
+            bail!(
+                "{} has SHA-256 {sum}, expected {KERNEL_SOURCE_DEB_SHA256}",
+                deb.display()
+            );
         }
         note(format!("checksum ok: {sum}"));
         let x = downloads.join("linux-source-deb");
@@ -291,7 +329,9 @@ fn kernel_source(paths: &Paths) -> Result<bool> {
         run(Command::new("dpkg").arg("-x").arg(&deb).arg(&x))?;
         (
             x.join("usr/src/linux-source-7.3.tar.xz"),
-            format!("Debian linux-source-7.3 {KERNEL_DEBIAN_VERSION} (Linux {KERNEL_VERSION} + Debian patches)"),
+            format!(
+                "Debian linux-source-7.3 {KERNEL_DEBIAN_VERSION} (Linux {KERNEL_VERSION} + Debian patches)"
+            ),
         )
     };
 
@@ -299,7 +339,11 @@ fn kernel_source(paths: &Paths) -> Result<bool> {
     let unpack = paths.kernel_dir().join("unpack");
     let _ = std::fs::remove_dir_all(&unpack);
     std::fs::create_dir_all(&unpack)?;
-    run(Command::new("tar").arg("-xJf").arg(&tarball).arg("-C").arg(&unpack))?;
+    run(Command::new("tar")
+        .arg("-xJf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&unpack))?;
     let top = std::fs::read_dir(&unpack)?
         .filter_map(|e| e.ok())
         .find(|e| e.path().is_dir())
@@ -313,25 +357,40 @@ fn kernel_source(paths: &Paths) -> Result<bool> {
         run(Command::new("git")
             .arg("-C")
             .arg(&pristine)
-            .args(["-c", "user.name=ioasid xtask", "-c", "user.email=xtask@ioasid.invalid"])
+            .args([
+                "-c",
+                "user.name=ioasid xtask",
+                "-c",
+                "user.email=xtask@ioasid.invalid",
+            ])
             .args(args))
     };
     git(&["init", "-q"])?;
     git(&["add", "-A"])?;
-    git(&["commit", "-q", "-m", &format!("Linux {KERNEL_VERSION}\n\nSource: {origin}")])?;
+    git(&[
+        "commit",
+        "-q",
+        "-m",
+        &format!("Linux {KERNEL_VERSION}\n\nSource: {origin}"),
+    ])?;
     git(&["tag", "base"])?;
     Ok(true)
 }
 
 fn fetch_orig(downloads: &Path, orig: &Path) -> Result<()> {
     if !orig.exists() {
-        run(Command::new("apt-get")
-            .current_dir(downloads)
-            .args(["source", "--download-only", &format!("linux={KERNEL_DEBIAN_VERSION}")]))?;
+        run(Command::new("apt-get").current_dir(downloads).args([
+            "source",
+            "--download-only",
+            &format!("linux={KERNEL_DEBIAN_VERSION}"),
+        ]))?;
     }
     let sum = sha256_file(orig)?;
     if sum != KERNEL_ORIG_SHA256 {
-        bail!("{} has SHA-256 {sum}, expected {KERNEL_ORIG_SHA256}", orig.display());
+        bail!(
+            "{} has SHA-256 {sum}, expected {KERNEL_ORIG_SHA256}",
+            orig.display()
+        );
     }
     note(format!("checksum ok: {sum}"));
     Ok(())
@@ -341,7 +400,8 @@ fn fetch_orig(downloads: &Path, orig: &Path) -> Result<()> {
 /// `git add` records nothing.
 fn drop_debian_gitignore(tree: &Path) -> Result<()> {
     let path = tree.join(".gitignore");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     if let Some(i) = text.find("#\n# Debian packaging") {
         std::fs::write(&path, format!("{}\n", text[..i].trim_end()))?;
     }

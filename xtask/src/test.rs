@@ -55,28 +55,49 @@ pub struct TestOpts {
 
 pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
     let start = Instant::now();
+    step("host: cargo fmt --check");
+    run(Command::new("cargo").current_dir(&paths.repo).args(["fmt", "--all", "--check"]))?;
     step("host: cargo test (workspace, release profile shared with the VM binaries)");
-    run(Command::new("cargo").current_dir(&paths.repo).args(["test", "--workspace", "--release"]))?;
-    step("host: cargo clippy -D warnings");
     run(Command::new("cargo")
         .current_dir(&paths.repo)
-        .args(["clippy", "--workspace", "--release", "--all-targets", "--", "-D", "warnings"]))?;
+        .args(["test", "--workspace", "--release"]))?;
+    step("host: cargo clippy -D warnings");
+    run(Command::new("cargo").current_dir(&paths.repo).args([
+        "clippy",
+        "--workspace",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     if opts.host_only {
         return Ok(());
     }
     step("building the binaries the guest runs");
-    run(Command::new("cargo").current_dir(&paths.repo).args(["build", "--workspace", "--release", "--bins"]))?;
+    run(Command::new("cargo").current_dir(&paths.repo).args([
+        "build",
+        "--workspace",
+        "--release",
+        "--bins",
+    ]))?;
     crate::patches::patches(paths, true)?;
     crate::kernel::kernel(paths, &crate::kernel::KernelOpts { jobs: None })?;
     crate::selftests::build(paths)?;
 
     let file = paths.repo.join("ci/vm/scenarios.toml");
-    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-    let all: Scenarios = toml::from_str(&text).with_context(|| format!("{} is invalid", file.display()))?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let all: Scenarios =
+        toml::from_str(&text).with_context(|| format!("{} is invalid", file.display()))?;
     let chosen: Vec<&Scenario> = all
         .scenarios
         .iter()
-        .filter(|s| opts.filter.as_ref().is_none_or(|f| s.name.contains(f.as_str())))
+        .filter(|s| {
+            opts.filter
+                .as_ref()
+                .is_none_or(|f| s.name.contains(f.as_str()))
+        })
         .collect();
     if chosen.is_empty() {
         bail!("no VM scenario matches {:?}", opts.filter);
@@ -87,9 +108,15 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
         let snoop = match s.snoop_control.as_str() {
             "on" => SnoopControl::On,
             "off" => SnoopControl::Off,
-            other => bail!("scenario {}: snoop_control must be on or off, not {other}", s.name),
+            other => bail!(
+                "scenario {}: snoop_control must be on or off, not {other}",
+                s.name
+            ),
         };
-        step(format!("vm: {} (snoop-control={}, expect {:?})", s.name, s.snoop_control, s.expect));
+        step(format!(
+            "vm: {} (snoop-control={}, expect {:?})",
+            s.name, s.snoop_control, s.expect
+        ));
         let vm = VmOpts {
             snoop_control: snoop,
             timeout: Duration::from_secs(s.timeout_s),
@@ -105,11 +132,17 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
                     eprintln!("    | {l}");
                 }
                 match (s.expect, out.status, bugs.is_empty()) {
-                    (Expect::Pass, 0, true) | (Expect::Fail, 1.., true) | (Expect::Fail, ..=-1, true) => Ok(()),
+                    (Expect::Pass, 0, true)
+                    | (Expect::Fail, 1.., true)
+                    | (Expect::Fail, ..=-1, true) => Ok(()),
                     (Expect::KernelBug, _, false) => Ok(()),
                     (_, status, clean) => Err(format!(
                         "exit status {status}, dmesg {} (results in {})",
-                        if clean { "clean".to_owned() } else { format!("has: {}", bugs.join(" / ")) },
+                        if clean {
+                            "clean".to_owned()
+                        } else {
+                            format!("has: {}", bugs.join(" / "))
+                        },
                         out.dir.display()
                     )),
                 }

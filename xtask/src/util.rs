@@ -44,7 +44,8 @@ impl Paths {
     }
     /// The pristine kernel tree: a git repository whose tag `base` is the unmodified source.
     pub fn pristine(&self) -> PathBuf {
-        self.kernel_dir().join(format!("pristine-{}", crate::setup::KERNEL_VERSION))
+        self.kernel_dir()
+            .join(format!("pristine-{}", crate::setup::KERNEL_VERSION))
     }
     /// The tree the series is applied to (a worktree of `pristine`).
     pub fn worktree(&self) -> PathBuf {
@@ -86,7 +87,9 @@ fn describe(cmd: &Command) -> String {
 /// Runs a command with inherited stdio and fails with the command line when it fails.
 pub fn run(cmd: &mut Command) -> Result<()> {
     let what = describe(cmd);
-    let status = cmd.status().with_context(|| format!("cannot start `{what}`"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{what}`"))?;
     if !status.success() {
         bail!("`{what}` failed ({status})");
     }
@@ -109,8 +112,11 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
 /// Runs a command with its output going to `log`; on failure shows the log's last lines.
 pub fn run_logged(cmd: &mut Command, log: &Path) -> Result<std::time::Duration> {
     let what = describe(cmd);
-    let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-    let err = file.try_clone().context("cannot duplicate the log file handle")?;
+    let file =
+        std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+    let err = file
+        .try_clone()
+        .context("cannot duplicate the log file handle")?;
     let start = Instant::now();
     let status = cmd
         .stdout(file)
@@ -171,5 +177,7 @@ pub fn path_with(dir: &Path) -> std::ffi::OsString {
 }
 
 pub fn nproc() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

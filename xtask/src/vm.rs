@@ -57,7 +57,11 @@ pub fn kernel_bug_lines(dmesg: &str) -> Vec<&str> {
 }
 
 fn shell_quote(arg: &str) -> String {
-    if !arg.is_empty() && arg.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b)) {
+    if !arg.is_empty()
+        && arg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+    {
         arg.to_owned()
     } else {
         format!("'{}'", arg.replace('\'', r"'\''"))
@@ -83,7 +87,10 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
     }
     let image = paths.bzimage();
     if !image.exists() {
-        bail!("no kernel at {}: run `cargo xtask kernel` first", image.display());
+        bail!(
+            "no kernel at {}: run `cargo xtask kernel` first",
+            image.display()
+        );
     }
     if !paths.vng().exists() {
         bail!("virtme-ng is not installed: run `cargo xtask setup` first");
@@ -119,7 +126,13 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         .env("PATH", crate::util::path_with(&paths.venv().join("bin")))
         .arg("--run")
         .arg(&image)
-        .args(["--disable-kvm", "--disable-microvm", "--force-9p", "--user", "root"])
+        .args([
+            "--disable-kvm",
+            "--disable-microvm",
+            "--force-9p",
+            "--user",
+            "root",
+        ])
         .args(["--cpus", "2", "--memory", "2G", "--verbose"])
         .arg(format!("--rwdir={}", dir.display()))
         // `=`: argparse takes a separate value that starts with `-` for an option.
@@ -156,12 +169,26 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
             eprintln!("    | {l}");
         }
         if timed_out {
-            bail!("the guest did not finish within {:?}; console: {}", opts.timeout, console.display());
+            bail!(
+                "the guest did not finish within {:?}; console: {}",
+                opts.timeout,
+                console.display()
+            );
         }
-        bail!("the guest stopped before the command finished (panic?); console: {}", console.display());
+        bail!(
+            "the guest stopped before the command finished (panic?); console: {}",
+            console.display()
+        );
     };
-    let status: i32 = status_text.trim().parse().context("unreadable guest status file")?;
-    note(format!("guest run `{}` took {:.1} s", cmd.join(" "), start.elapsed().as_secs_f64()));
+    let status: i32 = status_text
+        .trim()
+        .parse()
+        .context("unreadable guest status file")?;
+    note(format!(
+        "guest run `{}` took {:.1} s",
+        cmd.join(" "),
+        start.elapsed().as_secs_f64()
+    ));
     Ok(VmOutcome {
         status,
         stdout: read_lossy(&dir.join("stdout")),
@@ -182,13 +209,20 @@ fn read_lossy(path: &Path) -> String {
 /// `cargo xtask vm`: prints the command's output and returns its status; a kernel bug
 /// report in dmesg turns success into failure.
 pub fn vm_command(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<i32> {
-    step(format!("booting {} (snoop-control={:?})", paths.bzimage().display(), opts.snoop_control));
+    step(format!(
+        "booting {} (snoop-control={:?})",
+        paths.bzimage().display(),
+        opts.snoop_control
+    ));
     let out = run_in_vm(paths, opts, cmd)?;
     print!("{}", out.stdout);
     eprint!("{}", out.stderr);
     let bugs = kernel_bug_lines(&out.dmesg);
     if !bugs.is_empty() {
-        eprintln!("guest kernel reported a bug (dmesg in {}):", out.dir.display());
+        eprintln!(
+            "guest kernel reported a bug (dmesg in {}):",
+            out.dir.display()
+        );
         for l in &bugs {
             eprintln!("    | {l}");
         }
@@ -211,11 +245,16 @@ mod tests {
 
     #[test]
     fn warn_and_oops_are_bugs_but_normal_boot_is_not() {
-        let clean = "[    0.1] DMAR: IOMMU enabled\n[    0.2] vfio-pci 0000:00:03.0: enabling device\n";
+        let clean =
+            "[    0.1] DMAR: IOMMU enabled\n[    0.2] vfio-pci 0000:00:03.0: enabling device\n";
         assert!(kernel_bug_lines(clean).is_empty());
-        let warn = "[ 1.0] ------------[ cut here ]------------\n[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1\n";
+        let warn =
+            "[ 1.0] ------------[ cut here ]------------\n[ 1.0] WARNING: CPU: 0 PID: 1 at x.c:1\n";
         assert_eq!(kernel_bug_lines(warn).len(), 2);
-        assert_eq!(kernel_bug_lines("[ 2.0] BUG: kernel NULL pointer dereference").len(), 1);
+        assert_eq!(
+            kernel_bug_lines("[ 2.0] BUG: kernel NULL pointer dereference").len(),
+            1
+        );
     }
 
     #[test]
