@@ -19,3 +19,8 @@ __rust_helper unsigned long rust_helper_task_rlimit(const struct task_struct *ta
 {
 	return task_rlimit(task, limit);
 }
+
+__rust_helper struct mm_struct *rust_helper_current_mm(void)
+{
+	return current->mm;
+}

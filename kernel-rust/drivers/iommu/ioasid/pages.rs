@@ -10,7 +10,6 @@ use kernel::{
         capable,
         Capability, //
     },
-    current,
     mm::{
         account::{
             memlock_limit_pages,
@@ -106,7 +105,7 @@ pub(crate) struct PinStats {
 impl PinAccount {
     /// Creates the empty table of a file opened by the current task.
     pub(crate) fn new() -> Result<Arc<Self>> {
-        let mm = current!().mm().map(|mm| ARef::from(&**mm));
+        let mm = Mm::current();
         Arc::pin_init(
             try_pin_init!(PinAccount {
                 inner <- new_mutex!(PinAccountInner {

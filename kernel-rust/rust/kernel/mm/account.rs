@@ -177,6 +177,27 @@ impl User {
 }
 
 impl Mm {
+    /// Returns the address space of the current process, `current->mm`, with a reference of its
+    /// own (`mmgrab()`): the one [`Mm::add_pinned_vm`] and [`Mm::account_locked_vm`] charge for
+    /// memory the process pins. Returns `None` in a kernel thread, which has none.
+    ///
+    /// This reads `current->mm` in C rather than through the Rust binding of
+    /// `struct task_struct`: bindgen drops the `____cacheline_aligned` of an empty
+    /// `struct sched_statistics` (`CONFIG_SCHEDSTATS=n`), which shifts the fields of its
+    /// `task_struct` that follow `stats`, `mm` among them.
+    pub fn current() -> Option<ARef<Mm>> {
+        // SAFETY: `current` is a valid task. Its `mm` is changed only by the task itself (on
+        // exec and exit, and by `kthread_use_mm()` in kernel threads), so reading it here is
+        // not a data race.
+        let mm = unsafe { bindings::current_mm() };
+        if mm.is_null() {
+            return None;
+        }
+        // SAFETY: A non-null `current->mm` is a valid mm with users, which stays valid for the
+        // duration of this call. `ARef::from` takes a reference of its own with `mmgrab()`.
+        Some(ARef::from(unsafe { Mm::from_raw(mm) }))
+    }
+
     /// Returns the `pinned_vm` counter of the address space.
     fn pinned_vm_counter(&self) -> &Atomic<i64> {
         // SAFETY: `self` is a valid mm, so the field is in bounds. (bindgen names the anonymous
