@@ -56,7 +56,9 @@ pub struct TestOpts {
 pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
     let start = Instant::now();
     step("host: cargo fmt --check");
-    run(Command::new("cargo").current_dir(&paths.repo).args(["fmt", "--all", "--check"]))?;
+    run(Command::new("cargo")
+        .current_dir(&paths.repo)
+        .args(["fmt", "--all", "--check"]))?;
     step("host: cargo test (workspace, release profile shared with the VM binaries)");
     run(Command::new("cargo")
         .current_dir(&paths.repo)
