@@ -92,16 +92,19 @@ impl User {
         // `struct user_struct`, and `ARef::from` takes a reference of its own.
         ARef::from(unsafe { &*user.cast::<User>() })
     }
+}
 
+// `user_struct::locked_vm` exists only when one of its users is built (`sched/user.h`).
+#[cfg(any(
+    CONFIG_NET,
+    CONFIG_IO_URING,
+    CONFIG_VFIO_PCI_ZDEV_KVM,
+    CONFIG_IOMMUFD,
+    CONFIG_SECRETMEM,
+    CONFIG_IOASID
+))]
+impl User {
     /// Returns the `locked_vm` counter of the user.
-    #[cfg(any(
-        CONFIG_NET,
-        CONFIG_IO_URING,
-        CONFIG_VFIO_PCI_ZDEV_KVM,
-        CONFIG_IOMMUFD,
-        CONFIG_SECRETMEM,
-        CONFIG_IOASID
-    ))]
     fn locked_vm_counter(&self) -> &Atomic<isize> {
         // SAFETY: `self` is a valid user, so the field is in bounds.
         let counter = unsafe { &raw mut (*self.0.get()).locked_vm.counter };
@@ -112,14 +115,6 @@ impl User {
     }
 
     /// Returns the number of pages charged to the user's `locked_vm`.
-    #[cfg(any(
-        CONFIG_NET,
-        CONFIG_IO_URING,
-        CONFIG_VFIO_PCI_ZDEV_KVM,
-        CONFIG_IOMMUFD,
-        CONFIG_SECRETMEM,
-        CONFIG_IOASID
-    ))]
     pub fn locked_vm(&self) -> usize {
         // CAST: The counter never goes negative: pages are uncharged only after being charged.
         self.locked_vm_counter().load(Relaxed) as usize
@@ -130,14 +125,6 @@ impl User {
     /// `limit` is normally [`memlock_limit_pages`]. Fails with [`ENOMEM`], charging nothing, if
     /// the charge would exceed it, like `incr_user_locked_vm()` of iommufd and
     /// `__io_account_mem()` of io_uring.
-    #[cfg(any(
-        CONFIG_NET,
-        CONFIG_IO_URING,
-        CONFIG_VFIO_PCI_ZDEV_KVM,
-        CONFIG_IOMMUFD,
-        CONFIG_SECRETMEM,
-        CONFIG_IOASID
-    ))]
     pub fn try_charge_locked_vm(&self, npages: usize, limit: usize) -> Result {
         let counter = self.locked_vm_counter();
         let mut cur = counter.load(Relaxed);
@@ -159,14 +146,6 @@ impl User {
     ///
     /// The pages must have been charged with [`User::try_charge_locked_vm`]. Uncharging more
     /// than is charged warns and leaves the counter as it is, like `decr_user_locked_vm()`.
-    #[cfg(any(
-        CONFIG_NET,
-        CONFIG_IO_URING,
-        CONFIG_VFIO_PCI_ZDEV_KVM,
-        CONFIG_IOMMUFD,
-        CONFIG_SECRETMEM,
-        CONFIG_IOASID
-    ))]
     pub fn uncharge_locked_vm(&self, npages: usize) {
         if crate::warn_on!(self.locked_vm() < npages) {
             return;
