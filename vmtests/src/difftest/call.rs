@@ -214,17 +214,7 @@ impl Call {
 
     /// `sizeof` the command's structure.
     pub fn struct_size(&self) -> u32 {
-        match self.op() {
-            Op::Destroy => IommuDestroy::SIZE,
-            Op::Alloc => IommuIoasAlloc::SIZE,
-            Op::IovaRanges => IommuIoasIovaRanges::SIZE,
-            Op::AllowIovas => IommuIoasAllowIovas::SIZE,
-            Op::Map => IommuIoasMap::SIZE,
-            Op::MapFile => IommuIoasMapFile::SIZE,
-            Op::Unmap => IommuIoasUnmap::SIZE,
-            Op::Copy => IommuIoasCopy::SIZE,
-            Op::Option => IommuOption::SIZE,
-        }
+        self.op().struct_size()
     }
 
     /// Encode for one device: `id` resolves [`Id::Obj`] to that device's id.

@@ -19,6 +19,21 @@ pub enum Op {
 }
 
 impl Op {
+    /// `sizeof` the command structure of this ioctl.
+    pub fn struct_size(self) -> u32 {
+        match self {
+            Op::Destroy => IommuDestroy::SIZE,
+            Op::Alloc => IommuIoasAlloc::SIZE,
+            Op::IovaRanges => IommuIoasIovaRanges::SIZE,
+            Op::AllowIovas => IommuIoasAllowIovas::SIZE,
+            Op::Map => IommuIoasMap::SIZE,
+            Op::MapFile => IommuIoasMapFile::SIZE,
+            Op::Unmap => IommuIoasUnmap::SIZE,
+            Op::Copy => IommuIoasCopy::SIZE,
+            Op::Option => IommuOption::SIZE,
+        }
+    }
+
     pub const ALL: [Op; 9] = [
         Op::Destroy,
         Op::Alloc,

@@ -55,17 +55,7 @@ fn ret_str(r: &Result<i32, i32>) -> String {
 
 /// The command structure decoded for display.
 pub fn struct_str(op: Op, bytes: &[u8]) -> String {
-    let n = match op {
-        Op::Destroy => IommuDestroy::SIZE,
-        Op::Alloc => IommuIoasAlloc::SIZE,
-        Op::IovaRanges => IommuIoasIovaRanges::SIZE,
-        Op::AllowIovas => IommuIoasAllowIovas::SIZE,
-        Op::Map => IommuIoasMap::SIZE,
-        Op::MapFile => IommuIoasMapFile::SIZE,
-        Op::Unmap => IommuIoasUnmap::SIZE,
-        Op::Copy => IommuIoasCopy::SIZE,
-        Op::Option => IommuOption::SIZE,
-    } as usize;
+    let n = op.struct_size() as usize;
     let mut s = match op {
         Op::Destroy => format!("{:x?}", decode::<IommuDestroy>(bytes)),
         Op::Alloc => format!("{:x?}", decode::<IommuIoasAlloc>(bytes)),
