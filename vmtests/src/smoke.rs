@@ -80,6 +80,14 @@ fn need(v: Option<u32>, what: &str) -> Result<u32, String> {
     v.ok_or_else(|| format!("not run: {what} unavailable (earlier check failed)"))
 }
 
+/// The address of the mapping checks' buffer.
+fn buffer_addr(c: &Ctx) -> Result<u64, String> {
+    c.buf
+        .as_ref()
+        .map(DmaBuffer::addr)
+        .ok_or_else(|| "not run: no buffer".to_owned())
+}
+
 /// The checks of the brief, in order.
 pub fn basic_checks() -> Vec<Check> {
     vec![
@@ -204,11 +212,7 @@ pub fn extended_checks() -> Vec<Check> {
         }),
         ("IOMMU_IOAS_MAP at fixed IOVA 0x100000", |c| {
             let id = need(c.first, "IOAS")?;
-            let va = c
-                .buf
-                .as_ref()
-                .map(DmaBuffer::addr)
-                .ok_or("not run: no buffer")?;
+            let va = buffer_addr(c)?;
             let iova = expect_ok(c.fd.ioas_map(id, va, MAP_LEN, Some(MAP_IOVA), RW))?;
             if iova == MAP_IOVA {
                 Ok(())
@@ -218,11 +222,7 @@ pub fn extended_checks() -> Vec<Check> {
         }),
         ("IOMMU_IOAS_MAP over an existing mapping -> EEXIST", |c| {
             let id = need(c.first, "IOAS")?;
-            let va = c
-                .buf
-                .as_ref()
-                .map(DmaBuffer::addr)
-                .ok_or("not run: no buffer")?;
+            let va = buffer_addr(c)?;
             expect_errno(
                 &c.fd.ioas_map(id, va, MAP_LEN, Some(MAP_IOVA), RW),
                 libc::EEXIST,
@@ -230,11 +230,7 @@ pub fn extended_checks() -> Vec<Check> {
         }),
         ("IOMMU_IOAS_MAP without READABLE|WRITEABLE -> EINVAL", |c| {
             let id = need(c.first, "IOAS")?;
-            let va = c
-                .buf
-                .as_ref()
-                .map(DmaBuffer::addr)
-                .ok_or("not run: no buffer")?;
+            let va = buffer_addr(c)?;
             expect_errno(
                 &c.fd.ioas_map(id, va, MAP_LEN, Some(0x200000), 0),
                 libc::EINVAL,
@@ -242,22 +238,14 @@ pub fn extended_checks() -> Vec<Check> {
         }),
         ("IOMMU_IOAS_MAP with an unknown flag -> EOPNOTSUPP", |c| {
             let id = need(c.first, "IOAS")?;
-            let va = c
-                .buf
-                .as_ref()
-                .map(DmaBuffer::addr)
-                .ok_or("not run: no buffer")?;
+            let va = buffer_addr(c)?;
             expect_errno(
                 &c.fd.ioas_map(id, va, MAP_LEN, Some(0x200000), RW | 1 << 3),
                 libc::EOPNOTSUPP,
             )
         }),
         ("IOMMU_IOAS_MAP on an unknown IOAS -> ENOENT", |c| {
-            let va = c
-                .buf
-                .as_ref()
-                .map(DmaBuffer::addr)
-                .ok_or("not run: no buffer")?;
+            let va = buffer_addr(c)?;
             expect_errno(
                 &c.fd.ioas_map(BOGUS_ID, va, MAP_LEN, Some(0x200000), RW),
                 libc::ENOENT,
@@ -267,11 +255,7 @@ pub fn extended_checks() -> Vec<Check> {
             "IOMMU_IOAS_MAP with a kernel-chosen IOVA, then IOMMU_IOAS_UNMAP it",
             |c| {
                 let id = need(c.first, "IOAS")?;
-                let va = c
-                    .buf
-                    .as_ref()
-                    .map(DmaBuffer::addr)
-                    .ok_or("not run: no buffer")?;
+                let va = buffer_addr(c)?;
                 let iova = expect_ok(c.fd.ioas_map(id, va, MAP_LEN, None, RW))?;
                 let n = expect_ok(c.fd.ioas_unmap(id, iova, MAP_LEN))?;
                 if n == MAP_LEN {
