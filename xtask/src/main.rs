@@ -51,6 +51,9 @@ enum Cmd {
     Patches {
         #[arg(long)]
         check: bool,
+        /// Write the edited commits of the scratch tree back to kernel-rust/ (see patches.rs).
+        #[arg(long, conflicts_with = "check")]
+        import: bool,
     },
     /// Host tests and lints, then the in-VM scenarios of ci/vm/scenarios.toml.
     Test {
@@ -88,7 +91,13 @@ fn main() -> Result<()> {
             let status = vm::vm_command(&paths, &opts, &cmd)?;
             std::process::exit(status.clamp(0, 255));
         }
-        Cmd::Patches { check } => patches::patches(&paths, check),
+        Cmd::Patches { check, import } => {
+            if import {
+                patches::import(&paths)
+            } else {
+                patches::patches(&paths, check)
+            }
+        }
         Cmd::Selftests => selftests::build(&paths).map(|p| println!("{}", p.display())),
         Cmd::Test { host_only, filter } => {
             setup::setup(&paths)?;

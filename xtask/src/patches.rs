@@ -9,7 +9,7 @@
 //! cover letter. Identity and dates are fixed so the output is byte-for-byte reproducible,
 //! which is what makes `--check` (patches/ is not stale) possible.
 
-use crate::util::{Paths, note, path_with, run, step};
+use crate::util::{Paths, capture, note, path_with, run, step};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -67,9 +67,7 @@ fn git(tree: &Path) -> Command {
     cmd
 }
 
-pub fn patches(paths: &Paths, check: bool) -> Result<()> {
-    crate::kernel::ensure_pristine(paths)?;
-    let kr = paths.repo.join("kernel-rust");
+fn read_series(kr: &Path) -> Result<Series> {
     let series_path = kr.join("series.toml");
     let text = std::fs::read_to_string(&series_path)
         .with_context(|| format!("cannot read {}", series_path.display()))?;
@@ -78,12 +76,23 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
     if series.patches.is_empty() {
         bail!("{} lists no [[patch]]", series_path.display());
     }
-    // IOASID_PATCHGEN names another scratch tree, so that parallel worktrees do not reset each
-    // other's patchgen tree.
-    let tree = match std::env::var_os("IOASID_PATCHGEN") {
+    Ok(series)
+}
+
+/// The scratch tree the series is committed in. IOASID_PATCHGEN names another one, so that
+/// parallel worktrees do not reset each other's.
+fn patchgen_tree(paths: &Paths) -> PathBuf {
+    match std::env::var_os("IOASID_PATCHGEN") {
         Some(dir) => PathBuf::from(dir),
         None => paths.kernel_dir().join("patchgen"),
-    };
+    }
+}
+
+pub fn patches(paths: &Paths, check: bool) -> Result<()> {
+    crate::kernel::ensure_pristine(paths)?;
+    let kr = paths.repo.join("kernel-rust");
+    let series = read_series(&kr)?;
+    let tree = patchgen_tree(paths);
     if !tree.join(".git").exists() {
         run(git(&paths.pristine()).args(["worktree", "prune"]))?;
         run(git(&paths.pristine())
@@ -192,6 +201,17 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
         run(git(&tree).args(["commit", "-q", "--allow-empty-message", "-m", &msg]))?;
     }
     check_every_file_is_in_the_series(&kr, &owned)?;
+    if check {
+        // Edits in the form the commits give them, so that `--import` round-trips.
+        let off = import_commits(&tree, &kr, &series, false)?;
+        if !off.is_empty() {
+            bail!(
+                "kernel-rust/ differs from what its own patches give ({}); run `cargo xtask patches` \
+                 then `cargo xtask patches --import`",
+                off.join(", ")
+            );
+        }
+    }
 
     let out_dir = if check {
         let d = paths.repo.join("target/patches-check");
@@ -243,6 +263,151 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// `cargo xtask patches --import`: the inverse of [`patches`], for changing an earlier patch.
+///
+/// After `cargo xtask patches`, the scratch tree has one commit per patch on `base`. Edit there
+/// (`git rebase -i base`, amend the commit of the patch a change belongs to, let the rebase
+/// carry it through the later ones), then import: every edit of series.toml is rewritten from
+/// the diff of its patch's commit, and every file of kernel-rust/ from the last commit. The
+/// series itself (subjects, files, edits) is not changed here: the commits must still be one
+/// per patch, in order, with the patches' subjects.
+pub fn import(paths: &Paths) -> Result<()> {
+    let kr = paths.repo.join("kernel-rust");
+    let series = read_series(&kr)?;
+    let tree = patchgen_tree(paths);
+    if !tree.join(".git").exists() {
+        bail!(
+            "no scratch tree at {}: run `cargo xtask patches`, edit its commits, then import",
+            tree.display()
+        );
+    }
+    let rebase = capture(git(&tree).args(["rev-parse", "--git-path", "rebase-merge"]))?;
+    if tree.join(rebase.trim()).exists() {
+        bail!(
+            "a rebase is in progress in {}: finish it (`git rebase --continue`) first",
+            tree.display()
+        );
+    }
+    if !capture(git(&tree).args(["status", "--porcelain"]))?
+        .trim()
+        .is_empty()
+    {
+        bail!(
+            "{} has uncommitted changes: amend them into the commit of their patch first",
+            tree.display()
+        );
+    }
+    let changed = import_commits(&tree, &kr, &series, true)?;
+    if changed.is_empty() {
+        step("kernel-rust/ already matches the scratch tree");
+    } else {
+        step(format!(
+            "imported into kernel-rust/: {}; now run `cargo xtask patches`",
+            changed.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// The files of kernel-rust/ that differ from what the commits of `tree` give (and, with
+/// `write`, are rewritten from them).
+fn import_commits(tree: &Path, kr: &Path, series: &Series, write: bool) -> Result<Vec<String>> {
+    let commits: Vec<String> = capture(git(tree).args(["rev-list", "--reverse", "base..HEAD"]))?
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    if commits.len() != series.patches.len() {
+        bail!(
+            "{} has {} commits on base, series.toml {} patches: one commit per patch",
+            tree.display(),
+            commits.len(),
+            series.patches.len()
+        );
+    }
+
+    let mut changed = Vec::new();
+    let mut write = |rel: String, content: &[u8]| -> Result<()> {
+        let dst = kr.join(&rel);
+        if std::fs::read(&dst).ok().as_deref() != Some(content) {
+            if write {
+                std::fs::create_dir_all(dst.parent().context("file path without parent")?)?;
+                std::fs::write(&dst, content)
+                    .with_context(|| format!("cannot write {}", dst.display()))?;
+            }
+            changed.push(rel);
+        }
+        Ok(())
+    };
+    let mut covered = std::collections::BTreeSet::new();
+    for (k, (commit, p)) in commits.iter().zip(&series.patches).enumerate() {
+        let subject = capture(git(tree).args(["log", "-1", "--format=%s", commit]))?;
+        if subject.trim() != p.subject.trim() {
+            bail!(
+                "commit {} of {} is \"{}\", but patch {} of series.toml is \"{}\"",
+                k + 1,
+                tree.display(),
+                subject.trim(),
+                k + 1,
+                p.subject.trim()
+            );
+        }
+        let parent = if k == 0 { "base" } else { &commits[k - 1] };
+        for f in &p.files {
+            let before = git(tree)
+                .args(["cat-file", "-e", &format!("{parent}:{f}")])
+                .output()?;
+            if before.status.success() {
+                bail!(
+                    "patch {} ({}) adds {f}, but it exists before its commit",
+                    k + 1,
+                    p.subject
+                );
+            }
+        }
+        for e in &p.edits {
+            let touched = diff_paths(&kr.join(e))?;
+            covered.extend(touched.iter().cloned());
+            let diff = capture(
+                git(tree)
+                    .args(["diff", "--no-color", "--no-ext-diff", parent, commit, "--"])
+                    .args(&touched),
+            )?;
+            if diff.trim().is_empty() {
+                bail!(
+                    "patch {} ({}): its commit no longer changes {}; drop {e} from series.toml",
+                    k + 1,
+                    p.subject,
+                    touched.join(", ")
+                );
+            }
+            write(e.clone(), diff.as_bytes())?;
+        }
+        covered.extend(p.files.iter().cloned());
+    }
+    let last = commits.last().context("no commits")?;
+    for path in capture(git(tree).args(["diff", "--name-only", "base", last]))?.lines() {
+        if !covered.contains(path) {
+            bail!(
+                "the commits change {path}, which no patch of series.toml adds or edits: \
+                 add it to a patch's files or edits first"
+            );
+        }
+    }
+    for p in &series.patches {
+        for f in &p.files {
+            let out = git(tree)
+                .args(["show", &format!("{last}:{f}")])
+                .output()
+                .context("cannot run git show")?;
+            if !out.status.success() {
+                bail!("{f} is missing from the last commit of {}", tree.display());
+            }
+            write(f.clone(), &out.stdout)?;
+        }
+    }
+    Ok(changed)
 }
 
 /// Every file under kernel-rust/ (but the series itself, the cover letter and edits) must be
