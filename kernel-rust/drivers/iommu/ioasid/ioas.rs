@@ -60,6 +60,12 @@ fn exceeds_ulong(value: u64) -> bool {
 /// `PAGE_SIZE` as an IOVA.
 const PAGE: u64 = PAGE_SIZE as u64;
 
+/// The alignment of IOVAs, lengths and user addresses in every IOAS, iommufd's
+/// `iopt->iova_alignment` with an IOMMU domain of `PAGE_SIZE` pages attached. Memory is pinned
+/// at map time, as iommufd pins it for a domain, and a page is the unit of pinning and of IOMMU
+/// mappings, so an IOAS behaves as one with a domain from the start.
+const IOVA_ALIGNMENT: u64 = PAGE;
+
 /// The largest alignment a kernel-chosen IOVA gets, iommufd's `HPAGE_SIZE` with transparent
 /// huge pages (the PMD size of 4 KiB-page x86-64 and arm64), else `PAGE_SIZE`.
 #[cfg(CONFIG_TRANSPARENT_HUGEPAGE)]
@@ -187,9 +193,13 @@ impl IoPagetable {
 
     /// Checks that `length` bytes at `iova` can be mapped, like `iopt_check_iova()`.
     ///
-    /// Fails with [`EOVERFLOW`] if the range wraps and with [`EEXIST`] if it intersects an
-    /// area. The IOVA alignment of an IOAS without devices is 1, and it has no reserved ranges.
+    /// Fails with [`EINVAL`] if `iova` is not aligned to [`IOVA_ALIGNMENT`], with [`EOVERFLOW`]
+    /// if the range wraps and with [`EEXIST`] if it intersects an area. An IOAS without devices
+    /// has no reserved ranges.
     fn check_iova(&self, iova: u64, length: u64) -> Result {
+        if iova % IOVA_ALIGNMENT != 0 {
+            return Err(EINVAL);
+        }
         let last = iova.checked_add(length - 1).ok_or(EOVERFLOW)?;
         if self.first_area(iova, last).is_some() {
             return Err(EEXIST);
@@ -214,6 +224,10 @@ impl IoPagetable {
             align = align.min(1 << addr.trailing_zeros());
         }
         align = align.min(MAX_IOVA_ALIGNMENT);
+        // Memory that is not page aligned cannot keep its offset in a page aligned IOVA.
+        if align < IOVA_ALIGNMENT {
+            return Err(EINVAL);
+        }
 
         let (lo, hi) = (PAGE, ULONG_MAX - PAGE);
         let whole = [(lo, hi)];
@@ -355,6 +369,10 @@ pub(crate) fn map(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasMap>) -> Result {
     if length == 0 || length > usize::MAX - PAGE_SIZE {
         return Err(EINVAL);
     }
+    // `iopt_alloc_area_pages()`.
+    if cmd.length % IOVA_ALIGNMENT != 0 {
+        return Err(EINVAL);
+    }
 
     let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
     let mut iopt = ioas.iopt.lock();
@@ -364,6 +382,10 @@ pub(crate) fn map(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasMap>) -> Result {
     } else {
         iopt.alloc_iova(cmd.user_va, cmd.length)?
     };
+    // `iopt_insert_area()`: the memory must start where the IOVA does in its page.
+    if cmd.user_va % IOVA_ALIGNMENT != 0 {
+        return Err(EINVAL);
+    }
 
     let (pages, start_byte) =
         Pages::pin(&ctx.account, uptr, length, cmd.flags & MAP_WRITEABLE != 0)?;
@@ -463,6 +485,10 @@ pub(crate) fn copy(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasCopy>) -> Result {
     }
 
     let mut iopt = dst.iopt.lock();
+    // `iopt_alloc_area_pages()`.
+    if cmd.length % IOVA_ALIGNMENT != 0 {
+        return Err(EINVAL);
+    }
     let iova = if cmd.flags & MAP_FIXED_IOVA != 0 {
         iopt.check_iova(cmd.dst_iova, cmd.length)?;
         cmd.dst_iova
@@ -472,9 +498,15 @@ pub(crate) fn copy(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasCopy>) -> Result {
         let addr = (pages.uptr() + *start_byte) as u64;
         iopt.alloc_iova(addr, cmd.length)?
     };
-    // `iopt_insert_area()`: pages pinned read-only cannot be mapped writable.
-    if prot & MAP_WRITEABLE != 0 && pieces.iter().any(|(pages, _, _)| !pages.writable()) {
-        return Err(EPERM);
+    // `iopt_insert_area()`, piece by piece: pages pinned read-only cannot be mapped writable,
+    // and a piece must start where its IOVA does in its page.
+    for (pages, start_byte, _) in pieces.iter() {
+        if prot & MAP_WRITEABLE != 0 && !pages.writable() {
+            return Err(EPERM);
+        }
+        if *start_byte as u64 % IOVA_ALIGNMENT != 0 {
+            return Err(EINVAL);
+        }
     }
 
     let mut next = iova;
@@ -502,8 +534,8 @@ pub(crate) fn copy(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasCopy>) -> Result {
 /// `iommufd_ioas_iova_ranges()`.
 ///
 /// They are the holes between the reserved ranges of the IOAS. An IOAS gets reserved ranges
-/// from the devices attached to it; with none, the whole IOVA space is usable, with an
-/// alignment of 1, as in iommufd.
+/// from the devices attached to it; with none, the whole IOVA space is usable. The alignment is
+/// [`IOVA_ALIGNMENT`].
 pub(crate) fn iova_ranges(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasIovaRanges>) -> Result {
     if ucmd.cmd.__reserved != 0 {
         return Err(EOPNOTSUPP);
@@ -521,7 +553,7 @@ pub(crate) fn iova_ranges(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasIovaRanges>) 
         num_iovas += 1;
     }
     ucmd.cmd.num_iovas = num_iovas;
-    ucmd.cmd.out_iova_alignment = 1;
+    ucmd.cmd.out_iova_alignment = IOVA_ALIGNMENT;
     ucmd.respond()?;
     if num_iovas > max_iovas {
         return Err(EMSGSIZE);

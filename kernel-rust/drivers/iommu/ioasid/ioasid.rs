@@ -134,8 +134,9 @@
 //!   `IOMMU_IOAS_COPY`, `IOMMU_IOAS_IOVA_RANGES`, `IOMMU_IOAS_ALLOW_IOVAS` and `IOMMU_OPTION`
 //!   (`IOMMU_OPTION_RLIMIT_MODE`, `IOMMU_OPTION_HUGE_PAGES`). The other iommufd ioctls fail with
 //!   `ENOTTY` (after step 2 above).
-//! - There are no devices or hardware page tables yet, so an IOAS has no reserved IOVA ranges
-//!   and an IOVA alignment of 1, like an iommufd IOAS with nothing attached.
+//! - There are no devices or hardware page tables yet, so an IOAS has no reserved IOVA ranges.
+//!   Its IOVA alignment is `PAGE_SIZE`, as that of an iommufd IOAS with an IOMMU domain attached
+//!   (1 with nothing attached): IOVAs, lengths and user addresses are whole pages.
 //! - `IOMMU_IOAS_MAP` pins and charges the memory at once, where iommufd pins only once an
 //!   IOMMU domain or an in-kernel access needs the pages. So a map of memory that is not mapped
 //!   (or not writable, for a writable map) fails with `EFAULT`, and one beyond `RLIMIT_MEMLOCK`

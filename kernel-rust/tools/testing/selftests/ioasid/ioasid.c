@@ -617,19 +617,21 @@ TEST_F(ioasid_ioas, map_bad_input)
 }
 
 /*
- * Without a domain attached, iommufd neither pins nor faults in the user
- * memory at map time, and the IOAS has no alignment requirement.
- */
-/*
  * Where pages are pinned. iommufd pins an IOAS's pages only once a domain
  * is attached, so without one it accepts IOMMU_IOAS_WRITEABLE over
- * read-only memory and any length. /dev/ioasid pins when it maps, as
- * iommufd does with a domain attached: the same map fails with EFAULT at
- * once.
+ * read-only memory, and its IOVA alignment is 1. /dev/ioasid pins when it
+ * maps and behaves like an IOAS with a domain of PAGE_SIZE pages attached:
+ * the same map fails with EFAULT at once, and IOVAs, lengths and user
+ * addresses must be whole pages.
  */
 static bool pins_at_map(void)
 {
 	return strcmp(dev_path(), "/dev/iommu") != 0;
+}
+
+static unsigned long iova_alignment(void)
+{
+	return pins_at_map() ? PAGE_SIZE : 1;
 }
 
 TEST_F(ioasid_ioas, map_read_only_writeable)
@@ -651,9 +653,72 @@ TEST_F(ioasid_ioas, map_read_only_writeable)
 
 	/* Lengths that are not whole pages, as iommufd.c's ioas_iova_alloc */
 	for (length = 1; length < PAGE_SIZE * 2; length += 511) {
+		if (length % iova_alignment()) {
+			EXPECT_ERRNO(EINVAL,
+				     _test_ioctl_ioas_map(self->fd,
+							  self->ioas_id, buffer,
+							  length, &iova,
+							  MAP_RW));
+			continue;
+		}
 		test_ioctl_ioas_map(buffer, length, &iova);
 		test_ioctl_ioas_unmap(iova, length);
 	}
+}
+
+TEST_F(ioasid_ioas, map_unaligned)
+{
+	struct {
+		size_t offset;
+		size_t length;
+		__u64 iova;
+	} cases[] = {
+		/* An IOVA, a length, a user address within a page */
+		{ 0, PAGE_SIZE, self->base_iova + PAGE_SIZE / 2 },
+		{ 0, PAGE_SIZE / 2, self->base_iova },
+		{ PAGE_SIZE / 2, PAGE_SIZE, self->base_iova },
+		/* A kernel-chosen IOVA (0) for a user address within a page */
+		{ PAGE_SIZE / 2, PAGE_SIZE, 0 },
+	};
+	struct iommu_ioas_copy copy_cmd = {
+		.size = sizeof(copy_cmd),
+		.flags = MAP_FIXED_RW,
+		.dst_ioas_id = self->ioas_id,
+		.src_ioas_id = self->ioas_id,
+		.length = PAGE_SIZE,
+		.src_iova = self->base_iova,
+		.dst_iova = self->base_iova + 16 * PAGE_SIZE + PAGE_SIZE / 2,
+	};
+	bool page_aligned = iova_alignment() > 1;
+	unsigned int i;
+
+	for (i = 0; i != ARRAY_SIZE(cases); i++) {
+		unsigned int flags = cases[i].iova ? MAP_FIXED_RW : MAP_RW;
+		__u64 iova = cases[i].iova;
+		int rc;
+
+		rc = _test_ioctl_ioas_map(self->fd, self->ioas_id,
+					  buffer + cases[i].offset,
+					  cases[i].length, &iova, flags);
+		if (page_aligned) {
+			EXPECT_ERRNO(EINVAL, rc);
+		} else {
+			ASSERT_EQ(0, rc);
+			test_ioctl_ioas_unmap(iova, cases[i].length);
+		}
+	}
+
+	/* A copy to an IOVA within a page */
+	REQUIRE_IOCTL(IOMMU_IOAS_COPY, iommu_ioas_copy);
+	test_ioctl_ioas_map_fixed(buffer, PAGE_SIZE, self->base_iova);
+	if (page_aligned) {
+		EXPECT_ERRNO(EINVAL,
+			     ioctl(self->fd, IOMMU_IOAS_COPY, &copy_cmd));
+	} else {
+		ASSERT_EQ(0, ioctl(self->fd, IOMMU_IOAS_COPY, &copy_cmd));
+		test_ioctl_ioas_unmap(copy_cmd.dst_iova, PAGE_SIZE);
+	}
+	test_ioctl_ioas_unmap(self->base_iova, PAGE_SIZE);
 }
 
 TEST_F(ioasid_ioas, area_auto_iova)
@@ -741,7 +806,7 @@ TEST_F(ioasid_ioas, iova_ranges)
 	EXPECT_EQ(1, ranges_cmd.num_iovas);
 	EXPECT_EQ(0, ranges[0].start);
 	EXPECT_EQ(SIZE_MAX, ranges[0].last);
-	EXPECT_EQ(1, ranges_cmd.out_iova_alignment);
+	EXPECT_EQ(iova_alignment(), ranges_cmd.out_iova_alignment);
 
 	/* Buffer too small */
 	memset(ranges, 0, BUFFER_SIZE);
