@@ -693,10 +693,12 @@ TEST_F(ioasid_ioas, map_unaligned)
 	unsigned int i;
 
 	for (i = 0; i != ARRAY_SIZE(cases); i++) {
-		unsigned int flags = cases[i].iova ? MAP_FIXED_RW : MAP_RW;
+		unsigned int flags = MAP_RW;
 		__u64 iova = cases[i].iova;
 		int rc;
 
+		if (iova)
+			flags |= IOMMU_IOAS_MAP_FIXED_IOVA;
 		rc = _test_ioctl_ioas_map(self->fd, self->ioas_id,
 					  buffer + cases[i].offset,
 					  cases[i].length, &iova, flags);
