@@ -5,6 +5,7 @@
 use core::mem::offset_of;
 use kernel::{
     alloc::KVVec,
+    fs::LocalFile,
     capability::{
         capable,
         Capability, //
@@ -40,6 +41,7 @@ use crate::{
         IommuIoasCopy,
         IommuIoasIovaRanges,
         IommuIoasMap,
+        IommuIoasMapFile,
         IommuIoasUnmap,
         IommuOption,
         Ucmd, //
@@ -346,6 +348,48 @@ fn check_map_flags(flags: u32) -> Result {
     Ok(())
 }
 
+/// Maps `length` bytes, at `cmd_iova` or a kernel-chosen IOVA by `flags`, to the memory that
+/// `pin` pins: the part of `iopt_map_common()` that `IOMMU_IOAS_MAP` and `IOMMU_IOAS_MAP_FILE`
+/// share. `addr` is the user address or file offset of the memory. Returns the IOVA.
+fn map_pages(
+    ioas: &Ioas,
+    flags: u32,
+    cmd_iova: u64,
+    length: u64,
+    addr: u64,
+    pin: impl FnOnce() -> Result<(Arc<Pages>, usize)>,
+) -> Result<u64> {
+    // `iopt_alloc_area_pages()`.
+    if length % IOVA_ALIGNMENT != 0 {
+        return Err(EINVAL);
+    }
+
+    let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+    let mut iopt = ioas.iopt.lock();
+    let iova = if flags & MAP_FIXED_IOVA != 0 {
+        iopt.check_iova(cmd_iova, length)?;
+        cmd_iova
+    } else {
+        iopt.alloc_iova(addr, length)?
+    };
+    // `iopt_insert_area()`: the memory must start where the IOVA does in its page.
+    if addr % IOVA_ALIGNMENT != 0 {
+        return Err(EINVAL);
+    }
+
+    let (pages, start_byte) = pin()?;
+    // INVARIANT: `pages` covers `length` bytes from `start_byte`. `check_iova()` or
+    // `alloc_iova()` checked that the range is free and does not wrap.
+    let area = Area {
+        last: iova + (length - 1),
+        pages,
+        start_byte,
+        prot: flags & (MAP_READABLE | MAP_WRITEABLE),
+    };
+    iopt.areas.insert(node.into_node(iova, area));
+    Ok(iova)
+}
+
 /// `IOMMU_IOAS_MAP`: maps user memory into an IOAS, like `iommufd_ioas_map()`.
 ///
 /// Unlike iommufd, which pins the memory only once a device needs it, the memory is pinned and
@@ -369,36 +413,50 @@ pub(crate) fn map(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasMap>) -> Result {
     if length == 0 || length > usize::MAX - PAGE_SIZE {
         return Err(EINVAL);
     }
-    // `iopt_alloc_area_pages()`.
-    if cmd.length % IOVA_ALIGNMENT != 0 {
+
+    let writable = cmd.flags & MAP_WRITEABLE != 0;
+    let iova = map_pages(&ioas, cmd.flags, cmd.iova, cmd.length, cmd.user_va, || {
+        Pages::pin(&ctx.account, uptr, length, writable)
+    })?;
+
+    ucmd.cmd.iova = iova;
+    ucmd.respond()
+}
+
+/// `IOMMU_IOAS_MAP_FILE`: maps a range of a memfd into an IOAS, like
+/// `iommufd_ioas_map_file()`.
+///
+/// The pages are pinned and charged here, as those of `IOMMU_IOAS_MAP`, and charged once per
+/// file with the same pages mapped from the memfd's user mappings.
+pub(crate) fn map_file(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasMapFile>) -> Result {
+    let cmd = &ucmd.cmd;
+    if cmd.flags & !MAP_FLAGS != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    if exceeds_ulong(cmd.iova) || exceeds_ulong(cmd.length) {
+        return Err(EOVERFLOW);
+    }
+    check_map_flags(cmd.flags)?;
+
+    let ioas = get_ioas(ctx, cmd.ioas_id)?;
+
+    // `iopt_map_file_pages()`. The cast does not truncate, `ULONG_MAX` bounds the value.
+    let length = cmd.length as usize;
+    if length == 0 {
+        return Err(EINVAL);
+    }
+    cmd.start.checked_add(cmd.length - 1).ok_or(EOVERFLOW)?;
+    // CAST: A negative fd is no file: `fget()` of it fails like that of a closed one.
+    let file = LocalFile::fget(cmd.fd as u32)?;
+    // `iopt_alloc_pages()`.
+    if length > usize::MAX - PAGE_SIZE {
         return Err(EINVAL);
     }
 
-    let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
-    let mut iopt = ioas.iopt.lock();
-    let iova = if cmd.flags & MAP_FIXED_IOVA != 0 {
-        iopt.check_iova(cmd.iova, cmd.length)?;
-        cmd.iova
-    } else {
-        iopt.alloc_iova(cmd.user_va, cmd.length)?
-    };
-    // `iopt_insert_area()`: the memory must start where the IOVA does in its page.
-    if cmd.user_va % IOVA_ALIGNMENT != 0 {
-        return Err(EINVAL);
-    }
-
-    let (pages, start_byte) =
-        Pages::pin(&ctx.account, uptr, length, cmd.flags & MAP_WRITEABLE != 0)?;
-    // INVARIANT: `pages` covers `length` bytes from `start_byte`. `check_iova()` or
-    // `alloc_iova()` checked that the range is free and does not wrap.
-    let area = Area {
-        last: iova + (cmd.length - 1),
-        pages,
-        start_byte,
-        prot: cmd.flags & (MAP_READABLE | MAP_WRITEABLE),
-    };
-    iopt.areas.insert(node.into_node(iova, area));
-    drop(iopt);
+    let writable = cmd.flags & MAP_WRITEABLE != 0;
+    let iova = map_pages(&ioas, cmd.flags, cmd.iova, cmd.length, cmd.start, || {
+        Pages::pin_memfd(&ctx.account, &file, cmd.start, length, writable)
+    })?;
 
     ucmd.cmd.iova = iova;
     ucmd.respond()
@@ -494,9 +552,8 @@ pub(crate) fn copy(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasCopy>) -> Result {
         cmd.dst_iova
     } else {
         let (pages, start_byte, _) = &pieces[0];
-        // CAST: User addresses fit in a `u64`.
-        let addr = (pages.uptr() + *start_byte) as u64;
-        iopt.alloc_iova(addr, cmd.length)?
+        // CAST: `start_byte` is within the pages, whose address fits in a `u64`.
+        iopt.alloc_iova(pages.addr() + *start_byte as u64, cmd.length)?
     };
     // `iopt_insert_area()`, piece by piece: pages pinned read-only cannot be mapped writable,
     // and a piece must start where its IOVA does in its page.

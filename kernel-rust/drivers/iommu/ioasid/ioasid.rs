@@ -42,7 +42,8 @@
 //! # Pinning and accounting
 //!
 //! `IOMMU_IOAS_MAP` pins the user memory it maps with `FOLL_LONGTERM` (and `FOLL_WRITE` for a
-//! writable mapping), in batches, into a [`pages::Pages`]. `IOMMU_IOAS_COPY` does not pin
+//! writable mapping), in batches, into a [`pages::Pages`]; `IOMMU_IOAS_MAP_FILE` pins the pages
+//! of a memfd with `memfd_pin_folios()`, one pin per page all the same. `IOMMU_IOAS_COPY` does not pin
 //! anything: the new areas share the [`pages::Pages`] of the source areas, by reference. The
 //! pages are unpinned when the last area that uses them goes: on `IOMMU_IOAS_UNMAP`, on
 //! `IOMMU_DESTROY` of the IOAS, or when the file is closed.
@@ -130,10 +131,13 @@
 //!
 //! # Differences from iommufd
 //!
-//! - Implemented are `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`, `IOMMU_IOAS_UNMAP`,
-//!   `IOMMU_IOAS_COPY`, `IOMMU_IOAS_IOVA_RANGES`, `IOMMU_IOAS_ALLOW_IOVAS` and `IOMMU_OPTION`
-//!   (`IOMMU_OPTION_RLIMIT_MODE`, `IOMMU_OPTION_HUGE_PAGES`). The other iommufd ioctls fail with
-//!   `ENOTTY` (after step 2 above).
+//! - Implemented are `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`,
+//!   `IOMMU_IOAS_MAP_FILE`, `IOMMU_IOAS_UNMAP`, `IOMMU_IOAS_COPY`, `IOMMU_IOAS_IOVA_RANGES`,
+//!   `IOMMU_IOAS_ALLOW_IOVAS` and `IOMMU_OPTION` (`IOMMU_OPTION_RLIMIT_MODE`,
+//!   `IOMMU_OPTION_HUGE_PAGES`). The other iommufd ioctls fail with `ENOTTY` (after step 2
+//!   above).
+//! - `IOMMU_IOAS_MAP_FILE` maps memfds (shmem and hugetlbfs) only; a dma-buf, which iommufd maps
+//!   for the VFIO devices that export one, fails with `EINVAL` like any other file.
 //! - There are no devices or hardware page tables yet, so an IOAS has no reserved IOVA ranges.
 //!   Its IOVA alignment is `PAGE_SIZE`, as that of an iommufd IOAS with an IOMMU domain attached
 //!   (1 with nothing attached): IOVAs, lengths and user addresses are whole pages.
@@ -224,6 +228,12 @@ const IOMMU_IOAS_IOVA_RANGES: u32 = _IO(
 /// `IOMMU_IOAS_MAP` of `include/uapi/linux/iommufd.h`.
 const IOMMU_IOAS_MAP: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_MAP);
 
+/// `IOMMU_IOAS_MAP_FILE` of `include/uapi/linux/iommufd.h`.
+const IOMMU_IOAS_MAP_FILE: u32 = _IO(
+    uapi::IOMMUFD_TYPE as u32,
+    uapi::IOMMUFD_CMD_IOAS_MAP_FILE,
+);
+
 /// `IOMMU_IOAS_UNMAP` of `include/uapi/linux/iommufd.h`.
 const IOMMU_IOAS_UNMAP: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_UNMAP);
 
@@ -273,6 +283,7 @@ impl IoasidCtx {
                 ioas::iova_ranges(self, Ucmd::copy_from_user(arg, user_size)?)
             }
             IOMMU_IOAS_MAP => ioas::map(self, Ucmd::copy_from_user(arg, user_size)?),
+            IOMMU_IOAS_MAP_FILE => ioas::map_file(self, Ucmd::copy_from_user(arg, user_size)?),
             IOMMU_IOAS_UNMAP => ioas::unmap(self, Ucmd::copy_from_user(arg, user_size)?),
             IOMMU_OPTION => ioas::option(self, Ucmd::copy_from_user(arg, user_size)?),
             _ => Err(ENOTTY),

@@ -18,6 +18,7 @@ use kernel::{
         pin::LongTermPins,
         Mm,
     },
+    fs::LocalFile,
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,
@@ -273,8 +274,9 @@ impl PinAccount {
 /// `account`.
 pub(crate) struct Pages {
     account: Arc<PinAccount>,
-    /// The page aligned user address of the first page.
-    uptr: usize,
+    /// The page aligned user address, or memfd offset, of the first page: a kernel-chosen IOVA
+    /// for the pages keeps its alignment.
+    addr: u64,
     /// The distinct pfns of `pins`, sorted.
     pfns: KVVec<usize>,
     pins: LongTermPins,
@@ -304,7 +306,37 @@ impl Pages {
             writable,
             GFP_KERNEL_ACCOUNT,
         )?;
+        // CAST: User addresses fit in a `u64`.
+        Ok((Self::new(account, pins, start as u64)?, offset))
+    }
 
+    /// Pins the pages of the memfd `file` that cover `length` bytes at offset `start`, like
+    /// `iopt_alloc_file_pages()` followed by the pinning `iopt_area_fill_domains()` does.
+    ///
+    /// Returns the pages and the offset of `start` in the first page. Fails with [`EINVAL`] if
+    /// `file` is not a memfd or the range goes beyond its size, and with [`ENOMEM`] when the
+    /// pages exceed `RLIMIT_MEMLOCK`.
+    pub(crate) fn pin_memfd(
+        account: &Arc<PinAccount>,
+        file: &LocalFile,
+        start: u64,
+        length: usize,
+        writable: bool,
+    ) -> Result<(Arc<Self>, usize)> {
+        // CAST: The remainder is below `PAGE_SIZE`.
+        let offset = (start % PAGE_SIZE as u64) as usize;
+        let first = start - offset as u64;
+        // `iopt_alloc_pages()` checks that this cannot overflow.
+        let npages = (offset + length).div_ceil(PAGE_SIZE);
+
+        let pins =
+            LongTermPins::pin_memfd(file, first, npages, writable, GFP_KERNEL_ACCOUNT)?;
+        Ok((Self::new(account, pins, first)?, offset))
+    }
+
+    /// Adds the pages of `pins`, whose first page is at the user address or memfd offset
+    /// `addr`, to the table of `account`.
+    fn new(account: &Arc<PinAccount>, pins: LongTermPins, addr: u64) -> Result<Arc<Self>> {
         let mut pfns = KVVec::with_capacity(pins.len(), GFP_KERNEL_ACCOUNT)?;
         for pfn in pins.pfns() {
             pfns.push(pfn, GFP_KERNEL_ACCOUNT)?;
@@ -325,21 +357,20 @@ impl Pages {
 
         // INVARIANT: `pfns` are the pfns of `pins` and were just added to `account`. If the
         // allocation fails, the `Drop` of `Pages` removes them again.
-        let pages = Arc::new(
+        Ok(Arc::new(
             Pages {
                 account: account.clone(),
-                uptr: start,
+                addr,
                 pfns,
                 pins,
             },
             GFP_KERNEL_ACCOUNT,
-        )?;
-        Ok((pages, offset))
+        )?)
     }
 
-    /// The page aligned user address the pages start at.
-    pub(crate) fn uptr(&self) -> usize {
-        self.uptr
+    /// The page aligned user address, or memfd offset, the pages start at.
+    pub(crate) fn addr(&self) -> u64 {
+        self.addr
     }
 
     /// Whether the pages are pinned for writing, so that areas may map them writable.

@@ -216,6 +216,24 @@ ucmd_struct! {
 }
 
 ucmd_struct! {
+    /// `struct iommu_ioas_map_file`: the argument of `IOMMU_IOAS_MAP_FILE`.
+    struct IommuIoasMapFile = uapi::iommu_ioas_map_file, min_size = iova {
+        /// `IOMMU_IOAS_MAP_*`.
+        flags: u32,
+        /// The IOAS.
+        ioas_id: u32,
+        /// The file descriptor of the memfd to map.
+        fd: i32,
+        /// The offset in the file of the first byte to map.
+        start: u64,
+        /// The number of bytes to map.
+        length: u64,
+        /// Input with `IOMMU_IOAS_MAP_FIXED_IOVA`, else output: the IOVA of the mapping.
+        iova: u64,
+    }
+}
+
+ucmd_struct! {
     /// `struct iommu_ioas_copy`: the argument of `IOMMU_IOAS_COPY`.
     struct IommuIoasCopy = uapi::iommu_ioas_copy, min_size = src_iova {
         /// `IOMMU_IOAS_MAP_*`.

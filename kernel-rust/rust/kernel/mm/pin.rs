@@ -8,6 +8,9 @@
 //! into `ZONE_MOVABLE` or CMA while they are pinned. See
 //! `Documentation/core-api/pin_user_pages.rst`.
 //!
+//! The pages of a memfd are pinned with `memfd_pin_folios()`, which pins whole folios; they are
+//! held here as pins of their pages all the same, so both kinds are released alike.
+//!
 //! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h)
 
 use crate::{
@@ -19,8 +22,10 @@ use crate::{
     error::{
         code::*,
         to_result,
+        Error,
         Result, //
     },
+    fs::LocalFile,
     page::{
         PAGE_SHIFT,
         PAGE_SIZE, //
@@ -32,18 +37,19 @@ use crate::{
 /// `pin_user_pages_fast()`, so that a large range is pinned in bounded steps.
 const PIN_BATCH: usize = 512;
 
-/// Pages of the current process pinned with `FOLL_LONGTERM`, unpinned when this is dropped.
+/// Pages of the current process, or of a memfd, pinned long-term, unpinned when this is dropped.
 ///
-/// This is the owned result of `pin_user_pages_fast(..., FOLL_LONGTERM, ...)`: dropping it calls
-/// `unpin_user_pages_dirty_lock()` for pages pinned for writing, which marks them dirty, and
-/// `unpin_user_pages()` otherwise.
+/// This is the owned result of `pin_user_pages_fast(..., FOLL_LONGTERM, ...)` or of
+/// `memfd_pin_folios()`: dropping it calls `unpin_user_pages_dirty_lock()` for pages pinned for
+/// writing, which marks them dirty, and `unpin_user_pages()` otherwise.
 ///
 /// # Invariants
 ///
 /// - Every element of `pages` is a page that `pin_user_pages_fast()` pinned with
-///   `FOLL_LONGTERM`, and `FOLL_WRITE` if `write` is true. Each element owns one pin of its page,
-///   which nothing else releases. The same page may appear more than once, each time with a pin
-///   of its own.
+///   `FOLL_LONGTERM`, and `FOLL_WRITE` if `write` is true, or a page of a folio that
+///   `memfd_pin_folios()` pinned. Each element owns one pin of its page (of its folio), which
+///   nothing else releases. The same page may appear more than once, each time with a pin of its
+///   own.
 pub struct LongTermPins {
     pages: KVVec<*mut bindings::page>,
     write: bool,
@@ -126,6 +132,114 @@ impl LongTermPins {
             // INVARIANT: It pinned each of these pages with `gup_flags`, one pin per element,
             // which `pins` now owns.
             unsafe { pins.pages.inc_len(pinned) };
+        }
+        Ok(pins)
+    }
+
+    /// Pins the `nr_pages` pages of the memfd `file` that start at byte offset `start`.
+    ///
+    /// `start` must be page aligned, else this fails with [`EINVAL`]. Pages the file does not
+    /// have yet are allocated. `write` only says whether the pages are marked dirty when they are
+    /// unpinned: a memfd's pages are writable. Memory for the page array is allocated with
+    /// `flags`.
+    ///
+    /// Fails with the error of `memfd_pin_folios()`: [`EINVAL`] if `file` is not a memfd (shmem or
+    /// hugetlbfs) or the range goes beyond its size, [`ENOMEM`]. Pages pinned before the failure
+    /// are unpinned again.
+    pub fn pin_memfd(
+        file: &LocalFile,
+        start: u64,
+        nr_pages: usize,
+        write: bool,
+        flags: Flags,
+    ) -> Result<Self> {
+        if !start.is_multiple_of(PAGE_SIZE as u64) {
+            return Err(EINVAL);
+        }
+        // CAST: `usize` fits in a `u64` on every architecture the kernel supports.
+        let end = (nr_pages as u64)
+            .checked_mul(PAGE_SIZE as u64)
+            .and_then(|len| start.checked_add(len))
+            .ok_or(EOVERFLOW)?;
+        // `memfd_pin_folios()` takes `loff_t` offsets, the last one inclusive.
+        let last = i64::try_from(end.saturating_sub(1)).map_err(|_| EOVERFLOW)?;
+
+        // INVARIANT: Empty.
+        let mut pins = Self {
+            pages: KVVec::with_capacity(nr_pages, flags)?,
+            write,
+        };
+        let mut folios: KVVec<*mut bindings::folio> =
+            KVVec::with_capacity(nr_pages.min(PIN_BATCH), flags)?;
+
+        while pins.pages.len() < nr_pages {
+            let done = pins.pages.len();
+            // CAST: `done < nr_pages`, whose byte length fits in a `u64` (checked above).
+            let pos = i64::try_from(start + (done << PAGE_SHIFT) as u64).map_err(|_| EOVERFLOW)?;
+            let mut offset: crate::ffi::c_ulong = 0;
+            folios.clear();
+            let spare = folios.spare_capacity_mut();
+
+            // CAST: The capacity is at most `PIN_BATCH`, which fits in a `c_uint`.
+            // SAFETY: `file` is a valid file for the duration of the call. `spare` has room for
+            // the `spare.len()` folio pointers that `memfd_pin_folios()` writes at most, and
+            // `offset` is a valid `pgoff_t` to write.
+            let ret = unsafe {
+                bindings::memfd_pin_folios(
+                    file.as_ptr(),
+                    pos,
+                    last,
+                    spare.as_mut_ptr().cast(),
+                    spare.len() as u32,
+                    &mut offset,
+                )
+            };
+            if ret < 0 {
+                // CAST: A negative return value is an errno.
+                return Err(Error::from_errno(ret as i32));
+            }
+            // CAST: `ret` is non-negative and at most the capacity of `folios`.
+            let pinned = ret as usize;
+            // SAFETY: `memfd_pin_folios()` initialized the first `pinned` elements of the spare
+            // capacity, each a folio it pinned once; `folios` owns these pins until they are
+            // handed to `pins` below.
+            unsafe { folios.inc_len(pinned) };
+            if pinned == 0 {
+                // It pins at least one folio or fails; do not loop on a buggy 0.
+                return Err(EFAULT);
+            }
+
+            // `offset` is the byte offset of `pos` in the first folio.
+            let mut first = offset >> PAGE_SHIFT;
+            for (i, &folio) in folios.iter().enumerate() {
+                // SAFETY: `folio` is pinned, so it is a valid folio.
+                let folio_pages = unsafe { bindings::folio_nr_pages(folio) } as usize;
+                let wanted = (folio_pages.saturating_sub(first)).min(nr_pages - pins.pages.len());
+                // One pin per page: the folio holds one, add the others.
+                let added = match wanted {
+                    0 => Err(EFAULT),
+                    1 => Ok(()),
+                    // CAST: A folio has fewer pages than `c_uint::MAX`.
+                    // SAFETY: `folio` is pinned (`folio_add_pins()` requires it).
+                    n => to_result(unsafe { bindings::folio_add_pins(folio, (n - 1) as u32) }),
+                };
+                if let Err(e) = added {
+                    // SAFETY: The folios from `i` on each hold the one pin `memfd_pin_folios()`
+                    // took, which nothing else releases.
+                    unsafe { bindings::unpin_folios(folios.as_mut_ptr().add(i), folios.len() - i) };
+                    return Err(e);
+                }
+                for n in first..first + wanted {
+                    // SAFETY: `n` is a page index within `folio`, a valid folio.
+                    let page = unsafe { bindings::folio_page(folio, n) };
+                    // INVARIANT: Each of these pages owns one of the `wanted` pins of its folio.
+                    // `pages` has room for `nr_pages` elements and gets at most as many.
+                    if pins.pages.push_within_capacity(page).is_err() {
+                        crate::warn_on!(true);
+                    }
+                }
+                first = 0;
+            }
         }
         Ok(pins)
     }
