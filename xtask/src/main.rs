@@ -43,6 +43,9 @@ enum Cmd {
         /// Show the guest console.
         #[arg(long, short)]
         verbose: bool,
+        /// Guest memory (virtme-ng's --memory: 2G, 4096M…).
+        #[arg(long, default_value = vm::DEFAULT_MEMORY)]
+        memory: String,
         /// The command to run in the guest.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -77,6 +80,7 @@ fn main() -> Result<()> {
             snoop_control,
             timeout,
             verbose,
+            memory,
             cmd,
         } => {
             let opts = vm::VmOpts {
@@ -84,6 +88,7 @@ fn main() -> Result<()> {
                 timeout: Duration::from_secs(timeout),
                 name: "manual".into(),
                 verbose,
+                memory,
             };
             let status = vm::vm_command(&paths, &opts, &cmd)?;
             std::process::exit(status.clamp(0, 255));
@@ -114,6 +119,7 @@ fn demo(paths: &util::Paths) -> Result<()> {
         timeout: Duration::from_secs(600),
         name: "demo".into(),
         verbose: false,
+        memory: vm::DEFAULT_MEMORY.into(),
     };
     let status = vm::vm_command(paths, &opts, &["sh".into(), "ci/vm/demo.sh".into()])?;
     std::process::exit(status.clamp(0, 255));

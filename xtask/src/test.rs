@@ -36,6 +36,9 @@ struct Scenario {
     expect: Expect,
     #[serde(default = "default_timeout")]
     timeout_s: u64,
+    /// Guest memory (virtme-ng's --memory).
+    #[serde(default = "default_memory")]
+    memory: String,
 }
 
 fn default_snoop() -> String {
@@ -46,6 +49,9 @@ fn default_expect() -> Expect {
 }
 fn default_timeout() -> u64 {
     300
+}
+fn default_memory() -> String {
+    crate::vm::DEFAULT_MEMORY.into()
 }
 
 pub struct TestOpts {
@@ -124,6 +130,7 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
             timeout: Duration::from_secs(s.timeout_s),
             name: s.name.clone(),
             verbose: false,
+            memory: s.memory.clone(),
         };
         let verdict = match run_in_vm(paths, &vm, &s.command) {
             Err(e) => Err(format!("{e:#}")),
