@@ -28,6 +28,7 @@
 use crate::accounting::status_kib;
 use crate::difftest::domain::edu_cdev;
 use crate::dmabuf::DmaBuffer;
+use crate::errno::describe_error;
 use crate::vfio::{VfioContainer, VfioDevice, VfioGroup};
 use crate::workload::{find_edu, open_type1};
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -375,8 +376,8 @@ pub fn ratios(results: &[Measurement]) -> Vec<Ratio> {
 pub struct Thp {
     /// `/sys/kernel/mm/transparent_hugepage/enabled`, the bracketed choice.
     pub setting: String,
-    /// `madvise(MADV_HUGEPAGE)` was accepted.
-    pub madvise_hugepage: bool,
+    /// What `madvise(MADV_HUGEPAGE)` answered: `accepted`, else the errno.
+    pub madvise_hugepage: String,
     /// `AnonHugePages` of the buffer's VMA in /proc/self/smaps.
     pub anon_huge_kib: u64,
     pub buffer_kib: u64,
@@ -411,17 +412,13 @@ pub fn format_report(r: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "ioasid-bench: kernel {}, {} repetitions{}, buffer {} (THP {}: MADV_HUGEPAGE {}, {} of {} KiB in huge pages)",
+        "ioasid-bench: kernel {}, {} repetitions{}, buffer {} (THP {}, MADV_HUGEPAGE {}: {} of {} KiB in huge pages)",
         r.kernel,
         r.reps,
         if r.quick { ", --quick sizes" } else { "" },
         human_size(r.buffer_bytes),
         r.thp.setting,
-        if r.thp.madvise_hugepage {
-            "accepted"
-        } else {
-            "refused"
-        },
+        r.thp.madvise_hugepage,
         r.thp.anon_huge_kib,
         r.thp.buffer_kib,
     );
@@ -551,7 +548,7 @@ pub fn smaps_anon_huge_kib(smaps: &str, addr: u64) -> Option<u64> {
     None
 }
 
-fn thp_info(buf: &DmaBuffer, madvise_hugepage: bool) -> Result<Thp> {
+fn thp_info(buf: &DmaBuffer, madvise_hugepage: &std::io::Result<()>) -> Result<Thp> {
     let enabled_path = "/sys/kernel/mm/transparent_hugepage/enabled";
     let setting = match std::fs::read_to_string(enabled_path) {
         Ok(text) => text
@@ -566,7 +563,10 @@ fn thp_info(buf: &DmaBuffer, madvise_hugepage: bool) -> Result<Thp> {
         .with_context(|| format!("no AnonHugePages for {:#x} in smaps", buf.addr()))?;
     Ok(Thp {
         setting,
-        madvise_hugepage,
+        madvise_hugepage: match madvise_hugepage {
+            Ok(()) => "accepted".into(),
+            Err(e) => describe_error(e),
+        },
         anon_huge_kib,
         buffer_kib: buf.len() as u64 / KIB,
     })
@@ -890,7 +890,7 @@ pub fn run(args: &Args) -> Result<Report> {
         usize::try_from(span).context("buffer size does not fit usize")?,
     )
     .with_context(|| format!("mmap + populate of a {} buffer", human_size(span)))?;
-    let thp = thp_info(&buf, madvise_hugepage)?;
+    let thp = thp_info(&buf, &madvise_hugepage)?;
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .context("reading /proc/sys/kernel/osrelease")?
         .trim()
@@ -1080,7 +1080,7 @@ mod tests {
             buffer_bytes: 32 * MIB,
             thp: Thp {
                 setting: "madvise".into(),
-                madvise_hugepage: true,
+                madvise_hugepage: "accepted".into(),
                 anon_huge_kib: 32768,
                 buffer_kib: 32768,
             },
@@ -1128,7 +1128,7 @@ mod tests {
         );
         assert!(text.contains("no IOMMU domain yet"), "{text}");
         assert!(
-            text.contains("THP madvise: MADV_HUGEPAGE accepted, 32768 of 32768 KiB"),
+            text.contains("THP madvise, MADV_HUGEPAGE accepted: 32768 of 32768 KiB"),
             "{text}"
         );
         let row = text

@@ -46,10 +46,10 @@ impl DmaBuffer {
     /// asked for *before* the pages are populated (`MAP_POPULATE` would fault them in as small
     /// pages first), then populated with `MADV_POPULATE_WRITE` (touching each page where that
     /// is refused). The contents are zero and never touched byte by byte: a benchmark buffer
-    /// of 1 GiB would take minutes to fill under TCG. Returns the buffer and whether the
-    /// kernel accepted `MADV_HUGEPAGE` (whether THP really backs it is for the caller to read
-    /// from /proc/self/smaps).
-    pub fn new_huge_aligned(len: usize) -> io::Result<(Self, bool)> {
+    /// of 1 GiB would take minutes to fill under TCG. Returns the buffer and the outcome of
+    /// `MADV_HUGEPAGE` (a kernel without `CONFIG_ADVISE_SYSCALLS` answers `ENOSYS`; whether THP
+    /// really backs the buffer is for the caller to read from /proc/self/smaps).
+    pub fn new_huge_aligned(len: usize) -> io::Result<(Self, io::Result<()>)> {
         const HUGE: usize = 2 << 20;
         let len = len
             .checked_next_multiple_of(HUGE)
@@ -90,7 +90,10 @@ impl DmaBuffer {
         // From here on Drop unmaps exactly the kept part.
         let buf = Self { ptr, len };
         // SAFETY: advice on our own mapping; neither call invalidates it.
-        let huge = unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) } == 0;
+        let huge = match unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_HUGEPAGE) } {
+            0 => Ok(()),
+            _ => Err(io::Error::last_os_error()),
+        };
         // SAFETY: as above.
         let populated =
             unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_POPULATE_WRITE) } == 0;

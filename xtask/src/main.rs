@@ -43,6 +43,9 @@ enum Cmd {
         /// Show the guest console.
         #[arg(long, short)]
         verbose: bool,
+        /// Name of the run directory, target/vm-run/NAME/ (stdout, stderr, status, dmesg).
+        #[arg(long, default_value = "manual")]
+        name: String,
         /// Guest memory (virtme-ng's --memory: 2G, 4096M…).
         #[arg(long, default_value = vm::DEFAULT_MEMORY)]
         memory: String,
@@ -80,13 +83,14 @@ fn main() -> Result<()> {
             snoop_control,
             timeout,
             verbose,
+            name,
             memory,
             cmd,
         } => {
             let opts = vm::VmOpts {
                 snoop_control,
                 timeout: Duration::from_secs(timeout),
-                name: "manual".into(),
+                name,
                 verbose,
                 memory,
             };
