@@ -397,6 +397,8 @@ pub struct Report {
     pub reps: u32,
     pub buffer_bytes: u64,
     pub thp: Thp,
+    /// What the run changed or found that bears on the numbers.
+    pub notes: Vec<String>,
     pub backends: Vec<BackendInfo>,
     pub workloads: Vec<Workload>,
     pub results: Vec<Measurement>,
@@ -424,6 +426,9 @@ pub fn format_report(r: &Report) -> String {
     );
     for b in &r.backends {
         let _ = writeln!(s, "  {:<15} {}", b.backend.name(), b.what);
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
     }
     let _ = writeln!(
         s,
@@ -880,6 +885,28 @@ fn run_group(
     Ok(())
 }
 
+/// type1's limit on the number of mappings of a container (`dma_entry_limit`, 65535 by
+/// default), read when a container is opened.
+const TYPE1_DMA_ENTRY_LIMIT: &str = "module/vfio_iommu_type1/parameters/dma_entry_limit";
+
+/// Raises type1's `dma_entry_limit` to `needed` when it is lower: the 4 KiB x 65536 workload
+/// needs one entry more than the default. Returns the value to restore, if it was raised.
+fn raise_type1_entry_limit(sysfs_root: &Path, needed: u64) -> Result<Option<u64>> {
+    let path = sysfs_root.join(TYPE1_DMA_ENTRY_LIMIT);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let limit: u64 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} holds {text:?}", path.display()))?;
+    if limit >= needed {
+        return Ok(None);
+    }
+    std::fs::write(&path, needed.to_string())
+        .with_context(|| format!("writing {needed} to {}", path.display()))?;
+    Ok(Some(limit))
+}
+
 /// The whole benchmark.
 pub fn run(args: &Args) -> Result<Report> {
     let kinds = args.backends();
@@ -919,15 +946,29 @@ pub fn run(args: &Args) -> Result<Report> {
         &mut samples,
     )?;
     // After the group above closed the cdev: VFIO refuses the group while the cdev is open.
+    let mut notes = Vec::new();
     if kinds.contains(&BackendKind::Type1) {
-        run_group(
+        let most = workloads.iter().map(|w| w.count).max().unwrap_or(0);
+        let raised = raise_type1_entry_limit(&args.sysfs, most)?;
+        if let Some(old) = raised {
+            notes.push(format!(
+                "type1: dma_entry_limit raised from {old} to {most} for this run (one mapping per entry)"
+            ));
+        }
+        let result = run_group(
             &[BackendKind::Type1],
             edu.as_ref(),
             args,
             &workloads,
             &buf,
             &mut samples,
-        )?;
+        );
+        if let Some(old) = raised {
+            let path = args.sysfs.join(TYPE1_DMA_ENTRY_LIMIT);
+            std::fs::write(&path, old.to_string())
+                .with_context(|| format!("restoring {old} in {}", path.display()))?;
+        }
+        result?;
     }
 
     let mut results = Vec::new();
@@ -945,6 +986,7 @@ pub fn run(args: &Args) -> Result<Report> {
         reps: args.reps(),
         buffer_bytes: buf.len() as u64,
         thp,
+        notes,
         backends: kinds
             .iter()
             .map(|&backend| BackendInfo {
@@ -1046,6 +1088,23 @@ mod tests {
     }
 
     #[test]
+    fn type1_entry_limit_is_raised_only_when_short() {
+        let dir = crate::sysfs::testutil::TestDir::new("bench-entry-limit");
+        let param = dir.path().join(TYPE1_DMA_ENTRY_LIMIT);
+        std::fs::create_dir_all(param.parent().unwrap()).unwrap();
+        std::fs::write(&param, "65535\n").unwrap();
+        assert_eq!(raise_type1_entry_limit(dir.path(), 1024).unwrap(), None);
+        assert_eq!(std::fs::read_to_string(&param).unwrap(), "65535\n");
+        assert_eq!(
+            raise_type1_entry_limit(dir.path(), 65536).unwrap(),
+            Some(65535)
+        );
+        assert_eq!(std::fs::read_to_string(&param).unwrap(), "65536");
+        std::fs::write(&param, "lots").unwrap();
+        assert!(raise_type1_entry_limit(dir.path(), 1).is_err());
+    }
+
+    #[test]
     fn smaps_vma_lookup() {
         let smaps = "00400000-00500000 r-xp 00000000 00:10 1 /bin/x\n\
                      AnonHugePages:         0 kB\n\
@@ -1078,6 +1137,7 @@ mod tests {
             quick: true,
             reps: 2,
             buffer_bytes: 32 * MIB,
+            notes: vec!["type1: dma_entry_limit raised".into()],
             thp: Thp {
                 setting: "madvise".into(),
                 madvise_hugepage: "accepted".into(),
@@ -1127,6 +1187,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("no IOMMU domain yet"), "{text}");
+        assert!(
+            text.contains("\nnote: type1: dma_entry_limit raised\n"),
+            "{text}"
+        );
         assert!(
             text.contains("THP madvise, MADV_HUGEPAGE accepted: 32768 of 32768 KiB"),
             "{text}"
