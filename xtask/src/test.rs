@@ -179,3 +179,26 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scenarios_file_parses_with_defaults() {
+        let all: Scenarios = toml::from_str(include_str!("../../ci/vm/scenarios.toml"))
+            .expect("ci/vm/scenarios.toml parses");
+        let bench = all
+            .scenarios
+            .iter()
+            .find(|s| s.name == "bench-quick")
+            .expect("the bench-quick scenario exists");
+        assert_eq!(bench.command, ["ioasid-bench", "--quick"]);
+        assert_eq!(bench.memory, crate::vm::DEFAULT_MEMORY);
+        assert_eq!(bench.expect, Expect::Pass);
+        let custom: Scenarios =
+            toml::from_str("[[scenario]]\nname = \"x\"\ncommand = [\"true\"]\nmemory = \"4G\"\n")
+                .expect("memory key parses");
+        assert_eq!(custom.scenarios[0].memory, "4G");
+    }
+}
