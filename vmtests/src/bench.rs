@@ -432,7 +432,8 @@ pub fn format_report(r: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        "\ntimes in ms, median / min of {} repetitions (clock_gettime MONOTONIC around each phase)",
+        "\ntimes in ms, median / min of {} repetitions (clock_gettime MONOTONIC around each phase; \
+         total: of the per-repetition sums)",
         r.reps
     );
     let _ = writeln!(
