@@ -96,21 +96,29 @@ fn fdinfo(fd: &Iommufd) -> Result<PinInfo, String> {
     parse_fdinfo(&text)
 }
 
-/// `VmPin` of `/proc/self/status`, in pages.
-pub fn vm_pin_pages() -> Result<u64, String> {
+/// A `kB` field of `/proc/self/status` (`VmPin`, `VmLck`…), in KiB.
+pub fn status_kib(field: &str) -> Result<u64, String> {
     let text = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
-    let line = text
+    parse_status_kib(&text, field)
+}
+
+/// [`status_kib`] of a given status text.
+pub fn parse_status_kib(status: &str, field: &str) -> Result<u64, String> {
+    let line = status
         .lines()
-        .find(|l| l.starts_with("VmPin:"))
-        .ok_or("no VmPin in /proc/self/status")?;
-    let kb: u64 = line
-        .trim_start_matches("VmPin:")
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))
+        .ok_or_else(|| format!("no {field} in /proc/self/status"))?;
+    line[field.len() + 1..]
         .trim()
         .trim_end_matches("kB")
         .trim()
         .parse()
-        .map_err(|e| format!("bad VmPin line {line:?}: {e}"))?;
-    Ok(kb * 1024 / page_size() as u64)
+        .map_err(|e| format!("bad {field} line {line:?}: {e}"))
+}
+
+/// `VmPin` of `/proc/self/status`, in pages.
+pub fn vm_pin_pages() -> Result<u64, String> {
+    Ok(status_kib("VmPin")? * 1024 / page_size() as u64)
 }
 
 fn expect_eq(what: &str, got: u64, want: u64) -> CheckResult {
@@ -423,6 +431,15 @@ pub fn run<W: Write>(fd: Iommufd, out: W) -> io::Result<Tap<W>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_fields_in_kib() {
+        let status = "Name:\tx\nVmLck:\t    2048 kB\nVmPin:\t       4 kB\nVmPinX:\t1 kB\n";
+        assert_eq!(parse_status_kib(status, "VmPin"), Ok(4));
+        assert_eq!(parse_status_kib(status, "VmLck"), Ok(2048));
+        assert!(parse_status_kib(status, "VmRSS").is_err());
+        assert!(parse_status_kib("VmPin:\tlots kB\n", "VmPin").is_err());
+    }
 
     #[test]
     fn parses_the_documented_format() {

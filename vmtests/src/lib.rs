@@ -7,10 +7,13 @@
 //!   the iommufd, ioasid or type1 backend; prints a JSON summary line.
 //! * `ioasid-difftest` — the same ioctl sequences against `/dev/iommu` and
 //!   `/dev/ioasid`, results compared call by call.
+//! * `ioasid-bench` — MAP+UNMAP and COPY timings of `/dev/ioasid` against
+//!   iommufd (with and without a domain) and VFIO type1, in one run.
 //!
 //! All ioctl numbers and structures come from `ioasid-uapi`.
 
 pub mod accounting;
+pub mod bench;
 pub mod difftest;
 pub mod dmabuf;
 pub mod edu;

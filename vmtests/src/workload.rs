@@ -429,10 +429,15 @@ fn run_cdev(args: &Args, bdf: &str, plan: &Plan, summary: &mut Summary) -> Resul
     Ok(ok)
 }
 
-fn run_type1(args: &Args, bdf: &str, plan: &Plan) -> Result<bool> {
-    let root = &args.sysfs;
-    let group = sysfs::iommu_group(root, bdf)?;
-    let container_path = args.devfs.join("vfio/vfio");
+/// A type1 container with `bdf`'s IOMMU group attached (`VFIO_SET_IOMMU` TYPE1v2: from here
+/// on the container has an IOMMU domain and `VFIO_IOMMU_MAP_DMA` pins and maps).
+pub fn open_type1(
+    sysfs_root: &Path,
+    devfs: &Path,
+    bdf: &str,
+) -> Result<(VfioContainer, VfioGroup)> {
+    let group = sysfs::iommu_group(sysfs_root, bdf)?;
+    let container_path = devfs.join("vfio/vfio");
     let container = VfioContainer::open(&container_path)?;
     let ver = container.api_version().context("VFIO_GET_API_VERSION")?;
     ensure!(
@@ -444,7 +449,7 @@ fn run_type1(args: &Args, bdf: &str, plan: &Plan) -> Result<bool> {
         .context("VFIO_CHECK_EXTENSION TYPE1v2")?;
     ensure!(ext > 0, "container does not support VFIO_TYPE1v2_IOMMU");
 
-    let group_path = args.devfs.join("vfio").join(group.to_string());
+    let group_path = devfs.join("vfio").join(group.to_string());
     sysfs::wait_for_path(&group_path, Duration::from_secs(2))?;
     let grp = VfioGroup::open(&group_path)?;
     let st = grp.status().context("VFIO_GROUP_GET_STATUS")?;
@@ -458,6 +463,11 @@ fn run_type1(args: &Args, bdf: &str, plan: &Plan) -> Result<bool> {
     container
         .set_iommu(VFIO_TYPE1v2_IOMMU)
         .context("VFIO_SET_IOMMU TYPE1v2")?;
+    Ok((container, grp))
+}
+
+fn run_type1(args: &Args, bdf: &str, plan: &Plan) -> Result<bool> {
+    let (container, grp) = open_type1(&args.sysfs, &args.devfs, bdf)?;
     let dev = grp
         .device(bdf)
         .with_context(|| format!("VFIO_GROUP_GET_DEVICE_FD {bdf}"))?;

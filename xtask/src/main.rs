@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's developer and CI commands.
 
+mod bench;
 mod kernel;
 mod patches;
 mod selftests;
@@ -43,6 +44,12 @@ enum Cmd {
         /// Show the guest console.
         #[arg(long, short)]
         verbose: bool,
+        /// Name of the run directory, target/vm-run/NAME/ (stdout, stderr, status, dmesg).
+        #[arg(long, default_value = "manual")]
+        name: String,
+        /// Guest memory (virtme-ng's --memory: 2G, 4096M…).
+        #[arg(long, default_value = vm::DEFAULT_MEMORY)]
+        memory: String,
         /// The command to run in the guest.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -68,6 +75,28 @@ enum Cmd {
     Selftests,
     /// Set up everything, build the kernel, and boot it running the main demo.
     Demo,
+    /// MAP+UNMAP and COPY benchmark in one VM run: /dev/ioasid vs iommufd (+domain, bare) vs
+    /// VFIO type1; prints the table and ratios, keeps the JSON in target/bench/.
+    Bench {
+        /// Small sizes (what the bench-quick CI scenario runs).
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions of each measurement (ioasid-bench's default: 5, with --quick 2).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        reps: Option<u32>,
+        /// Only these backends, comma-separated: ioasid, iommufd+domain, iommufd, type1.
+        #[arg(long)]
+        backends: Option<String>,
+        /// Guest memory (the full run pins a 1 GiB buffer).
+        #[arg(long, default_value = bench::BENCH_MEMORY)]
+        memory: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 900)]
+        timeout: u64,
+        /// Boot the kernel built now; do not run `cargo xtask kernel` first.
+        #[arg(long)]
+        no_kernel_build: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -80,13 +109,16 @@ fn main() -> Result<()> {
             snoop_control,
             timeout,
             verbose,
+            name,
+            memory,
             cmd,
         } => {
             let opts = vm::VmOpts {
                 snoop_control,
                 timeout: Duration::from_secs(timeout),
-                name: "manual".into(),
+                name,
                 verbose,
+                memory,
             };
             let status = vm::vm_command(&paths, &opts, &cmd)?;
             std::process::exit(status.clamp(0, 255));
@@ -107,6 +139,24 @@ fn main() -> Result<()> {
             setup::setup(&paths)?;
             demo(&paths)
         }
+        Cmd::Bench {
+            quick,
+            reps,
+            backends,
+            memory,
+            timeout,
+            no_kernel_build,
+        } => bench::bench(
+            &paths,
+            &bench::BenchOpts {
+                quick,
+                reps,
+                backends,
+                memory,
+                timeout: Duration::from_secs(timeout),
+                no_kernel_build,
+            },
+        ),
     }
 }
 
@@ -123,6 +173,7 @@ fn demo(paths: &util::Paths) -> Result<()> {
         timeout: Duration::from_secs(600),
         name: "demo".into(),
         verbose: false,
+        memory: vm::DEFAULT_MEMORY.into(),
     };
     let status = vm::vm_command(paths, &opts, &["sh".into(), "ci/vm/demo.sh".into()])?;
     std::process::exit(status.clamp(0, 255));
@@ -147,6 +198,51 @@ mod tests {
         );
         assert!(
             Cli::try_parse_from(["xtask", "vm", "--snoop-control", "on", "--", "true"]).is_ok()
+        );
+    }
+
+    #[test]
+    fn bench_options() {
+        let cli = Cli::try_parse_from(["xtask", "bench"]).expect("defaults parse");
+        let Cmd::Bench {
+            quick,
+            reps,
+            memory,
+            no_kernel_build,
+            ..
+        } = cli.command
+        else {
+            panic!("not the bench command");
+        };
+        assert!(!quick && !no_kernel_build);
+        assert_eq!((reps, memory.as_str()), (None, "4G"));
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "bench",
+            "--quick",
+            "--reps",
+            "3",
+            "--memory",
+            "6G",
+            "--no-kernel-build",
+        ])
+        .expect("options parse");
+        let Cmd::Bench {
+            quick,
+            reps,
+            memory,
+            no_kernel_build,
+            ..
+        } = cli.command
+        else {
+            panic!("not the bench command");
+        };
+        assert!(quick && no_kernel_build);
+        assert_eq!((reps, memory.as_str()), (Some(3), "6G"));
+        assert!(Cli::try_parse_from(["xtask", "bench", "--reps", "0"]).is_err());
+        assert!(
+            Cli::try_parse_from(["xtask", "vm", "--name", "x", "--memory", "4G", "--", "true"])
+                .is_ok()
         );
     }
 }

@@ -36,6 +36,9 @@ struct Scenario {
     expect: Expect,
     #[serde(default = "default_timeout")]
     timeout_s: u64,
+    /// Guest memory (virtme-ng's --memory).
+    #[serde(default = "default_memory")]
+    memory: String,
 }
 
 fn default_snoop() -> String {
@@ -46,6 +49,9 @@ fn default_expect() -> Expect {
 }
 fn default_timeout() -> u64 {
     300
+}
+fn default_memory() -> String {
+    crate::vm::DEFAULT_MEMORY.into()
 }
 
 pub struct TestOpts {
@@ -124,6 +130,7 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
             timeout: Duration::from_secs(s.timeout_s),
             name: s.name.clone(),
             verbose: false,
+            memory: s.memory.clone(),
         };
         let verdict = match run_in_vm(paths, &vm, &s.command) {
             Err(e) => Err(format!("{e:#}")),
@@ -171,4 +178,27 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
         bail!("failed VM scenarios: {}", failed.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scenarios_file_parses_with_defaults() {
+        let all: Scenarios = toml::from_str(include_str!("../../ci/vm/scenarios.toml"))
+            .expect("ci/vm/scenarios.toml parses");
+        let bench = all
+            .scenarios
+            .iter()
+            .find(|s| s.name == "bench-quick")
+            .expect("the bench-quick scenario exists");
+        assert_eq!(bench.command, ["ioasid-bench", "--quick"]);
+        assert_eq!(bench.memory, crate::vm::DEFAULT_MEMORY);
+        assert_eq!(bench.expect, Expect::Pass);
+        let custom: Scenarios =
+            toml::from_str("[[scenario]]\nname = \"x\"\ncommand = [\"true\"]\nmemory = \"4G\"\n")
+                .expect("memory key parses");
+        assert_eq!(custom.scenarios[0].memory, "4G");
+    }
 }

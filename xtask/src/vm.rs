@@ -26,7 +26,12 @@ pub struct VmOpts {
     pub name: String,
     /// Echo the guest console to stderr while it runs.
     pub verbose: bool,
+    /// Guest memory, as virtme-ng's `--memory` takes it (e.g. `2G`).
+    pub memory: String,
 }
+
+/// Guest memory of test runs: enough for the scenarios, small enough for a 2-core CI machine.
+pub const DEFAULT_MEMORY: &str = "2G";
 
 pub struct VmOutcome {
     pub status: i32,
@@ -133,7 +138,7 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
             "--user",
             "root",
         ])
-        .args(["--cpus", "2", "--memory", "2G", "--verbose"])
+        .args(["--cpus", "2", "--memory", opts.memory.as_str(), "--verbose"])
         .arg(format!("--rwdir={}", dir.display()))
         // `=`: argparse takes a separate value that starts with `-` for an option.
         .arg(format!("--qemu-opts={}", qemu_opts(opts.snoop_control)))
