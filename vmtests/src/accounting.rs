@@ -23,16 +23,19 @@
 //! an attached device, so they are not run against `/dev/iommu`.
 
 use crate::dmabuf::DmaBuffer;
+use crate::memfd;
 use crate::tap::{CheckResult, Tap, expect_errno, expect_ok};
 use ioasid_uapi::Iommufd;
 use ioasid_uapi::iommufd::*;
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 /// Pages of the test buffers.
 pub const PAGES: usize = 64;
 /// Pages of the buffers of the rlimit check.
 pub const RLIMIT_PAGES: usize = 1024;
+/// Size of the memfd mapped both ways, in pages.
+const MEMFD_PAGES: usize = 16;
 const RW: u32 = IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
 const IOVA_A: u64 = 0x100000;
 const IOVA_B: u64 = 0x400000;
@@ -242,6 +245,38 @@ fn checks() -> Vec<Check> {
                 expect_eq(
                     "VmPin pages above baseline",
                     vm_pin_pages()?.wrapping_sub(c.base_vmpin),
+                    0,
+                )
+            },
+        ),
+        (
+            "a memfd mapped through mmap() and through IOMMU_IOAS_MAP_FILE is pinned once",
+            |_| {
+                let fd = Iommufd::open(ioasid_uapi::DEV_IOASID).map_err(|e| e.to_string())?;
+                let len = MEMFD_PAGES * page_size();
+                let memfd =
+                    memfd::create(c"ioasid-accounting", len).map_err(|e| format!("memfd: {e}"))?;
+                let mapping = memfd::SharedMapping::new(memfd.as_fd(), len)
+                    .map_err(|e| format!("mmap of the memfd: {e}"))?;
+                let base = vm_pin_pages()?;
+                let a = expect_ok(fd.ioas_alloc())?;
+                expect_ok(fd.ioas_map(a, mapping.addr(), len as u64, None, RW))?;
+                expect_ok(fd.ioas_map_file(a, memfd.as_fd(), 0, len as u64, None, RW))?;
+                expect_eq(
+                    "ioasid-pinned-pages",
+                    fdinfo(&fd)?.pinned,
+                    MEMFD_PAGES as u64,
+                )?;
+                expect_eq(
+                    "VmPin pages above baseline",
+                    vm_pin_pages()?.wrapping_sub(base),
+                    MEMFD_PAGES as u64,
+                )?;
+                expect_ok(fd.destroy(a))?;
+                expect_eq("ioasid-pinned-pages", fdinfo(&fd)?.pinned, 0)?;
+                expect_eq(
+                    "VmPin pages above baseline",
+                    vm_pin_pages()?.wrapping_sub(base),
                     0,
                 )
             },

@@ -18,6 +18,7 @@ pub mod difftest;
 pub mod dmabuf;
 pub mod edu;
 pub mod errno;
+pub mod memfd;
 pub mod smoke;
 pub mod sysfs;
 pub mod tap;

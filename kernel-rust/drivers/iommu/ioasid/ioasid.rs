@@ -43,9 +43,9 @@
 //!
 //! `IOMMU_IOAS_MAP` pins the user memory it maps with `FOLL_LONGTERM` (and `FOLL_WRITE` for a
 //! writable mapping), in batches, into a [`pages::Pages`]; `IOMMU_IOAS_MAP_FILE` pins the pages
-//! of a memfd with `memfd_pin_folios()`, one pin per page all the same. `IOMMU_IOAS_COPY` does not pin
-//! anything: the new areas share the [`pages::Pages`] of the source areas, by reference. The
-//! pages are unpinned when the last area that uses them goes: on `IOMMU_IOAS_UNMAP`, on
+//! of a memfd with `memfd_pin_folios()`, one pin per page all the same. `IOMMU_IOAS_COPY` does
+//! not pin anything: the new areas share the [`pages::Pages`] of the source areas, by reference.
+//! The pages are unpinned when the last area that uses them goes: on `IOMMU_IOAS_UNMAP`, on
 //! `IOMMU_DESTROY` of the IOAS, or when the file is closed.
 //!
 //! Pinned memory is charged against `RLIMIT_MEMLOCK` like iommufd's default mode

@@ -904,6 +904,38 @@ TEST_F(ioasid_ioas, map_file)
 	cmd.start = UINT64_MAX - PAGE_SIZE + 1;
 	cmd.length = 2 * PAGE_SIZE;
 	EXPECT_ERRNO(EOVERFLOW, ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &cmd));
+	cmd.length = PAGE_SIZE;
+
+	/*
+	 * Where the pages are pinned at map time, the range must be whole
+	 * pages of a memfd within its size; iommufd without a domain only
+	 * finds out at attach.
+	 */
+	if (pins_at_map()) {
+		int null_fd = open("/dev/null", O_RDWR);
+
+		ASSERT_NE(-1, null_fd);
+		cmd.start = PAGE_SIZE / 2;
+		EXPECT_ERRNO(EINVAL,
+			     ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &cmd));
+		cmd.start = BUFFER_SIZE;
+		EXPECT_ERRNO(EINVAL,
+			     ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &cmd));
+		cmd.start = 0;
+		cmd.fd = null_fd;
+		EXPECT_ERRNO(EINVAL,
+			     ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &cmd));
+		cmd.fd = mfd;
+		EXPECT_EQ(0, close(null_fd));
+	}
+
+	/* A kernel-chosen IOVA keeps the alignment of the file offset */
+	cmd.flags = MAP_RW;
+	cmd.start = 2 * PAGE_SIZE;
+	cmd.length = 2 * PAGE_SIZE;
+	ASSERT_EQ(0, ioctl(self->fd, IOMMU_IOAS_MAP_FILE, &cmd));
+	EXPECT_EQ(0, cmd.iova % (2 * PAGE_SIZE));
+	test_ioctl_ioas_unmap(cmd.iova, 2 * PAGE_SIZE);
 
 	test_ioctl_ioas_unmap(self->base_iova, 4 * PAGE_SIZE);
 	EXPECT_EQ(0, close(mfd));
