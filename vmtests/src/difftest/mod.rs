@@ -40,10 +40,10 @@ pub mod prng;
 
 use anyhow::{Context, Result};
 use call::{Call, Cmd, Id};
-use exec::{Device, Resources, execute, read_status};
+use exec::{Device, MemCounters, Resources, execute};
 use ioasid_uapi::Iommufd;
 use ioasid_uapi::iommufd::{IommuIoasAlloc, IommuIoasIovaRanges};
-use model::Model;
+use model::{Model, PinModel, PinRule};
 use ops::{Op, OpSet};
 use prng::Rng;
 use std::io::Write;
@@ -122,35 +122,88 @@ fn open(cfg: &Config, opener: Opener<'_>) -> Result<Pair> {
     })
 }
 
-fn leak_check(what: &str, base: exec::MemCounters) -> Result<Option<String>> {
-    let now = read_status()?;
-    Ok((now != base).then(|| {
+/// The [`PinRule`] of each device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    pub reference: PinRule,
+    pub test: PinRule,
+}
+
+impl Rules {
+    /// Mainline iommufd (per pages object with a domain, nothing without)
+    /// against `/dev/ioasid` (distinct pages per file).
+    pub fn for_config(cfg: &Config) -> Self {
+        Self {
+            reference: if cfg.mainline_domain.is_some() {
+                PinRule::PagesObject
+            } else {
+                PinRule::Unpinned
+            },
+            test: PinRule::DistinctPerFile,
+        }
+    }
+}
+
+/// `VmPin`/`VmLck` must be `base` plus what the models say the files still
+/// pin (`held`): a finding if not.
+fn leak_check(
+    what: &str,
+    res: &Resources,
+    base: MemCounters,
+    held: &[&PinModel],
+) -> Result<Option<String>> {
+    let now = res.counters()?;
+    let mut want = base;
+    for m in held {
+        let c = m.counters();
+        want.pin_kb += c.pin_kb;
+        want.lck_kb += c.lck_kb;
+    }
+    Ok((now != want).then(|| {
         format!(
-            "leak: {what}: VmPin {} kB -> {} kB, VmLck {} kB -> {} kB",
-            base.pin_kb, now.pin_kb, base.lck_kb, now.lck_kb
+            "leak: {what}: VmPin {} kB -> {} kB (expected {} kB), VmLck {} kB -> {} kB (expected {} kB)",
+            base.pin_kb, now.pin_kb, want.pin_kb, base.lck_kb, now.lck_kb, want.lck_kb
         )
     }))
 }
 
 /// Run one sequence: `next` yields the calls (given the model so far).
+///
+/// Every call's results must be identical on both devices, and each
+/// device's VmPin/VmLck change must be the one its [`PinModel`] predicts.
+/// The sequence stops at the first call where either fails (it has
+/// *diverged*: the devices, or a device and its model, no longer agree on
+/// what is mapped). Leak checks: without a divergence, after destroying
+/// every object (when DESTROY is allowed) and after closing each device,
+/// the counters must be what the models say the still open files pin;
+/// after a divergence only once both devices are closed, against the
+/// counters before the sequence.
 fn run_sequence<W: Write>(
     cfg: &Config,
     opener: Opener<'_>,
     res: &Resources,
+    rules: Rules,
     window: Option<domain::Window>,
     next: &mut dyn FnMut(&Model) -> Option<Call>,
     out: &mut W,
 ) -> Result<SeqResult> {
-    let base = read_status()?;
+    let base = res.counters()?;
     let pair = open(cfg, opener)?;
     let mut model = Model::default();
+    let charges_mm = !memlock::ipc_lock_effective()?;
+    let mut rpins = PinModel::new(rules.reference, charges_mm);
+    let mut tpins = PinModel::new(rules.test, charges_mm);
     // Per logical object: (reference id, test id).
     let mut ids: Vec<(u32, u32)> = Vec::new();
     let mut r = SeqResult::default();
     let mut diverged = false;
+    let rname = cfg.reference.display().to_string();
+    let tname = cfg.test.display().to_string();
 
     let step = |call: &Call,
                 model: &mut Model,
+                rpins: &mut PinModel,
+                tpins: &mut PinModel,
                 ids: &mut Vec<(u32, u32)>,
                 r: &mut SeqResult,
                 out: &mut W|
@@ -194,8 +247,33 @@ fn run_sequence<W: Write>(
         if cfg.verbose {
             writeln!(out, "#   {call} -> {}", outcome::describe(call.op(), &a))?;
         }
-        if let Some(d) = outcome::difference(call, &a, &b) {
-            r.problems.push(format!("call {}: {d}", r.calls));
+        // Each device's pin accounting against its own model, from its own
+        // outcome (also when the outcomes differ).
+        let mut deviations =
+            outcome::pin_deviations(&rname, &a, rpins.apply(call, &a), rpins.rule().describe());
+        deviations.extend(outcome::pin_deviations(
+            &tname,
+            &b,
+            tpins.apply(call, &b),
+            tpins.rule().describe(),
+        ));
+        let diff = outcome::difference(call, &a, &b);
+        if diff.is_some() || !deviations.is_empty() {
+            let op = call.op();
+            let mut p = match diff {
+                Some(d) => format!("call {}: {d}", r.calls),
+                None => format!(
+                    "call {}: pin accounting deviates from the model in {call}\n#   reference: {}\n#   test:      {}",
+                    r.calls,
+                    outcome::describe(op, &a),
+                    outcome::describe(op, &b)
+                ),
+            };
+            for d in deviations {
+                p.push_str("\n#   ");
+                p.push_str(&d);
+            }
+            r.problems.push(p);
             return Ok(false);
         }
         if a.ok() && matches!(call.cmd, Cmd::Alloc { .. }) {
@@ -208,7 +286,9 @@ fn run_sequence<W: Write>(
     };
 
     while let Some(call) = next(&model) {
-        if !step(&call, &mut model, &mut ids, &mut r, out)? {
+        if !step(
+            &call, &mut model, &mut rpins, &mut tpins, &mut ids, &mut r, out,
+        )? {
             diverged = true;
             break;
         }
@@ -217,21 +297,40 @@ fn run_sequence<W: Write>(
     if !diverged && cfg.ops.contains(Op::Destroy) {
         for k in model.alive() {
             let c = Call::new(Cmd::Destroy { id: Id::Obj(k) });
-            if !step(&c, &mut model, &mut ids, &mut r, out)? {
+            if !step(
+                &c, &mut model, &mut rpins, &mut tpins, &mut ids, &mut r, out,
+            )? {
+                diverged = true;
                 break;
             }
         }
-        if let Some(l) = leak_check("after destroying every object", base)? {
+        if !diverged
+            && let Some(l) = leak_check(
+                "after destroying every object",
+                res,
+                base,
+                &[&rpins, &tpins],
+            )?
+        {
             r.problems.push(l);
         }
     }
     let Pair { reference, test } = pair;
     drop(reference);
-    if let Some(l) = leak_check(&format!("after closing {}", cfg.reference.display()), base)? {
+    rpins.close();
+    if !diverged
+        && let Some(l) = leak_check(&format!("after closing {rname}"), res, base, &[&tpins])?
+    {
         r.problems.push(l);
     }
     drop(test);
-    if let Some(l) = leak_check(&format!("after closing {}", cfg.test.display()), base)? {
+    tpins.close();
+    let what = if diverged {
+        format!("after closing {rname} and {tname} (the sequence diverged)")
+    } else {
+        format!("after closing {tname}")
+    };
+    if let Some(l) = leak_check(&what, res, base, &[])? {
         r.problems.push(l);
     }
     Ok(r)
@@ -283,6 +382,17 @@ pub fn run<W: Write>(cfg: &Config, out: &mut W) -> Result<Summary> {
 /// [`run`] with devices opened by `opener`.
 pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Result<Summary> {
     let res = Resources::new()?;
+    run_full(cfg, opener, &res, Rules::for_config(cfg), out)
+}
+
+/// [`run_with`] on `res`, each device's pins predicted by its rule in `rules`.
+pub fn run_full<W: Write>(
+    cfg: &Config,
+    opener: Opener<'_>,
+    res: &Resources,
+    rules: Rules,
+    out: &mut W,
+) -> Result<Summary> {
     let window = match &cfg.mainline_domain {
         Some(cdev) => {
             let dev = opener(&cfg.reference)?;
@@ -337,12 +447,20 @@ pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Resu
     for case in &cases {
         n += 1;
         let mut it = case.calls.iter();
-        let r = run_sequence(cfg, opener, &res, window, &mut |_| it.next().cloned(), out)?;
+        let r = run_sequence(
+            cfg,
+            opener,
+            res,
+            rules,
+            window,
+            &mut |_| it.next().cloned(),
+            out,
+        )?;
         report(out, n, &format!("fixed: {}", case.name), &r, &mut sum)?;
     }
     if memlock {
         n += 1;
-        let r = memlock::run(cfg, opener, &res)?;
+        let r = memlock::run(cfg, opener, res, rules)?;
         let r = SeqResult {
             calls: r.calls,
             skipped: 0,
@@ -370,7 +488,8 @@ pub fn run_with<W: Write>(cfg: &Config, opener: Opener<'_>, out: &mut W) -> Resu
         let r = run_sequence(
             cfg,
             opener,
-            &res,
+            res,
+            rules,
             window,
             &mut |m| {
                 if left == 0 {
