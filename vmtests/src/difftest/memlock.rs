@@ -182,10 +182,10 @@ fn child_body(
             Id::Raw(v) => v,
         };
         let o = execute(fd.as_ref(), &call, res, &id, true)?;
+        let expected = pins.apply(&call, &o, &id);
         if o.ok() && matches!(call.cmd, Cmd::Alloc { .. }) {
             ids.push(o.decode::<IommuIoasAlloc>().out_ioas_id);
         }
-        let expected = pins.apply(&call, &o);
         let mut findings = vec![format!(
             "VmPin{:+}kB VmLck{:+}kB",
             o.pinned_kb.unwrap_or(0),

@@ -263,12 +263,16 @@ fn run_sequence<W: Write>(
         }
         // Each device's pin accounting against its own model, from its own
         // outcome (also when the outcomes differ).
-        let mut deviations =
-            outcome::pin_deviations(&rname, &a, rpins.apply(call, &a), rpins.rule().describe());
+        let mut deviations = outcome::pin_deviations(
+            &rname,
+            &a,
+            rpins.apply(call, &a, &rid),
+            rpins.rule().describe(),
+        );
         deviations.extend(outcome::pin_deviations(
             &tname,
             &b,
-            tpins.apply(call, &b),
+            tpins.apply(call, &b, &tid),
             tpins.rule().describe(),
         ));
         let diff = outcome::difference(call, &a, &b);
@@ -752,6 +756,296 @@ mod tests {
                 "compared {} sequences, {} calls: {} differences",
                 s.sequences, s.calls, s.differences
             )),
+            "{text}"
+        );
+    }
+
+    /// How the fake /dev/ioasid below misbehaves.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Bug {
+        None,
+        /// Counts every pin like mainline instead of distinct pages.
+        CountEveryPin,
+        /// DESTROY forgets the IOAS's areas without unpinning them.
+        LeakOnDestroy,
+        /// Closing the file does not unpin.
+        LeakOnClose,
+    }
+
+    #[derive(Default)]
+    struct PinState {
+        ioas: std::collections::BTreeSet<u32>,
+        /// (ioas, iova, length, user_va)
+        areas: Vec<(u32, u64, u64, u64)>,
+        leaked_kb: i64,
+        /// What this fake has added to the meter.
+        counted_kb: i64,
+        next_auto: u64,
+    }
+
+    /// A toy iommufd with IOAS_ALLOC, DESTROY, MAP and UNMAP that pins
+    /// arena pages into a shared fake `VmPin`: like mainline with a domain
+    /// (`distinct` false: every map's pages) or like /dev/ioasid (distinct
+    /// pages of the file).
+    struct PinFake {
+        distinct: bool,
+        bug: Bug,
+        meter: Rc<Cell<MemCounters>>,
+        arena: (u64, u64),
+        st: RefCell<PinState>,
+    }
+
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    impl PinFake {
+        fn pinned_kb(&self, st: &PinState) -> i64 {
+            let pages = if self.distinct && self.bug != Bug::CountEveryPin {
+                let set: std::collections::BTreeSet<u64> = st
+                    .areas
+                    .iter()
+                    .flat_map(|&(_, _, len, va)| {
+                        (0..len / exec::PAGE).map(move |i| va / exec::PAGE + i)
+                    })
+                    .collect();
+                set.len() as u64
+            } else {
+                st.areas.iter().map(|a| a.2 / exec::PAGE).sum()
+            };
+            (pages * exec::PAGE / 1024) as i64 + st.leaked_kb
+        }
+
+        fn recount(&self, st: &mut PinState) {
+            let now = self.pinned_kb(st);
+            let mut m = self.meter.get();
+            m.pin_kb += now - st.counted_kb;
+            self.meter.set(m);
+            st.counted_kb = now;
+        }
+    }
+
+    impl Drop for PinFake {
+        fn drop(&mut self) {
+            if self.bug != Bug::LeakOnClose {
+                // What LeakOnDestroy leaked stays leaked.
+                let st = self.st.borrow();
+                let mut m = self.meter.get();
+                m.pin_kb -= st.counted_kb - st.leaked_kb;
+                self.meter.set(m);
+            }
+        }
+    }
+
+    impl Device for PinFake {
+        unsafe fn ioctl_raw(&self, nr: u32, buf: &mut [u8]) -> std::io::Result<libc::c_int> {
+            use ioasid_uapi::iommufd::*;
+            use std::mem::{offset_of, size_of};
+            let err = |e| Err(std::io::Error::from_raw_os_error(e));
+            let u32_at = |b: &[u8], o: usize| {
+                b.get(o..o + 4)
+                    .map_or(0, |s| u32::from_ne_bytes([s[0], s[1], s[2], s[3]]))
+            };
+            let u64_at = |b: &[u8], o: usize| {
+                b.get(o..o + 8).map_or(0, |s| {
+                    u64::from_ne_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
+                })
+            };
+            let full = match nr {
+                IOMMU_IOAS_ALLOC => size_of::<IommuIoasAlloc>(),
+                IOMMU_DESTROY => size_of::<IommuDestroy>(),
+                IOMMU_IOAS_MAP => size_of::<IommuIoasMap>(),
+                IOMMU_IOAS_UNMAP => size_of::<IommuIoasUnmap>(),
+                _ => return err(libc::ENOTTY),
+            };
+            let size = u32_at(buf, 0) as usize;
+            if size < full || size > buf.len() {
+                return err(libc::EINVAL);
+            }
+            if buf[full..size].iter().any(|b| *b != 0) {
+                return err(libc::E2BIG);
+            }
+            let mut st = self.st.borrow_mut();
+            match nr {
+                IOMMU_IOAS_ALLOC => {
+                    if u32_at(buf, 4) != 0 {
+                        return err(libc::EOPNOTSUPP);
+                    }
+                    let id = (1..).find(|i| !st.ioas.contains(i)).unwrap_or(1);
+                    st.ioas.insert(id);
+                    buf[8..12].copy_from_slice(&id.to_ne_bytes());
+                }
+                IOMMU_DESTROY => {
+                    let id = u32_at(buf, 4);
+                    if !st.ioas.remove(&id) {
+                        return err(libc::ENOENT);
+                    }
+                    let before = self.pinned_kb(&st);
+                    st.areas.retain(|a| a.0 != id);
+                    if self.bug == Bug::LeakOnDestroy {
+                        st.leaked_kb += before - self.pinned_kb(&st);
+                    }
+                }
+                IOMMU_IOAS_MAP => {
+                    let flags = u32_at(buf, offset_of!(IommuIoasMap, flags));
+                    let id = u32_at(buf, offset_of!(IommuIoasMap, ioas_id));
+                    let va = u64_at(buf, offset_of!(IommuIoasMap, user_va));
+                    let len = u64_at(buf, offset_of!(IommuIoasMap, length));
+                    let mut iova = u64_at(buf, offset_of!(IommuIoasMap, iova));
+                    if flags & !7 != 0 || u32_at(buf, offset_of!(IommuIoasMap, __reserved)) != 0 {
+                        return err(libc::EOPNOTSUPP);
+                    }
+                    if !st.ioas.contains(&id) {
+                        return err(libc::ENOENT);
+                    }
+                    if flags & 6 == 0 || len == 0 || (va | len | iova) % exec::PAGE != 0 {
+                        return err(libc::EINVAL);
+                    }
+                    if va < self.arena.0 || va.saturating_add(len) > self.arena.1 {
+                        return err(libc::EFAULT);
+                    }
+                    if flags & IOMMU_IOAS_MAP_FIXED_IOVA == 0 {
+                        st.next_auto += 1;
+                        iova = st.next_auto << 32;
+                    }
+                    let Some(last) = iova.checked_add(len - 1) else {
+                        return err(libc::EOVERFLOW);
+                    };
+                    if st
+                        .areas
+                        .iter()
+                        .any(|a| a.0 == id && a.1 <= last && iova <= a.1 + (a.2 - 1))
+                    {
+                        return err(libc::EEXIST);
+                    }
+                    st.areas.push((id, iova, len, va));
+                    let o = offset_of!(IommuIoasMap, iova);
+                    buf[o..o + 8].copy_from_slice(&iova.to_ne_bytes());
+                }
+                _ => {
+                    let id = u32_at(buf, offset_of!(IommuIoasUnmap, ioas_id));
+                    let iova = u64_at(buf, offset_of!(IommuIoasUnmap, iova));
+                    let len = u64_at(buf, offset_of!(IommuIoasUnmap, length));
+                    if !st.ioas.contains(&id) {
+                        return err(libc::ENOENT);
+                    }
+                    let mine: Vec<(u64, u64)> = st
+                        .areas
+                        .iter()
+                        .filter(|a| a.0 == id)
+                        .map(|a| (a.1, a.2))
+                        .collect();
+                    let gone = model::unmapped(&mine, |a| *a, iova, len);
+                    st.areas.retain(|a| a.0 != id || !gone.contains(&a.1));
+                    self.recount(&mut st);
+                    if gone.is_empty() {
+                        return err(libc::ENOENT);
+                    }
+                }
+            }
+            self.recount(&mut st);
+            Ok(0)
+        }
+    }
+
+    /// A run of mainline-like against /dev/ioasid-like fakes sharing one
+    /// fake `VmPin`.
+    fn pin_run(bug: Bug, ops: &str) -> (Summary, String) {
+        let meter = Rc::new(Cell::new(MemCounters::default()));
+        let m = meter.clone();
+        let res = Resources::with_meter(Box::new(move || Ok(m.get()))).unwrap();
+        let arena = res.env().arena;
+        let arena = (arena, arena + exec::ARENA_PAGES * exec::PAGE);
+        let mut c = cfg("test");
+        c.reference = "reference".into();
+        c.ops = OpSet::parse(ops).unwrap();
+        c.sequences = 8;
+        c.verbose = true;
+        let opener = |p: &Path| -> Result<Box<dyn Device>> {
+            let test = p == Path::new("test");
+            Ok(Box::new(PinFake {
+                distinct: test,
+                bug: if test { bug } else { Bug::None },
+                meter: meter.clone(),
+                arena,
+                st: RefCell::default(),
+            }))
+        };
+        let rules = Rules {
+            reference: PinRule::PagesObject,
+            test: PinRule::DistinctPerFile,
+        };
+        let mut out = Vec::new();
+        let s = run_full(&c, &opener, &res, rules, &mut out).unwrap();
+        (s, String::from_utf8(out).unwrap())
+    }
+
+    /// Mainline counting every pin and /dev/ioasid counting distinct pages
+    /// both match their models: no difference, though their VmPin deltas
+    /// differ; and no leak is reported when DESTROY is not in the ops.
+    #[test]
+    fn each_device_matches_its_pin_rule() {
+        for ops in [
+            "alloc,destroy,map,unmap,iova_ranges",
+            "alloc,map,unmap,iova_ranges",
+        ] {
+            let (s, text) = pin_run(Bug::None, ops);
+            assert_eq!(s.differences, 0, "{ops}: {text}");
+            assert!(s.calls > 8 * 20, "{text}");
+            // The fixed overlap case maps arena pages 0..4 twice: +16 kB on
+            // the reference, +0 on the test device.
+            assert!(
+                text.contains("IOMMU_IOAS_MAP(ioas=obj#0 flags=0x6 reserved=0x0 user_va=Arena(0) length=0x4000 iova=0x0) -> ok (0)")
+                    && text.contains("VmPin+16kB"),
+                "{text}"
+            );
+        }
+    }
+
+    /// A /dev/ioasid that counts every pin is reported against the model,
+    /// with no leak after the divergence (both files are closed first).
+    #[test]
+    fn counting_every_pin_is_reported() {
+        let (s, text) = pin_run(Bug::CountEveryPin, "alloc,destroy,map,unmap,iova_ranges");
+        assert!(s.differences > 0, "{text}");
+        assert!(
+            text.contains(
+                "#   call 9: pin accounting deviates from the model in IOMMU_IOAS_MAP(ioas=obj#0 flags=0x6 reserved=0x0 user_va=Arena(0) length=0x4000 iova=0x0)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("#   VmPin: test +16 kB, expected +0 kB (distinct pages of the fd)\n"),
+            "{text}"
+        );
+        assert!(!text.contains("leak:"), "{text}");
+    }
+
+    /// Real leaks are reported: after a divergence once both are closed,
+    /// otherwise after closing the leaking device.
+    #[test]
+    fn leaks_are_reported() {
+        let (s, text) = pin_run(Bug::LeakOnDestroy, "alloc,destroy,map,unmap");
+        assert!(s.differences > 0, "{text}");
+        assert!(
+            text.contains("pin accounting deviates from the model in IOMMU_DESTROY("),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "#   leak: after closing reference and test (the sequence diverged): VmPin 0 kB -> 8 kB (expected 0 kB)"
+            ),
+            "{text}"
+        );
+        let (s, text) = pin_run(Bug::LeakOnClose, "alloc,map,unmap");
+        assert!(s.differences > 0, "{text}");
+        assert!(!text.contains("deviates"), "{text}");
+        assert!(!text.contains("leak: after closing reference:"), "{text}");
+        // Each later sequence starts from the leaked pins of the earlier ones.
+        assert!(
+            text.lines().any(
+                |l| l.starts_with("#   leak: after closing test: VmPin 0 kB -> ")
+                    && l.contains(" kB (expected 0 kB), VmLck 0 kB -> 0 kB (expected 0 kB)")
+            ),
             "{text}"
         );
     }

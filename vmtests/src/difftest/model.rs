@@ -169,11 +169,12 @@ impl PagesObj {
     }
 }
 
-/// A live area: `length` bytes at `iova` of IOAS `ioas`, the bytes from
-/// `start_byte` (counted from the start of the first page) of `pages`.
+/// A live area: `length` bytes at `iova` of IOAS `ioas` (the device's id),
+/// the bytes from `start_byte` (counted from the start of the first page)
+/// of `pages`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PinArea {
-    ioas: usize,
+    ioas: u32,
     iova: u64,
     length: u64,
     pages: usize,
@@ -314,11 +315,13 @@ impl PinModel {
         }
     }
 
-    /// Account for `call`, whose outcome on this device was `r`; returns
-    /// the predicted change of `VmPin`/`VmLck` across the call.
-    pub fn apply(&mut self, call: &Call, r: &Outcome) -> MemCounters {
+    /// Account for `call`, whose outcome on this device was `r`, `id`
+    /// resolving the call's ids to the device's as they were sent (a stale
+    /// [`Id::Obj`] of a destroyed IOAS may name an IOAS allocated since with
+    /// the same id); returns the predicted change of `VmPin`/`VmLck`.
+    pub fn apply(&mut self, call: &Call, r: &Outcome, id: &dyn Fn(Id) -> u32) -> MemCounters {
         let before = self.counters();
-        self.update(call, r);
+        self.update(call, r, id);
         let after = self.counters();
         MemCounters {
             pin_kb: after.pin_kb - before.pin_kb,
@@ -331,13 +334,13 @@ impl PinModel {
         self.areas.clear();
     }
 
-    fn update(&mut self, call: &Call, r: &Outcome) {
+    fn update(&mut self, call: &Call, r: &Outcome, id: &dyn Fn(Id) -> u32) {
         if !r.ok() && !unmap_enoent(call, r) {
             return;
         }
         match &call.cmd {
             Cmd::Map {
-                ioas: Id::Obj(k),
+                ioas,
                 user_va,
                 length,
                 ..
@@ -350,10 +353,10 @@ impl PinModel {
                     Addr::Hole(o) => (Backing::Hole, o),
                     Addr::Raw(a) => (Backing::Raw, a),
                 };
-                self.add_pages(*k, out.iova, *length, backing, addr);
+                self.add_pages(id(*ioas), out.iova, *length, backing, addr);
             }
             Cmd::MapFile {
-                ioas: Id::Obj(k),
+                ioas,
                 fd,
                 start,
                 length,
@@ -364,23 +367,20 @@ impl PinModel {
                     Fd::Memfd => Backing::Memfd,
                     Fd::Raw(n) => Backing::File(n),
                 };
-                self.add_pages(*k, out.iova, *length, backing, *start);
+                self.add_pages(id(*ioas), out.iova, *length, backing, *start);
             }
             Cmd::Copy {
-                dst: Id::Obj(d),
-                src: Id::Obj(s),
+                dst,
+                src,
                 length,
                 src_iova,
                 ..
             } => {
                 let out: IommuIoasCopy = r.decode();
-                self.copy(*d, *s, *src_iova, *length, out.dst_iova);
+                self.copy(id(*dst), id(*src), *src_iova, *length, out.dst_iova);
             }
-            Cmd::Unmap {
-                ioas: Id::Obj(k),
-                iova,
-                length,
-            } => {
+            Cmd::Unmap { ioas, iova, length } => {
+                let k = &id(*ioas);
                 let mine: Vec<(u64, u64)> = self
                     .areas
                     .iter()
@@ -391,7 +391,10 @@ impl PinModel {
                 self.areas
                     .retain(|a| a.ioas != *k || !gone.contains(&a.iova));
             }
-            Cmd::Destroy { id: Id::Obj(k) } => self.areas.retain(|a| a.ioas != *k),
+            Cmd::Destroy { id: i } => {
+                let k = id(*i);
+                self.areas.retain(|a| a.ioas != k);
+            }
             Cmd::Option {
                 option_id: IOMMU_OPTION_RLIMIT_MODE,
                 op: IOMMU_OPTION_OP_SET,
@@ -404,7 +407,7 @@ impl PinModel {
 
     /// A new pages object for `length` bytes at byte `addr` of `backing`,
     /// and its area at `iova` of IOAS `ioas`.
-    fn add_pages(&mut self, ioas: usize, iova: u64, length: u64, backing: Backing, addr: u64) {
+    fn add_pages(&mut self, ioas: u32, iova: u64, length: u64, backing: Backing, addr: u64) {
         if length == 0 {
             return;
         }
@@ -426,7 +429,7 @@ impl PinModel {
 
     /// Areas at `dst_iova` of `dst` using the pages under `length` bytes at
     /// `src_iova` of `src` (iopt_get_pages(): contiguous source areas).
-    fn copy(&mut self, dst: usize, src: usize, src_iova: u64, length: u64, dst_iova: u64) {
+    fn copy(&mut self, dst: u32, src: u32, src_iova: u64, length: u64, dst_iova: u64) {
         let Some(last) = length.checked_sub(1).and_then(|l| src_iova.checked_add(l)) else {
             return;
         };
@@ -597,11 +600,40 @@ mod tests {
         let mut t = PinModel::new(PinRule::DistinctPerFile, false);
         steps
             .iter()
-            .map(|(c, o)| (m.apply(c, o).pin_kb, t.apply(c, o).pin_kb))
+            .map(|(c, o)| (m.apply(c, o, &ids).pin_kb, t.apply(c, o, &ids).pin_kb))
             .collect()
     }
 
     const A: u64 = 0x10_0000;
+
+    /// Object k has device id k + 1.
+    fn ids(i: Id) -> u32 {
+        match i {
+            Id::Obj(k) => k as u32 + 1,
+            Id::Raw(v) => v,
+        }
+    }
+
+    /// Areas belong to the device's ids: a stale object index whose id was
+    /// handed out again names the new IOAS.
+    #[test]
+    fn areas_follow_the_device_ids() {
+        let mut t = PinModel::new(PinRule::DistinctPerFile, false);
+        // Object 1 got id 1 again after object 0 (id 1) was destroyed.
+        let reused = |i: Id| match i {
+            Id::Obj(0 | 1) => 1,
+            Id::Obj(k) => k as u32 + 1,
+            Id::Raw(v) => v,
+        };
+        let (c, o) = map_at(1, Addr::Arena(0), 2, A);
+        assert_eq!(t.apply(&c, &o, &reused).pin_kb, 8);
+        let destroy0 = Call::new(Cmd::Destroy { id: Id::Obj(0) });
+        assert_eq!(t.apply(&destroy0, &ok(vec![]), &reused).pin_kb, -8);
+        let (c, o) = map_at(2, Addr::Arena(0), 2, A);
+        assert_eq!(t.apply(&c, &o, &reused).pin_kb, 8);
+        let raw = Call::new(Cmd::Destroy { id: Id::Raw(3) });
+        assert_eq!(t.apply(&raw, &ok(vec![]), &reused).pin_kb, -8);
+    }
 
     #[test]
     fn same_pages_twice_count_once_on_ioasid_only() {
@@ -726,18 +758,18 @@ mod tests {
         for (charges, expect) in [(false, 0), (true, 8)] {
             let mut t = PinModel::new(PinRule::DistinctPerFile, charges);
             let (c, o) = map_at(0, Addr::Arena(0), 2, A);
-            assert_eq!(t.apply(&c, &o).lck_kb, 0, "user mode: not in VmLck");
+            assert_eq!(t.apply(&c, &o, &ids).lck_kb, 0, "user mode: not in VmLck");
             t.close();
-            assert_eq!(t.apply(&mode(1), &ok(vec![])).lck_kb, 0);
-            let d = t.apply(&c, &o);
+            assert_eq!(t.apply(&mode(1), &ok(vec![]), &ids).lck_kb, 0);
+            let d = t.apply(&c, &o, &ids);
             assert_eq!((d.pin_kb, d.lck_kb), (8, expect));
             let (c2, o2) = map_at(0, Addr::Arena(0), 2, A + 0x10_000);
-            assert_eq!(t.apply(&c2, &o2).lck_kb, 0, "same pages");
+            assert_eq!(t.apply(&c2, &o2, &ids).lck_kb, 0, "same pages");
             t.close();
             assert_eq!(t.counters(), MemCounters::default());
         }
         let mut bare = PinModel::new(PinRule::Unpinned, true);
         let (c, o) = map_at(0, Addr::Arena(0), 2, A);
-        assert_eq!(bare.apply(&c, &o), MemCounters::default());
+        assert_eq!(bare.apply(&c, &o, &ids), MemCounters::default());
     }
 }
