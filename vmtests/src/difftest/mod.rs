@@ -85,7 +85,8 @@ pub struct Config {
     pub memlock: bool,
     /// Compare per-call VmPin/VmLck deltas.
     pub pins: bool,
-    /// Print every call (not only differences).
+    /// Print every call (not only differences) with the reference's result
+    /// (and the test device's VmPin/VmLck change where it differs).
     pub verbose: bool,
     /// `--mainline-domain`: the VFIO cdev of the device whose domains back
     /// every reference IOAS ([`domain`]); `None`: a bare mainline IOAS.
@@ -259,7 +260,13 @@ fn run_sequence<W: Write>(
         }
         r.calls += 1;
         if cfg.verbose {
-            writeln!(out, "#   {call} -> {}", outcome::describe(call.op(), &a))?;
+            write!(out, "#   {call} -> {}", outcome::describe(call.op(), &a))?;
+            if let (Some(p), Some(l)) = (b.pinned_kb, b.locked_kb)
+                && (b.pinned_kb, b.locked_kb) != (a.pinned_kb, a.locked_kb)
+            {
+                write!(out, " (test: VmPin{p:+}kB VmLck{l:+}kB)")?;
+            }
+            writeln!(out)?;
         }
         // Each device's pin accounting against its own model, from its own
         // outcome (also when the outcomes differ).
@@ -994,8 +1001,8 @@ mod tests {
             // The fixed overlap case maps arena pages 0..4 twice: +16 kB on
             // the reference, +0 on the test device.
             assert!(
-                text.contains("IOMMU_IOAS_MAP(ioas=obj#0 flags=0x6 reserved=0x0 user_va=Arena(0) length=0x4000 iova=0x0) -> ok (0)")
-                    && text.contains("VmPin+16kB"),
+                text.lines().any(|l| l.starts_with("#   IOMMU_IOAS_MAP(ioas=obj#0 flags=0x6 reserved=0x0 user_va=Arena(0) length=0x4000 iova=0x0) -> ok (0)")
+                    && l.ends_with(" VmPin+16kB VmLck+0kB (test: VmPin+0kB VmLck+0kB)")),
                 "{text}"
             );
         }
