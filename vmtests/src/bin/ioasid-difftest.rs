@@ -61,7 +61,8 @@ struct Args {
     /// devfs root
     #[arg(long, default_value = "/dev", hide = true)]
     devfs: PathBuf,
-    /// print every call with its reference result
+    /// print every call with its reference result (and the test device's
+    /// VmPin/VmLck change where it differs)
     #[arg(long, short)]
     verbose: bool,
 }

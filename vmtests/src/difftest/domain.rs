@@ -24,13 +24,22 @@
 //! IOAS_ALLOC to its DESTROY. [`Shadowed`] does this inside the reference
 //! device's ioctl so that VmPin/VmLck deltas are measured around it:
 //!
-//! * IOAS_ALLOC: on success, HWPT_ALLOC for the new IOAS (nothing to pin yet).
+//! * IOAS_ALLOC: on success, the device is bound if it is not (the first
+//!   IOAS), then HWPT_ALLOC for the new IOAS (nothing to pin yet).
 //! * DESTROY of an IOAS: destroy its HWPT first (mainline refuses to destroy
 //!   an IOAS a HWPT uses: EBUSY), then the IOAS; the unpinning happens inside
 //!   the measured window, as on `/dev/ioasid`. If the destroy fails the HWPT
-//!   is re-created (re-pinning: net VmPin delta 0).
+//!   is re-created (re-pinning: net VmPin delta 0). When it was the last
+//!   IOAS, the device is unbound (its VFIO cdev closed), still inside the
+//!   window (unbinding pins and unpins nothing).
 //! * Closing: HWPTs destroyed, the device unbound (it holds a reference on
 //!   the iommufd file), then the iommufd closed.
+//!
+//! The device is bound lazily, exactly while the sequence has IOASes, so
+//! that mainline's object table is empty exactly when the sequence's is:
+//! IOMMU_OPTION RLIMIT_MODE SET answers EBUSY while any object exists
+//! (iommufd_option_rlimit_mode()), and a device bound for the whole life of
+//! the file would make it EBUSY always.
 //!
 //! # Object ids
 //!
@@ -125,6 +134,10 @@ impl IdMap {
     pub fn hwpts(&self) -> Vec<u32> {
         self.live.values().map(|p| p.1).collect()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
 }
 
 /// Offsets of the input id fields of ioctl `nr` (not IOAS_ALLOC's output).
@@ -169,28 +182,29 @@ fn other(msg: String) -> std::io::Error {
     std::io::Error::other(msg)
 }
 
-/// The reference device with a HWPT (domain) on every IOAS, ids virtualised.
+/// Binds the device to the reference iommufd: its dev_id and what keeps it
+/// bound (dropping it unbinds: closing the VFIO cdev).
+pub type Binder = Box<dyn Fn() -> Result<(u32, Box<dyn std::any::Any>)>>;
+
+/// The reference device with a HWPT (domain) on every IOAS, ids virtualised,
+/// the device bound exactly while an IOAS exists.
 pub struct Shadowed {
     inner: Box<dyn Device>,
-    dev_id: u32,
+    bind: Binder,
+    /// (dev_id, binding) while bound.
+    bound: RefCell<Option<(u32, Box<dyn std::any::Any>)>>,
     ids: RefCell<IdMap>,
-    /// Dropped (unbound) after the HWPTs are destroyed, before `inner` closes.
-    binding: Option<Box<dyn std::any::Any>>,
 }
 
 impl Shadowed {
-    /// `inner` is an iommufd with a device bound as `dev_id`; `binding` keeps
-    /// the device open (bound) and is dropped before `inner`.
-    pub fn new(
-        inner: Box<dyn Device>,
-        dev_id: u32,
-        binding: Option<Box<dyn std::any::Any>>,
-    ) -> Self {
+    /// `inner` is an iommufd; `bind` binds the device to it (at the first
+    /// IOAS_ALLOC; the binding is dropped when the last IOAS is destroyed).
+    pub fn new(inner: Box<dyn Device>, bind: Binder) -> Self {
         Self {
             inner,
-            dev_id,
+            bind,
+            bound: RefCell::default(),
             ids: RefCell::default(),
-            binding,
         }
     }
 
@@ -203,15 +217,26 @@ impl Shadowed {
         unsafe { self.inner.ioctl_raw(nr, buf) }
     }
 
+    /// The dev_id of the device, binding it first if it is not bound.
+    fn dev_id(&self) -> std::io::Result<u32> {
+        if let Some((id, _)) = &*self.bound.borrow() {
+            return Ok(*id);
+        }
+        let (id, binding) = (self.bind)()
+            .map_err(|e| other(format!("binding the device for the mainline domain: {e:#}")))?;
+        *self.bound.borrow_mut() = Some((id, binding));
+        Ok(id)
+    }
+
     fn hwpt_alloc(&self, ioas: u32) -> std::io::Result<u32> {
+        let dev_id = self.dev_id()?;
         let mut c = IommuHwptAlloc::new();
-        c.dev_id = self.dev_id;
+        c.dev_id = dev_id;
         c.pt_id = ioas;
         c.data_type = IOMMU_HWPT_DATA_NONE;
         self.raw(IOMMU_HWPT_ALLOC, &mut c).map_err(|e| {
             other(format!(
-                "IOMMU_HWPT_ALLOC(dev {}, ioas {ioas}) for the mainline domain: {e}",
-                self.dev_id
+                "IOMMU_HWPT_ALLOC(dev {dev_id}, ioas {ioas}) for the mainline domain: {e}"
             ))
         })?;
         Ok(c.out_hwpt_id)
@@ -223,9 +248,22 @@ impl Shadowed {
         self.raw(IOMMU_DESTROY, &mut c).map(drop)
     }
 
+    /// Unbind the device when no IOAS is left (mainline's object table is
+    /// then empty, as the sequence's is).
+    fn unbind_if_idle(&self) {
+        if self.ids.borrow().is_empty() {
+            drop(self.bound.borrow_mut().take());
+        }
+    }
+
     /// Snapshot of the id map (tests).
     pub fn id_map(&self) -> IdMap {
         self.ids.borrow().clone()
+    }
+
+    /// Is the device bound now? (tests)
+    pub fn is_bound(&self) -> bool {
+        self.bound.borrow().is_some()
     }
 }
 
@@ -264,6 +302,7 @@ impl Device for Shadowed {
         if let Some(v) = destroyed {
             if r.is_ok() {
                 self.ids.borrow_mut().remove(v);
+                self.unbind_if_idle();
             } else {
                 let real = self.ids.borrow().real(v);
                 let h = self.hwpt_alloc(real)?;
@@ -290,27 +329,34 @@ impl Drop for Shadowed {
         }
         // Unbind the device before the iommufd closes (the binding holds a
         // reference on the iommufd file).
-        drop(self.binding.take());
+        drop(self.bound.borrow_mut().take());
     }
 }
 
-/// Open `reference` with the edu device's VFIO cdev `cdev` bound to it.
+/// Open `reference`; the edu device's VFIO cdev `cdev` is bound to it
+/// while it has IOASes ([`Shadowed`]).
 pub fn open_shadowed(reference: &Path, cdev: &Path) -> Result<Box<dyn Device>> {
     let fd =
         Iommufd::open(reference).with_context(|| format!("cannot open {}", reference.display()))?;
-    let dev = VfioDevice::open_cdev(cdev)?;
-    let dev_id = dev.bind_iommufd(fd.as_fd()).with_context(|| {
-        format!(
-            "VFIO_DEVICE_BIND_IOMMUFD {} to {}",
-            cdev.display(),
-            reference.display()
-        )
-    })?;
-    Ok(Box::new(Shadowed::new(
-        Box::new(fd),
-        dev_id,
-        Some(Box::new(dev)),
-    )))
+    // The binder's own reference to the iommufd file: dropped with the
+    // Shadowed, after the device is unbound.
+    let bind_fd = fd
+        .as_fd()
+        .try_clone_to_owned()
+        .with_context(|| format!("dup of the {} fd", reference.display()))?;
+    let (reference, cdev) = (reference.to_path_buf(), cdev.to_path_buf());
+    let bind: Binder = Box::new(move || {
+        let dev = VfioDevice::open_cdev(&cdev)?;
+        let dev_id = dev.bind_iommufd(bind_fd.as_fd()).with_context(|| {
+            format!(
+                "VFIO_DEVICE_BIND_IOMMUFD {} to {}",
+                cdev.display(),
+                reference.display()
+            )
+        })?;
+        Ok((dev_id, Box::new(dev) as Box<dyn std::any::Any>))
+    });
+    Ok(Box::new(Shadowed::new(Box::new(fd), bind)))
 }
 
 /// Find the edu device (or `bdf`), bind it to vfio-pci and return its VFIO
@@ -468,6 +514,7 @@ mod tests {
     use super::*;
     use crate::difftest::call::{Addr, FIXED_RW, RW};
     use crate::difftest::model::IoasModel;
+    use std::rc::Rc;
 
     const W: Window = (0, (1 << 48) - 1);
 
@@ -585,60 +632,121 @@ mod tests {
         assert!(single_window(&[(0, 5), (9, 10)]).is_err());
     }
 
-    /// A toy mainline: IOASes and HWPTs from one lowest-free id allocator
-    /// (the bound device holds id 1); IOAS destroy is EBUSY under a HWPT.
+    /// A toy mainline: IOASes, HWPTs and the bound device from one
+    /// lowest-free id allocator (from 1, as XA_FLAGS_ALLOC1); IOAS destroy
+    /// is EBUSY under a HWPT; RLIMIT_MODE SET is EBUSY unless the object
+    /// table is empty (iommufd_option_rlimit_mode()).
     #[derive(Default)]
     struct Fake {
-        objs: RefCell<BTreeMap<u32, Option<u32>>>, // id -> Some(ioas) for HWPTs
+        objs: RefCell<BTreeMap<u32, Obj>>,
+        /// The device was unbound while a HWPT still existed.
+        unbound_early: std::cell::Cell<bool>,
+        /// Binding fails (the cdev cannot be opened).
+        bind_fails: std::cell::Cell<bool>,
+        binds: std::cell::Cell<u32>,
     }
 
-    impl Device for Fake {
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Obj {
+        Ioas,
+        Hwpt(u32),
+        Dev,
+    }
+
+    fn free(o: &BTreeMap<u32, Obj>) -> u32 {
+        (1..).find(|i| !o.contains_key(i)).unwrap_or(u32::MAX)
+    }
+
+    impl Device for Rc<Fake> {
         unsafe fn ioctl_raw(&self, nr: u32, buf: &mut [u8]) -> std::io::Result<libc::c_int> {
             let err = |e| Err(std::io::Error::from_raw_os_error(e));
             let mut objs = self.objs.borrow_mut();
-            let free = |o: &BTreeMap<u32, Option<u32>>| (2..).find(|i| !o.contains_key(i)).unwrap();
+            let word = |o| get_u32(buf, o).unwrap_or(0);
             match nr {
                 IOMMU_IOAS_ALLOC => {
+                    if word(4) != 0 {
+                        return err(libc::EOPNOTSUPP);
+                    }
                     let id = free(&objs);
-                    objs.insert(id, None);
+                    objs.insert(id, Obj::Ioas);
                     put_u32(buf, 8, id);
                     Ok(0)
                 }
                 IOMMU_HWPT_ALLOC => {
-                    let ioas = get_u32(buf, 12).unwrap();
-                    if get_u32(buf, 8) != Some(1) || objs.get(&ioas) != Some(&None) {
+                    let ioas = word(12);
+                    if objs.get(&word(8)) != Some(&Obj::Dev) || objs.get(&ioas) != Some(&Obj::Ioas)
+                    {
                         return err(libc::ENOENT);
                     }
                     let id = free(&objs);
-                    objs.insert(id, Some(ioas));
+                    objs.insert(id, Obj::Hwpt(ioas));
                     put_u32(buf, 16, id);
                     Ok(0)
                 }
                 IOMMU_DESTROY => {
-                    let id = get_u32(buf, 4).unwrap();
-                    if get_u32(buf, 0) != Some(8) {
+                    let id = word(4);
+                    if word(0) != 8 {
                         return err(libc::EINVAL);
                     }
-                    if objs.values().any(|v| *v == Some(id)) {
+                    if objs.values().any(|v| *v == Obj::Hwpt(id)) {
                         return err(libc::EBUSY);
                     }
-                    if objs.remove(&id).is_some() {
+                    match objs.get(&id) {
+                        Some(Obj::Ioas | Obj::Hwpt(_)) => {
+                            objs.remove(&id);
+                            Ok(0)
+                        }
+                        _ => err(libc::ENOENT),
+                    }
+                }
+                IOMMU_IOAS_UNMAP => {
+                    if objs.get(&word(4)) == Some(&Obj::Ioas) {
                         Ok(0)
                     } else {
                         err(libc::ENOENT)
                     }
                 }
-                IOMMU_IOAS_UNMAP => {
-                    let id = get_u32(buf, 4).unwrap();
-                    if objs.get(&id) == Some(&None) {
-                        Ok(0)
+                IOMMU_OPTION => {
+                    if word(4) == IOMMU_OPTION_RLIMIT_MODE && !objs.is_empty() {
+                        err(libc::EBUSY)
                     } else {
-                        err(libc::ENOENT)
+                        Ok(0)
                     }
                 }
                 _ => err(libc::ENOTTY),
             }
         }
+    }
+
+    /// Keeps the fake device bound; dropping it unbinds.
+    struct Binding(Rc<Fake>, u32);
+
+    impl Drop for Binding {
+        fn drop(&mut self) {
+            let mut objs = self.0.objs.borrow_mut();
+            if objs.values().any(|v| matches!(v, Obj::Hwpt(_))) {
+                self.0.unbound_early.set(true);
+            }
+            objs.remove(&self.1);
+        }
+    }
+
+    fn shadowed(fake: &Rc<Fake>) -> Shadowed {
+        let f = fake.clone();
+        let bind: Binder = Box::new(move || {
+            if f.bind_fails.get() {
+                bail!("cannot open /dev/vfio/devices/vfio0");
+            }
+            f.binds.set(f.binds.get() + 1);
+            let mut objs = f.objs.borrow_mut();
+            let id = free(&objs);
+            objs.insert(id, Obj::Dev);
+            Ok((
+                id,
+                Box::new(Binding(f.clone(), id)) as Box<dyn std::any::Any>,
+            ))
+        });
+        Shadowed::new(Box::new(fake.clone()), bind)
     }
 
     fn call(s: &Shadowed, nr: u32, words: &[u32]) -> (std::io::Result<libc::c_int>, Vec<u32>) {
@@ -652,15 +760,25 @@ mod tests {
         (r, w)
     }
 
+    const ALLOC: [u32; 3] = [12, 0, 0];
+
+    fn rlimit_mode(s: &Shadowed) -> Option<i32> {
+        // size, option_id, op|reserved, object_id, val64 (2 words)
+        let (r, _) = call(s, IOMMU_OPTION, &[24, IOMMU_OPTION_RLIMIT_MODE, 0, 0, 1, 0]);
+        r.err().and_then(|e| e.raw_os_error())
+    }
+
     #[test]
     fn shadow_virtualises_ids_and_keeps_a_hwpt_per_ioas() {
-        let s = Shadowed::new(Box::new(Fake::default()), 1, None);
-        let (r, w) = call(&s, IOMMU_IOAS_ALLOC, &[12, 0, 0]);
+        let fake = Rc::new(Fake::default());
+        let s = shadowed(&fake);
+        let (r, w) = call(&s, IOMMU_IOAS_ALLOC, &ALLOC);
         assert!(r.is_ok());
         assert_eq!(w[2], 1, "virtual id");
-        let (_, w) = call(&s, IOMMU_IOAS_ALLOC, &[12, 0, 0]);
+        let (_, w) = call(&s, IOMMU_IOAS_ALLOC, &ALLOC);
         assert_eq!(w[2], 2);
-        assert_eq!(s.id_map().real(1), 2);
+        // IOAS 1, then the device bound (2) and the first HWPT (3).
+        assert_eq!(s.id_map().real(1), 1);
         assert_eq!(s.id_map().real(2), 4);
         assert_eq!(s.id_map().hwpts(), vec![3, 5]);
         // Ids are translated and restored.
@@ -672,17 +790,75 @@ mod tests {
         // A failing destroy keeps the IOAS and (a new) HWPT.
         let (r, _) = call(&s, IOMMU_DESTROY, &[4, 1]);
         assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EINVAL));
-        assert_eq!(s.id_map().real(1), 2);
+        assert_eq!(s.id_map().real(1), 1);
         assert!(s.id_map().hwpt(1).is_some());
         // Destroy: HWPT first, then the IOAS; the virtual id is reused.
         let (r, w) = call(&s, IOMMU_DESTROY, &[8, 1]);
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(w[1], 1);
         assert_eq!(s.id_map().real(1), DEAD_ID);
-        let (_, w) = call(&s, IOMMU_IOAS_ALLOC, &[12, 0, 0]);
+        let (_, w) = call(&s, IOMMU_IOAS_ALLOC, &ALLOC);
         assert_eq!(w[2], 1);
-        // Not an IOAS: never reaches a real object.
+        // Not an IOAS: never reaches a real object (3 is a HWPT's real id).
         let (r, _) = call(&s, IOMMU_DESTROY, &[8, 3]);
         assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOENT));
+        assert_eq!(fake.binds.get(), 1, "bound once while IOASes existed");
+    }
+
+    /// The device is bound exactly while the sequence has IOASes, so
+    /// mainline's object table is empty exactly when the sequence's is and
+    /// RLIMIT_MODE can be set.
+    #[test]
+    fn device_bound_only_while_an_ioas_exists() {
+        let fake = Rc::new(Fake::default());
+        let s = shadowed(&fake);
+        assert!(!s.is_bound());
+        assert_eq!(rlimit_mode(&s), None, "empty table at open");
+        // A failing IOAS_ALLOC binds nothing.
+        let (r, _) = call(&s, IOMMU_IOAS_ALLOC, &[12, 1, 0]);
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EOPNOTSUPP));
+        assert!(!s.is_bound());
+        assert!(fake.objs.borrow().is_empty());
+        call(&s, IOMMU_IOAS_ALLOC, &ALLOC).0.unwrap();
+        assert!(s.is_bound());
+        assert_eq!(rlimit_mode(&s), Some(libc::EBUSY));
+        call(&s, IOMMU_IOAS_ALLOC, &ALLOC).0.unwrap();
+        call(&s, IOMMU_DESTROY, &[8, 1]).0.unwrap();
+        assert!(s.is_bound(), "one IOAS left");
+        // A failing destroy of the last IOAS keeps it bound, with a HWPT.
+        assert!(call(&s, IOMMU_DESTROY, &[4, 2]).0.is_err());
+        assert!(s.is_bound());
+        assert!(s.id_map().hwpt(2).is_some());
+        call(&s, IOMMU_DESTROY, &[8, 2]).0.unwrap();
+        assert!(!s.is_bound());
+        assert!(fake.objs.borrow().is_empty(), "{:?}", fake.objs.borrow());
+        assert!(!fake.unbound_early.get());
+        assert_eq!(rlimit_mode(&s), None);
+        // Bound again for the next IOAS.
+        call(&s, IOMMU_IOAS_ALLOC, &ALLOC).0.unwrap();
+        assert_eq!(fake.binds.get(), 2);
+        // Closing: HWPT destroyed before the device is unbound.
+        drop(s);
+        assert!(!fake.unbound_early.get());
+        assert_eq!(
+            fake.objs.borrow().values().copied().collect::<Vec<_>>(),
+            vec![Obj::Ioas],
+            "only the IOAS is left for the kernel's close"
+        );
+    }
+
+    /// A device that cannot be bound is a run error (no errno), not a difference.
+    #[test]
+    fn bind_failure_is_an_error() {
+        let fake = Rc::new(Fake::default());
+        fake.bind_fails.set(true);
+        let s = shadowed(&fake);
+        let e = call(&s, IOMMU_IOAS_ALLOC, &ALLOC).0.unwrap_err();
+        assert_eq!(e.raw_os_error(), None);
+        assert!(
+            e.to_string()
+                .contains("cannot open /dev/vfio/devices/vfio0"),
+            "{e}"
+        );
     }
 }

@@ -60,8 +60,18 @@ impl Drop for Mem {
     }
 }
 
+/// Reads `VmPin`/`VmLck` of this process ([`read_status`]; a fake in tests).
+pub type Meter = Box<dyn Fn() -> Result<MemCounters>>;
+
 /// The memory and file every call of a run points into. Shared by both
 /// devices, so user pointers are identical in both runs.
+///
+/// The regions are distinct memory, page by page: the arena, the read-only
+/// and the PROT_NONE mappings are separate private anonymous mappings
+/// (the arena populated writable, so one frame per page; a long-term pin of
+/// a read-only page unshares the zero page into a frame of its own), the
+/// memfd is a shmem file the process never maps, and the hole is unmapped.
+/// The pin model ([`super::model::Backing`]) names pages accordingly.
 pub struct Resources {
     arena: Mem,
     read_only: Mem,
@@ -69,10 +79,16 @@ pub struct Resources {
     hole: u64,
     memfd: OwnedFd,
     scratch: Mem,
+    meter: Meter,
 }
 
 impl Resources {
     pub fn new() -> Result<Self> {
+        Self::with_meter(Box::new(read_status))
+    }
+
+    /// As [`Resources::new`], with `VmPin`/`VmLck` read by `meter`.
+    pub fn with_meter(meter: Meter) -> Result<Self> {
         let rw = libc::PROT_READ | libc::PROT_WRITE;
         let arena = Mem::new((ARENA_PAGES * PAGE) as usize, rw)?;
         let read_only = Mem::new((SIDE_PAGES * PAGE) as usize, libc::PROT_READ)?;
@@ -104,7 +120,13 @@ impl Resources {
             hole: hole_addr,
             memfd,
             scratch,
+            meter,
         })
+    }
+
+    /// `VmPin` and `VmLck` now.
+    pub fn counters(&self) -> Result<MemCounters> {
+        (self.meter)()
     }
 
     pub fn env(&self) -> Env {
@@ -210,7 +232,7 @@ pub fn execute(
     if uses_scratch {
         res.scratch_reset(&enc.scratch_in);
     }
-    let before = if measure { Some(read_status()?) } else { None };
+    let before = if measure { Some(res.counters()?) } else { None };
     // SAFETY: the size field never exceeds the buffer (Call::encode); every
     // embedded pointer points into `res` (arena, read-only or PROT_NONE
     // mappings, the scratch array of RANGES_CAP entries, which num_iovas
@@ -218,7 +240,7 @@ pub fn execute(
     // address) — the kernel faults on those with EFAULT, it never touches
     // memory this program holds references to.
     let r = unsafe { dev.ioctl_raw(op.nr(), &mut enc.bytes) };
-    let after = if measure { Some(read_status()?) } else { None };
+    let after = if measure { Some(res.counters()?) } else { None };
     let ret = match r {
         Ok(v) => Ok(v),
         Err(e) => match e.raw_os_error() {

@@ -14,9 +14,10 @@
 use super::call::{Addr, Call, Cmd, FIXED_RW, Id};
 use super::cases::IOVA_BASE;
 use super::exec::{PAGE, Resources, execute};
+use super::model::{PinModel, PinRule};
 use super::ops::{Op, OpSet};
-use super::outcome::describe;
-use super::{Config, Opener};
+use super::outcome::{describe_result, pin_deviations};
+use super::{Config, Opener, Rules};
 use anyhow::{Context, Result, bail};
 use ioasid_uapi::iommufd::*;
 use std::io::Read;
@@ -110,7 +111,7 @@ pub fn calls() -> Vec<Call> {
     ]
 }
 
-fn drop_ipc_lock() -> Result<()> {
+fn capget() -> Result<(CapHeader, [CapData; 2])> {
     let mut hdr = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -127,6 +128,18 @@ fn drop_ipc_lock() -> Result<()> {
     {
         return Err(std::io::Error::last_os_error()).context("capget");
     }
+    Ok((hdr, data))
+}
+
+/// Is CAP_IPC_LOCK in the effective set? With it neither device charges
+/// anything to `VmLck` (iommufd: IOPT_PAGES_ACCOUNT_NONE).
+pub fn ipc_lock_effective() -> Result<bool> {
+    let (_, data) = capget()?;
+    Ok(data[0].effective & (1 << CAP_IPC_LOCK) != 0)
+}
+
+fn drop_ipc_lock() -> Result<()> {
+    let (mut hdr, mut data) = capget()?;
     data[0].effective &= !(1 << CAP_IPC_LOCK);
     // SAFETY: as above; only the effective set shrinks.
     if unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) } != 0 {
@@ -135,8 +148,19 @@ fn drop_ipc_lock() -> Result<()> {
     Ok(())
 }
 
-/// What one child does; returns one line per call.
-fn child_body(dev: &Path, opener: Opener<'_>, res: &Resources) -> Result<Vec<String>> {
+/// Separates a child's result line from its findings.
+const SEP: char = '\t';
+
+/// What one child does; returns one line per call: the result as both
+/// devices must answer it ([`describe_result`]), then, after [`SEP`], the
+/// VmPin/VmLck change and any deviation from `rule`'s prediction; and a
+/// last line for the leak check after closing the device.
+fn child_body(
+    dev: &Path,
+    opener: Opener<'_>,
+    res: &Resources,
+    rule: PinRule,
+) -> Result<Vec<String>> {
     let lim = libc::rlimit {
         rlim_cur: LIMIT_PAGES * PAGE,
         rlim_max: LIMIT_PAGES * PAGE,
@@ -146,6 +170,9 @@ fn child_body(dev: &Path, opener: Opener<'_>, res: &Resources) -> Result<Vec<Str
         return Err(std::io::Error::last_os_error()).context("setrlimit(RLIMIT_MEMLOCK)");
     }
     drop_ipc_lock()?;
+    let base = res.counters()?;
+    let mut pins = PinModel::new(rule, !ipc_lock_effective()?);
+    let name = dev.display().to_string();
     let fd = opener(dev)?;
     let mut ids: Vec<u32> = Vec::new();
     let mut lines = Vec::new();
@@ -155,22 +182,37 @@ fn child_body(dev: &Path, opener: Opener<'_>, res: &Resources) -> Result<Vec<Str
             Id::Raw(v) => v,
         };
         let o = execute(fd.as_ref(), &call, res, &id, true)?;
+        let expected = pins.apply(&call, &o, &id);
         if o.ok() && matches!(call.cmd, Cmd::Alloc { .. }) {
             ids.push(o.decode::<IommuIoasAlloc>().out_ioas_id);
         }
-        lines.push(describe(call.op(), &o));
+        let mut findings = vec![format!(
+            "VmPin{:+}kB VmLck{:+}kB",
+            o.pinned_kb.unwrap_or(0),
+            o.locked_kb.unwrap_or(0)
+        )];
+        findings.extend(pin_deviations(&name, &o, expected, rule.describe()));
+        lines.push(format!(
+            "{}{SEP}{}",
+            describe_result(call.op(), &o),
+            findings.join(" | ")
+        ));
     }
     drop(fd);
-    let after = super::exec::read_status()?;
-    lines.push(format!(
-        "after close: VmPin {} kB VmLck {} kB",
-        after.pin_kb, after.lck_kb
-    ));
+    pins.close();
+    let after = res.counters()?;
+    let leak = (after != base).then(|| {
+        format!(
+            "leak: after closing {name}: VmPin {} kB -> {} kB, VmLck {} kB -> {} kB",
+            base.pin_kb, after.pin_kb, base.lck_kb, after.lck_kb
+        )
+    });
+    lines.push(format!("after close{SEP}{}", leak.unwrap_or_default()));
     Ok(lines)
 }
 
 /// Fork, run [`child_body`] in the child, collect its lines.
-fn in_child(dev: &Path, opener: Opener<'_>, res: &Resources) -> Result<Vec<String>> {
+fn in_child(dev: &Path, opener: Opener<'_>, res: &Resources, rule: PinRule) -> Result<Vec<String>> {
     let mut p = [0 as libc::c_int; 2];
     // SAFETY: pipe2 into a 2-element array.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -186,7 +228,7 @@ fn in_child(dev: &Path, opener: Opener<'_>, res: &Resources) -> Result<Vec<Strin
     }
     if pid == 0 {
         drop(rd);
-        let text = match child_body(dev, opener, res) {
+        let text = match child_body(dev, opener, res, rule) {
             Ok(lines) => lines.join("\n"),
             Err(e) => format!("child error: {e:#}"),
         };
@@ -220,9 +262,26 @@ pub struct MemlockResult {
     pub problems: Vec<String>,
 }
 
-pub fn run(cfg: &Config, opener: Opener<'_>, res: &Resources) -> Result<MemlockResult> {
-    let a = in_child(&cfg.reference, opener, res)?;
-    let b = in_child(&cfg.test, opener, res)?;
+/// Split a child's line into its result and its findings.
+fn split(line: &str) -> (&str, &str) {
+    line.split_once(SEP).unwrap_or((line, ""))
+}
+
+/// Run the case on both devices: the results must be identical, and each
+/// device's VmPin/VmLck changes those its rule in `rules` predicts.
+pub fn run(
+    cfg: &Config,
+    opener: Opener<'_>,
+    res: &Resources,
+    rules: Rules,
+) -> Result<MemlockResult> {
+    let a = in_child(&cfg.reference, opener, res, rules.reference)?;
+    let b = in_child(&cfg.test, opener, res, rules.test)?;
+    Ok(compare(&a, &b))
+}
+
+/// The problems of two children's lines (reference, test).
+fn compare(a: &[String], b: &[String]) -> MemlockResult {
     let calls = calls();
     let mut problems = Vec::new();
     if let Some(e) = a
@@ -231,21 +290,47 @@ pub fn run(cfg: &Config, opener: Opener<'_>, res: &Resources) -> Result<MemlockR
         .find(|l| l.starts_with("child error"))
     {
         problems.push(e.clone());
-    } else if let Some(i) = (0..a.len().max(b.len())).find(|&i| a.get(i) != b.get(i)) {
-        let what = calls.get(i).map_or_else(
+        return MemlockResult {
+            calls: calls.len() as u64,
+            problems,
+        };
+    }
+    let what = |i: usize| {
+        calls.get(i).map_or_else(
             || "after closing".to_string(),
             |c| format!("call {}: {c}", i + 1),
-        );
-        problems.push(format!(
-            "{what}\n#   reference: {}\n#   test:      {}",
-            a.get(i).map_or("(missing)", String::as_str),
-            b.get(i).map_or("(missing)", String::as_str)
-        ));
+        )
+    };
+    let n = a.len().max(b.len());
+    for i in 0..n {
+        let (ra, fa) = a.get(i).map_or(("(missing)", ""), |l| split(l));
+        let (rb, fb) = b.get(i).map_or(("(missing)", ""), |l| split(l));
+        // The first field of the findings is the measured change; the rest
+        // are deviations from the model.
+        let devs: Vec<&str> = [fa, fb]
+            .iter()
+            .flat_map(|f| f.split(" | ").skip(usize::from(i < calls.len())))
+            .filter(|d| !d.is_empty())
+            .collect();
+        if ra != rb || !devs.is_empty() {
+            let mut p = format!(
+                "{}\n#   reference: {ra} {}\n#   test:      {rb} {}",
+                what(i),
+                fa.split(" | ").next().unwrap_or(""),
+                fb.split(" | ").next().unwrap_or("")
+            );
+            for d in devs {
+                p.push_str("\n#   ");
+                p.push_str(d);
+            }
+            problems.push(p);
+            break;
+        }
     }
-    Ok(MemlockResult {
+    MemlockResult {
         calls: calls.len() as u64,
         problems,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -266,9 +351,68 @@ mod tests {
     #[test]
     fn child_against_dev_null() {
         let res = Resources::new().unwrap();
-        let lines = in_child(Path::new("/dev/null"), &super::super::open_device, &res).unwrap();
+        let lines = in_child(
+            Path::new("/dev/null"),
+            &super::super::open_device,
+            &res,
+            PinRule::DistinctPerFile,
+        )
+        .unwrap();
         assert_eq!(lines.len(), calls().len() + 1, "{lines:?}");
         assert!(lines[0].starts_with("ENOTTY (25)"), "{lines:?}");
-        assert!(lines.last().unwrap().starts_with("after close: VmPin"));
+        assert_eq!(split(&lines[0]).1, "VmPin+0kB VmLck+0kB", "{lines:?}");
+        assert_eq!(lines.last().unwrap(), &format!("after close{SEP}"));
+        let r = compare(&lines, &lines);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+
+    /// Results compared across the devices, pin changes against each
+    /// device's model, the leak check after closing reported.
+    #[test]
+    fn compare_reports_results_deviations_and_leaks() {
+        let n = calls().len();
+        let line = |r: &str, f: &str| format!("{r}{SEP}{f}");
+        let mut a: Vec<String> = (0..n)
+            .map(|_| line("ok (0) X", "VmPin+0kB VmLck+0kB"))
+            .collect();
+        a.push(line("after close", ""));
+        assert!(compare(&a, &a).problems.is_empty());
+
+        let mut b = a.clone();
+        b[1] = line(
+            "ok (0) X",
+            "VmPin+8kB VmLck+0kB | VmPin: /dev/ioasid +8 kB, expected +4 kB (distinct pages of the fd)",
+        );
+        let p = compare(&a, &b).problems;
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("call 2: IOMMU_IOAS_MAP("), "{}", p[0]);
+        assert!(
+            p[0].contains("#   test:      ok (0) X VmPin+8kB VmLck+0kB\n"),
+            "{}",
+            p[0]
+        );
+        assert!(
+            p[0].ends_with(
+                "#   VmPin: /dev/ioasid +8 kB, expected +4 kB (distinct pages of the fd)"
+            ),
+            "{}",
+            p[0]
+        );
+
+        let mut b = a.clone();
+        b[4] = line("EBUSY (16) X", "VmPin+0kB VmLck+0kB");
+        let p = compare(&a, &b).problems;
+        assert!(p[0].starts_with("call 5: IOMMU_OPTION("), "{}", p[0]);
+        assert!(p[0].contains("test:      EBUSY (16) X"), "{}", p[0]);
+
+        let mut b = a.clone();
+        b[n] = line("after close", "leak: after closing t: VmPin 0 kB -> 4 kB");
+        let p = compare(&a, &b).problems;
+        assert!(p[0].starts_with("after closing\n"), "{}", p[0]);
+        assert!(
+            p[0].ends_with("#   leak: after closing t: VmPin 0 kB -> 4 kB"),
+            "{}",
+            p[0]
+        );
     }
 }
