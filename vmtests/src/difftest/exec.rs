@@ -7,8 +7,7 @@ use super::outcome::{Outcome, SCRATCH_FILL};
 use anyhow::{Context, Result, bail};
 use ioasid_uapi::Iommufd;
 use ioasid_uapi::iommufd::IommuIovaRange;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::ptr::NonNull;
 
 pub const PAGE: u64 = 4096;
@@ -101,18 +100,8 @@ impl Resources {
             (RANGES_CAP * core::mem::size_of::<IommuIovaRange>()).next_multiple_of(PAGE as usize),
             rw,
         )?;
-        let name = CString::new("ioasid-difftest").context("memfd name")?;
-        // SAFETY: valid NUL-terminated name.
-        let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error()).context("memfd_create");
-        }
-        // SAFETY: fd was just returned by memfd_create and is owned by nobody else.
-        let memfd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: plain syscall on our fd.
-        if unsafe { libc::ftruncate(memfd.as_raw_fd(), (MEMFD_PAGES * PAGE) as libc::off_t) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("ftruncate of the memfd");
-        }
+        let memfd = crate::memfd::create(c"ioasid-difftest", (MEMFD_PAGES * PAGE) as usize)
+            .context("memfd of IOMMU_IOAS_MAP_FILE")?;
         Ok(Self {
             arena,
             read_only,
