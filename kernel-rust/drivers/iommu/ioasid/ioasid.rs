@@ -57,24 +57,29 @@
 //! Unlike VFIO type1, which charges a page once per container that maps it, and iommufd, which
 //! charges once per `struct iopt_pages`, `/dev/ioasid` charges a page **once per file**, however
 //! many IOASes and mappings of the file pin it. Each file has a table of its pinned pages,
-//! [`pages::PinAccount`], keyed by page frame number, with the number of [`pages::Pages`] of the
-//! file that pin the page:
+//! [`pages::PinAccount`], in runs of consecutive page frame numbers, each with the number of
+//! [`pages::Pages`] of the file that pin its pages. Runs keep memory backed by huge pages (or
+//! otherwise physically contiguous) at a node per run rather than per page:
 //!
-//! - When a [`pages::Pages`] is created, the pfns it pinned that are not in the table yet are
-//!   charged, all at once, and entered with a count of 1; the counts of the others go up. If the
-//!   charge fails, nothing is entered and the pages are unpinned.
-//! - When a [`pages::Pages`] is dropped, the counts of its pfns go down; the entries that reach
-//!   0 are removed and uncharged, then the pages are unpinned.
+//! - When a [`pages::Pages`] is created, its pfns are turned into runs; the pages of the runs
+//!   that are not in the table yet are charged, all at once, and entered with a count of 1; the
+//!   counts of the others go up. Runs of the table are split where the new runs start and end,
+//!   so that each [`pages::Pages`] covers whole runs. If the charge fails, nothing is entered
+//!   and the pages are unpinned.
+//! - When a [`pages::Pages`] is dropped, the counts of the runs it covers go down, with no split
+//!   and so no allocation; the runs that reach 0 are removed and uncharged, then the pages are
+//!   unpinned.
 //!
 //! Invariants:
 //!
-//! - The table has an entry exactly for each page some live [`pages::Pages`] of the file has
-//!   pinned, counting the [`pages::Pages`] that pin it. A page that a [`pages::Pages`] pinned
+//! - The runs of the table cover exactly the pages some live [`pages::Pages`] of the file has
+//!   pinned, counting the [`pages::Pages`] that pin them. A page that a [`pages::Pages`] pinned
 //!   twice (mapped at two addresses of the range) counts once for it.
-//! - The charge of the file, in the user's or the mm's `locked_vm`, equals the number of entries
-//!   that were charged (all but those first pinned by a task with `CAP_IPC_LOCK`), and the
-//!   `pinned_vm` (`VmPin`) of the mm of the opener counts every entry, as iommufd counts every
-//!   pinned page there. Both drop back to what they were when the file releases all its pages.
+//! - The charge of the file, in the user's or the mm's `locked_vm`, equals the number of pages in
+//!   the table that were charged (all but those first pinned by a task with `CAP_IPC_LOCK`), and
+//!   the `pinned_vm` (`VmPin`) of the mm of the opener counts every page of the table, as iommufd
+//!   counts every pinned page there. Both drop back to what they were when the file releases
+//!   all its pages.
 //! - The accounting mode only changes while the file has no pinned pages and no objects.
 //! - Each pinned page holds one `FOLL_PIN` reference each time a [`pages::Pages`] pinned it; the
 //!   table only decides what is charged, never what is pinned.

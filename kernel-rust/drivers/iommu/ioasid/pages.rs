@@ -54,30 +54,212 @@ impl AccountMode {
     }
 }
 
-/// The pin count of a page of the file.
-struct PfnPins {
-    /// How many [`Pages`] of the file hold a pin of the page.
+/// A run of consecutive page frames of the file, pinned alike.
+struct PfnRun {
+    /// The number of page frames.
+    npages: usize,
+    /// How many [`Pages`] of the file hold a pin of each of the frames.
     pins: usize,
-    /// Whether the page is charged to `RLIMIT_MEMLOCK`, which it is unless the task that pinned
-    /// it first had `CAP_IPC_LOCK`.
+    /// Whether the frames are charged to `RLIMIT_MEMLOCK`, which they are unless the task that
+    /// pinned them first had `CAP_IPC_LOCK`.
     charged: bool,
 }
 
 /// The state of [`PinAccount`] under its lock.
 ///
+/// The table is kept in runs of page frames rather than per page, so that memory backed by
+/// huge pages, or otherwise physically contiguous, costs a node per run and not per page.
+///
 /// # Invariants
 ///
-/// - `pfns` has an entry for each page that at least one live [`Pages`] of the file has
-///   pinned, with `pins` the number of such [`Pages`] (a [`Pages`] that pinned the page more
-///   than once, through two user addresses, counts once), and no other entries.
-/// - `charged` is the number of entries of `pfns` with `charged` set. Exactly `charged` pages
-///   are charged for the file, in `mode`, and `pfns.len()` pages are counted in the
-///   `pinned_vm` of `mm`.
-/// - `mode` only changes while `pfns` is empty.
+/// - `runs`, keyed by first pfn, are disjoint, and cover exactly the pages that at least one
+///   live [`Pages`] of the file has pinned, `pins` being the number of such [`Pages`] for each
+///   page of the run (a [`Pages`] that pinned a page more than once, through two user
+///   addresses, counts once).
+/// - For each run `[first, first + npages)` of each live [`Pages`] of the file, a run of the
+///   table starts at `first`, and none contains both `first + npages - 1` and `first + npages`:
+///   a [`Pages`] covers whole runs, so releasing it never splits one.
+/// - `pinned` is the number of pages the runs cover and `charged` the number of them in runs
+///   with `charged` set. Exactly `charged` pages are charged for the file, in `mode`, and
+///   `pinned` pages are counted in the `pinned_vm` of `mm`.
+/// - `mode` only changes while `runs` is empty.
 struct PinAccountInner {
-    pfns: RBTree<usize, PfnPins>,
+    runs: RBTree<usize, PfnRun>,
+    pinned: usize,
     charged: usize,
     mode: AccountMode,
+}
+
+impl PinAccountInner {
+    /// Returns `(first, npages)` of the run that contains `pfn`, if any.
+    fn run_containing(&self, pfn: usize) -> Option<(usize, usize)> {
+        let (first, run) = match self.runs.cursor_lower_bound(&pfn) {
+            Some(cursor) => {
+                let (&first, run) = cursor.current();
+                if first == pfn {
+                    return Some((first, run.npages));
+                }
+                let (&first, run) = cursor.peek_prev()?;
+                (first, run.npages)
+            }
+            None => {
+                let cursor = self.runs.cursor_back()?;
+                let (&first, run) = cursor.current();
+                (first, run.npages)
+            }
+        };
+        (pfn - first < run).then_some((first, run))
+    }
+
+    /// Returns `(first, npages)` of the first run that starts at or after `pfn`, if any.
+    fn run_from(&self, pfn: usize) -> Option<(usize, usize)> {
+        let cursor = self.runs.cursor_lower_bound(&pfn)?;
+        let (&first, run) = cursor.current();
+        Some((first, run.npages))
+    }
+
+    /// Returns whether a run contains both `pfn - 1` and `pfn`, so that a boundary at `pfn`
+    /// takes a split.
+    fn straddles(&self, pfn: usize) -> bool {
+        self.run_containing(pfn)
+            .is_some_and(|(first, _)| first < pfn)
+    }
+
+    /// Returns the number of pages of `runs` that the table does not cover, and the number of
+    /// nodes [`PinAccountInner::cover`] needs for them.
+    fn plan(&self, runs: &[(usize, usize)]) -> (usize, usize) {
+        let (mut new, mut nodes) = (0, 0);
+        for &(first, npages) in runs {
+            let end = first + npages;
+            nodes += usize::from(self.straddles(first)) + usize::from(self.straddles(end));
+            // A run that contains `first` covers the range up to its end.
+            let mut pfn = match self.run_containing(first) {
+                Some((run_first, len)) => (run_first + len).min(end),
+                None => first,
+            };
+            while pfn < end {
+                match self.run_from(pfn) {
+                    Some((next, len)) if next < end => {
+                        if next > pfn {
+                            new += next - pfn;
+                            nodes += 1;
+                        }
+                        pfn = next + len;
+                    }
+                    _ => {
+                        new += end - pfn;
+                        nodes += 1;
+                        pfn = end;
+                    }
+                }
+            }
+        }
+        (new, nodes)
+    }
+
+    /// Takes a node for a new run, from the ones [`PinAccountInner::plan`] asked for.
+    fn insert(
+        &mut self,
+        nodes: &mut KVVec<RBTreeNodeReservation<usize, PfnRun>>,
+        first: usize,
+        run: PfnRun,
+    ) {
+        match nodes.pop() {
+            Some(node) => {
+                self.runs.insert(node.into_node(first, run));
+            }
+            // `plan()` counts every node `cover()` takes.
+            None => {
+                kernel::warn_on!(true);
+            }
+        }
+    }
+
+    /// Splits the run that straddles `pfn`, if any, so that a run starts at `pfn`.
+    fn split_at(&mut self, nodes: &mut KVVec<RBTreeNodeReservation<usize, PfnRun>>, pfn: usize) {
+        let Some((first, _)) = self.run_containing(pfn).filter(|&(first, _)| first < pfn) else {
+            return;
+        };
+        let Some(run) = self.runs.get_mut(&first) else {
+            return;
+        };
+        let tail = PfnRun {
+            npages: run.npages - (pfn - first),
+            pins: run.pins,
+            charged: run.charged,
+        };
+        run.npages = pfn - first;
+        self.insert(nodes, pfn, tail);
+    }
+
+    /// Adds a pin to each page of `runs`, entering the pages the table does not cover with
+    /// `charged`, with nodes from `nodes`.
+    fn cover(
+        &mut self,
+        nodes: &mut KVVec<RBTreeNodeReservation<usize, PfnRun>>,
+        runs: &[(usize, usize)],
+        charged: bool,
+    ) {
+        for &(first, npages) in runs {
+            let end = first + npages;
+            self.split_at(nodes, first);
+            self.split_at(nodes, end);
+            // Every run of the table that meets `[first, end)` now lies within it.
+            let mut pfn = first;
+            while pfn < end {
+                let (gap_end, next) = match self.run_from(pfn) {
+                    Some((next, len)) if next < end => (next, Some((next, len))),
+                    _ => (end, None),
+                };
+                if gap_end > pfn {
+                    let run = PfnRun {
+                        npages: gap_end - pfn,
+                        pins: 1,
+                        charged,
+                    };
+                    self.insert(nodes, pfn, run);
+                }
+                match next {
+                    Some((next, len)) => {
+                        if let Some(run) = self.runs.get_mut(&next) {
+                            run.pins += 1;
+                        }
+                        pfn = next + len;
+                    }
+                    None => pfn = end,
+                }
+            }
+        }
+    }
+
+    /// Drops a pin of each page of `runs`, the runs of a [`Pages`] being released, and removes
+    /// the runs left without pins. Returns the number of pages removed and of those uncharged.
+    fn uncover(&mut self, runs: &[(usize, usize)]) -> (usize, usize) {
+        let (mut removed, mut uncharged) = (0, 0);
+        for &(first, npages) in runs {
+            let end = first + npages;
+            let mut pfn = first;
+            // By the type invariants, the runs of the table from `first` tile `[first, end)`.
+            while pfn < end {
+                let Some(run) = self.runs.get_mut(&pfn) else {
+                    kernel::warn_on!(true);
+                    break;
+                };
+                let len = run.npages;
+                run.pins -= 1;
+                if run.pins == 0 {
+                    if let Some(run) = self.runs.remove(&pfn) {
+                        removed += len;
+                        if run.charged {
+                            uncharged += len;
+                        }
+                    }
+                }
+                pfn += len;
+            }
+        }
+        (removed, uncharged)
+    }
 }
 
 /// The per-file table of pinned pages, which charges each page once, whatever the number of
@@ -110,7 +292,8 @@ impl PinAccount {
         Arc::pin_init(
             try_pin_init!(PinAccount {
                 inner <- new_mutex!(PinAccountInner {
-                    pfns: RBTree::new(),
+                    runs: RBTree::new(),
+                    pinned: 0,
                     charged: 0,
                     mode: AccountMode::User,
                 }),
@@ -125,7 +308,7 @@ impl PinAccount {
     pub(crate) fn stats(&self) -> PinStats {
         let inner = self.inner.lock();
         PinStats {
-            pinned: inner.pfns.iter().count(),
+            pinned: inner.pinned,
             charged: inner.charged,
             mode: inner.mode,
         }
@@ -139,10 +322,10 @@ impl PinAccount {
     /// Sets the accounting mode. Fails with [`EBUSY`] while pages are pinned.
     pub(crate) fn set_mode(&self, mode: AccountMode) -> Result {
         let mut inner = self.inner.lock();
-        if !inner.pfns.is_empty() {
+        if inner.pinned != 0 {
             return Err(EBUSY);
         }
-        // INVARIANT: `pfns` is empty.
+        // INVARIANT: `runs` is empty.
         inner.mode = mode;
         Ok(())
     }
@@ -179,20 +362,19 @@ impl PinAccount {
         }
     }
 
-    /// Adds the pages of `pins` to the table, charging those the file had not pinned yet.
+    /// Adds a pin of each page of `runs` to the table, charging the pages the file had not
+    /// pinned yet.
     ///
-    /// `pfns` are the distinct pfns of `pins`, sorted. Fails with [`ENOMEM`] if the charge
-    /// exceeds `RLIMIT_MEMLOCK` (or memory runs out), leaving the table as it was.
-    fn add(&self, pfns: &[usize]) -> Result {
+    /// `runs` are the page frames of a new [`Pages`] as `(first pfn, number)`, sorted, disjoint
+    /// and not adjacent. Fails with [`ENOMEM`] if the charge exceeds `RLIMIT_MEMLOCK` (or memory
+    /// runs out), leaving the table as it was.
+    fn add(&self, runs: &[(usize, usize)]) -> Result {
         let mut inner = self.inner.lock();
 
-        let new = pfns
-            .iter()
-            .filter(|pfn| inner.pfns.get(pfn).is_none())
-            .count();
-        // Memory for the new entries, so that nothing fails once pages are charged.
-        let mut nodes = KVVec::with_capacity(new, GFP_KERNEL_ACCOUNT)?;
-        for _ in 0..new {
+        let (new, needed) = inner.plan(runs);
+        // Memory for the new runs, so that nothing fails once pages are charged.
+        let mut nodes = KVVec::with_capacity(needed, GFP_KERNEL_ACCOUNT)?;
+        for _ in 0..needed {
             nodes.push(
                 RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
                 GFP_KERNEL_ACCOUNT,
@@ -206,51 +388,28 @@ impl PinAccount {
             self.charge(mode, new)?;
         }
 
-        for &pfn in pfns {
-            if let Some(entry) = inner.pfns.get_mut(&pfn) {
-                entry.pins += 1;
-            } else if let Some(node) = nodes.pop() {
-                inner.pfns.insert(node.into_node(
-                    pfn,
-                    PfnPins {
-                        pins: 1,
-                        charged: charge,
-                    },
-                ));
-            }
-        }
+        inner.cover(&mut nodes, runs, charge);
+        inner.pinned += new;
         if charge {
             inner.charged += new;
         }
         if let Some(mm) = &self.mm {
             mm.add_pinned_vm(new);
         }
-        // INVARIANT: Each of `pfns` gained a pin; the `new` entries are charged iff `charge`, and
-        // `charged` and `pinned_vm` were updated to match.
+        // INVARIANT: Each page of `runs` gained a pin, in runs that start and end where `runs`
+        // do; the `new` pages are charged iff `charge`, and `pinned`, `charged` and `pinned_vm`
+        // were updated to match.
         Ok(())
     }
 
-    /// Removes the pages `pfns` of a [`Pages`] being released from the table, uncharging those
-    /// no other [`Pages`] of the file pins.
-    fn remove(&self, pfns: &[usize]) {
+    /// Removes the pins of a [`Pages`] being released, given as the `runs` it was added with,
+    /// uncharging the pages no other [`Pages`] of the file pins.
+    fn remove(&self, runs: &[(usize, usize)]) {
         let mut inner = self.inner.lock();
-        let mut uncharged = 0;
-        let mut removed = 0;
-        for pfn in pfns {
-            let Some(mut entry) = inner.pfns.find_mut(pfn) else {
-                kernel::warn_on!(true);
-                continue;
-            };
-            entry.get_mut().pins -= 1;
-            if entry.get().pins == 0 {
-                if entry.remove().charged {
-                    uncharged += 1;
-                }
-                removed += 1;
-            }
-        }
-        // INVARIANT: The entries of `pfns` lost a pin; those left without pins are removed, and
-        // `charged`, the charge and `pinned_vm` drop by as much.
+        let (removed, uncharged) = inner.uncover(runs);
+        // INVARIANT: The pages of `runs` lost a pin; the runs left without pins are removed, and
+        // `pinned`, `charged`, the charge and `pinned_vm` drop by as much.
+        inner.pinned -= removed;
         inner.charged -= uncharged;
         let mode = inner.mode;
         drop(inner);
@@ -270,15 +429,15 @@ impl PinAccount {
 ///
 /// # Invariants
 ///
-/// The sorted distinct pfns of `pins` are `pfns`, and each of them holds a pin in the table of
-/// `account`.
+/// `pfn_runs` are the page frames of `pins` as runs `(first pfn, number)`, sorted, disjoint and
+/// not adjacent, and each of their pages holds a pin in the table of `account`.
 pub(crate) struct Pages {
     account: Arc<PinAccount>,
     /// The page aligned user address, or memfd offset, of the first page: a kernel-chosen IOVA
     /// for the pages keeps its alignment.
     addr: u64,
-    /// The distinct pfns of `pins`, sorted.
-    pfns: KVVec<usize>,
+    /// The page frames of `pins`, as runs `(first pfn, number)`.
+    pfn_runs: KVVec<(usize, usize)>,
     pins: LongTermPins,
 }
 
@@ -337,31 +496,41 @@ impl Pages {
     /// Adds the pages of `pins`, whose first page is at the user address or memfd offset
     /// `addr`, to the table of `account`.
     fn new(account: &Arc<PinAccount>, pins: LongTermPins, addr: u64) -> Result<Arc<Self>> {
-        let mut pfns = KVVec::with_capacity(pins.len(), GFP_KERNEL_ACCOUNT)?;
+        // Runs of consecutive pfns, in the order of the pages.
+        let mut runs: KVVec<(usize, usize)> = KVVec::new();
         for pfn in pins.pfns() {
-            pfns.push(pfn, GFP_KERNEL_ACCOUNT)?;
-        }
-        pfns.sort_unstable();
-        // Remove duplicates: a page mapped at two user addresses of the range.
-        let mut distinct = 0;
-        for i in 0..pfns.len() {
-            if distinct == 0 || pfns[i] != pfns[distinct - 1] {
-                pfns[distinct] = pfns[i];
-                distinct += 1;
+            match runs.last_mut() {
+                Some((first, npages)) if *first + *npages == pfn => *npages += 1,
+                _ => runs.push((pfn, 1), GFP_KERNEL_ACCOUNT)?,
             }
         }
-        pfns.truncate(distinct);
+        // Sorted and merged: a page mapped at two user addresses of the range counts once.
+        runs.sort_unstable();
+        let mut merged = 0;
+        for i in 0..runs.len() {
+            let (first, npages) = runs[i];
+            if merged > 0 {
+                let (last_first, last_npages) = &mut runs[merged - 1];
+                if first <= *last_first + *last_npages {
+                    *last_npages = (*last_npages).max(first + npages - *last_first);
+                    continue;
+                }
+            }
+            runs[merged] = (first, npages);
+            merged += 1;
+        }
+        runs.truncate(merged);
 
         // On failure `pins` is dropped, which unpins the pages.
-        account.add(&pfns)?;
+        account.add(&runs)?;
 
-        // INVARIANT: `pfns` are the pfns of `pins` and were just added to `account`. If the
-        // allocation fails, the `Drop` of `Pages` removes them again.
+        // INVARIANT: `runs` are the page frames of `pins` and were just added to `account`. If
+        // the allocation fails, the `Drop` of `Pages` removes them again.
         Ok(Arc::new(
             Pages {
                 account: account.clone(),
                 addr,
-                pfns,
+                pfn_runs: runs,
                 pins,
             },
             GFP_KERNEL_ACCOUNT,
@@ -386,8 +555,8 @@ impl Pages {
 
 impl Drop for Pages {
     fn drop(&mut self) {
-        // By the type invariants `pfns` are in the table. The pins themselves are released
+        // By the type invariants `pfn_runs` are in the table. The pins themselves are released
         // right after, when `pins` is dropped.
-        self.account.remove(&self.pfns);
+        self.account.remove(&self.pfn_runs);
     }
 }
