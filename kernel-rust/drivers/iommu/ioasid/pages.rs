@@ -90,25 +90,62 @@ struct PinAccountInner {
     mode: AccountMode,
 }
 
+/// Nodes for new runs, reserved before anything is charged so that entering runs cannot fail.
+/// The first one is kept apart: a mapping of a single page takes no vector.
+struct RunNodes {
+    first: Option<RBTreeNodeReservation<usize, PfnRun>>,
+    rest: KVVec<RBTreeNodeReservation<usize, PfnRun>>,
+}
+
+impl RunNodes {
+    fn reserve(count: usize) -> Result<Self> {
+        let mut nodes = RunNodes {
+            first: None,
+            rest: KVVec::with_capacity(count.saturating_sub(1), GFP_KERNEL_ACCOUNT)?,
+        };
+        if count > 0 {
+            nodes.first = Some(RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?);
+        }
+        for _ in 1..count {
+            nodes.rest.push(
+                RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
+                GFP_KERNEL_ACCOUNT,
+            )?;
+        }
+        Ok(nodes)
+    }
+
+    fn take(&mut self) -> Option<RBTreeNodeReservation<usize, PfnRun>> {
+        self.rest.pop().or_else(|| self.first.take())
+    }
+}
+
 impl PinAccountInner {
-    /// Returns `(first, npages)` of the run that contains `pfn`, if any.
-    fn run_containing(&self, pfn: usize) -> Option<(usize, usize)> {
-        let (first, run) = match self.runs.cursor_lower_bound(&pfn) {
+    /// Returns `(first, npages)` of the run that contains `pfn`, else of the first run after it.
+    fn run_at_or_after(&self, pfn: usize) -> Option<(usize, usize)> {
+        let cursor = self.runs.cursor_lower_bound(&pfn);
+        let before = match &cursor {
             Some(cursor) => {
                 let (&first, run) = cursor.current();
                 if first == pfn {
                     return Some((first, run.npages));
                 }
-                let (&first, run) = cursor.peek_prev()?;
-                (first, run.npages)
+                cursor.peek_prev().map(|(&first, run)| (first, run.npages))
             }
-            None => {
-                let cursor = self.runs.cursor_back()?;
+            None => self.runs.cursor_back().map(|cursor| {
                 let (&first, run) = cursor.current();
                 (first, run.npages)
-            }
+            }),
         };
-        (pfn - first < run).then_some((first, run))
+        if let Some((first, npages)) = before {
+            if pfn - first < npages {
+                return Some((first, npages));
+            }
+        }
+        cursor.map(|cursor| {
+            let (&first, run) = cursor.current();
+            (first, run.npages)
+        })
     }
 
     /// Returns `(first, npages)` of the first run that starts at or after `pfn`, if any.
@@ -118,38 +155,39 @@ impl PinAccountInner {
         Some((first, run.npages))
     }
 
-    /// Returns whether a run contains both `pfn - 1` and `pfn`, so that a boundary at `pfn`
-    /// takes a split.
-    fn straddles(&self, pfn: usize) -> bool {
-        self.run_containing(pfn)
-            .is_some_and(|(first, _)| first < pfn)
-    }
-
     /// Returns the number of pages of `runs` that the table does not cover, and the number of
-    /// nodes [`PinAccountInner::cover`] needs for them.
+    /// nodes [`PinAccountInner::cover`] takes for them: one per gap, one per split.
     fn plan(&self, runs: &[(usize, usize)]) -> (usize, usize) {
         let (mut new, mut nodes) = (0, 0);
         for &(first, npages) in runs {
             let end = first + npages;
-            nodes += usize::from(self.straddles(first)) + usize::from(self.straddles(end));
-            // A run that contains `first` covers the range up to its end.
-            let mut pfn = match self.run_containing(first) {
-                Some((run_first, len)) => (run_first + len).min(end),
-                None => first,
-            };
-            while pfn < end {
-                match self.run_from(pfn) {
-                    Some((next, len)) if next < end => {
-                        if next > pfn {
-                            new += next - pfn;
+            let mut pfn = first;
+            let mut next = self.run_at_or_after(first);
+            loop {
+                match next {
+                    Some((run_first, len)) if run_first < end => {
+                        if run_first > pfn {
+                            new += run_first - pfn;
+                            nodes += 1;
+                        } else if run_first < pfn {
+                            // Split where the range starts.
                             nodes += 1;
                         }
-                        pfn = next + len;
+                        if run_first + len > end {
+                            // Split where the range ends.
+                            nodes += 1;
+                            break;
+                        }
+                        pfn = run_first + len;
+                        if pfn == end {
+                            break;
+                        }
+                        next = self.run_from(pfn);
                     }
                     _ => {
                         new += end - pfn;
                         nodes += 1;
-                        pfn = end;
+                        break;
                     }
                 }
             }
@@ -157,14 +195,9 @@ impl PinAccountInner {
         (new, nodes)
     }
 
-    /// Takes a node for a new run, from the ones [`PinAccountInner::plan`] asked for.
-    fn insert(
-        &mut self,
-        nodes: &mut KVVec<RBTreeNodeReservation<usize, PfnRun>>,
-        first: usize,
-        run: PfnRun,
-    ) {
-        match nodes.pop() {
+    /// Enters the run `first` with a node of `nodes`.
+    fn insert(&mut self, nodes: &mut RunNodes, first: usize, run: PfnRun) {
+        match nodes.take() {
             Some(node) => {
                 self.runs.insert(node.into_node(first, run));
             }
@@ -175,58 +208,66 @@ impl PinAccountInner {
         }
     }
 
-    /// Splits the run that straddles `pfn`, if any, so that a run starts at `pfn`.
-    fn split_at(&mut self, nodes: &mut KVVec<RBTreeNodeReservation<usize, PfnRun>>, pfn: usize) {
-        let Some((first, _)) = self.run_containing(pfn).filter(|&(first, _)| first < pfn) else {
-            return;
-        };
+    /// Cuts the run at `first` after `keep` pages, the rest becoming a run of its own.
+    fn split(&mut self, nodes: &mut RunNodes, first: usize, keep: usize) {
         let Some(run) = self.runs.get_mut(&first) else {
             return;
         };
         let tail = PfnRun {
-            npages: run.npages - (pfn - first),
+            npages: run.npages - keep,
             pins: run.pins,
             charged: run.charged,
         };
-        run.npages = pfn - first;
-        self.insert(nodes, pfn, tail);
+        run.npages = keep;
+        self.insert(nodes, first + keep, tail);
     }
 
     /// Adds a pin to each page of `runs`, entering the pages the table does not cover with
-    /// `charged`, with nodes from `nodes`.
-    fn cover(
-        &mut self,
-        nodes: &mut KVVec<RBTreeNodeReservation<usize, PfnRun>>,
-        runs: &[(usize, usize)],
-        charged: bool,
-    ) {
+    /// `charged`, and splitting the runs of the table where `runs` start and end, with the
+    /// nodes [`PinAccountInner::plan`] counted.
+    fn cover(&mut self, nodes: &mut RunNodes, runs: &[(usize, usize)], charged: bool) {
         for &(first, npages) in runs {
             let end = first + npages;
-            self.split_at(nodes, first);
-            self.split_at(nodes, end);
-            // Every run of the table that meets `[first, end)` now lies within it.
             let mut pfn = first;
-            while pfn < end {
-                let (gap_end, next) = match self.run_from(pfn) {
-                    Some((next, len)) if next < end => (next, Some((next, len))),
-                    _ => (end, None),
-                };
-                if gap_end > pfn {
-                    let run = PfnRun {
-                        npages: gap_end - pfn,
-                        pins: 1,
-                        charged,
-                    };
-                    self.insert(nodes, pfn, run);
-                }
+            let mut next = self.run_at_or_after(first);
+            loop {
                 match next {
-                    Some((next, len)) => {
-                        if let Some(run) = self.runs.get_mut(&next) {
+                    Some((run_first, len)) if run_first < end => {
+                        if run_first > pfn {
+                            let gap = PfnRun {
+                                npages: run_first - pfn,
+                                pins: 1,
+                                charged,
+                            };
+                            self.insert(nodes, pfn, gap);
+                        }
+                        let (start, len) = if run_first < pfn {
+                            self.split(nodes, run_first, pfn - run_first);
+                            (pfn, run_first + len - pfn)
+                        } else {
+                            (run_first, len)
+                        };
+                        if start + len > end {
+                            self.split(nodes, start, end - start);
+                        }
+                        if let Some(run) = self.runs.get_mut(&start) {
                             run.pins += 1;
                         }
-                        pfn = next + len;
+                        pfn = (start + len).min(end);
+                        if pfn == end {
+                            break;
+                        }
+                        next = self.run_from(pfn);
                     }
-                    None => pfn = end,
+                    _ => {
+                        let gap = PfnRun {
+                            npages: end - pfn,
+                            pins: 1,
+                            charged,
+                        };
+                        self.insert(nodes, pfn, gap);
+                        break;
+                    }
                 }
             }
         }
@@ -373,13 +414,7 @@ impl PinAccount {
 
         let (new, needed) = inner.plan(runs);
         // Memory for the new runs, so that nothing fails once pages are charged.
-        let mut nodes = KVVec::with_capacity(needed, GFP_KERNEL_ACCOUNT)?;
-        for _ in 0..needed {
-            nodes.push(
-                RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
-                GFP_KERNEL_ACCOUNT,
-            )?;
-        }
+        let mut nodes = RunNodes::reserve(needed)?;
 
         // iommufd does not charge a task with `CAP_IPC_LOCK` (`IOPT_PAGES_ACCOUNT_NONE`).
         let charge = !capable(Capability::IPC_LOCK);
