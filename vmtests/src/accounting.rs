@@ -281,6 +281,37 @@ fn checks() -> Vec<Check> {
                 )
             },
         ),
+        (
+            "pages pinned inside a huge page, then around it, are counted once and released piecewise",
+            |_| {
+                // A 2 MiB buffer (a transparent huge page where the kernel gives one) is one run of
+                // page frames in the table of pinned pages; maps of a page inside it, of the whole,
+                // and of a range across its end split that run, and every release must find whole
+                // runs again.
+                let fd = Iommufd::open(ioasid_uapi::DEV_IOASID).map_err(|e| e.to_string())?;
+                let huge = 2 << 20;
+                let ps = page_size() as u64;
+                let (buf, _) = DmaBuffer::new_huge_aligned(2 * huge)
+                    .map_err(|e| format!("huge buffer: {e}"))?;
+                let a = expect_ok(fd.ioas_alloc())?;
+                let pinned =
+                    |want: u64| expect_eq("ioasid-pinned-pages", fdinfo(&fd)?.pinned, want);
+                let mid = buf.addr() + 100 * ps;
+                let page = expect_ok(fd.ioas_map(a, mid, ps, None, RW))?;
+                pinned(1)?;
+                let whole = expect_ok(fd.ioas_map(a, buf.addr(), huge as u64, None, RW))?;
+                pinned(512)?;
+                let across_start = buf.addr() + huge as u64 - 8 * ps;
+                let across = expect_ok(fd.ioas_map(a, across_start, 16 * ps, None, RW))?;
+                pinned(520)?;
+                expect_ok(fd.ioas_unmap(a, whole, huge as u64))?;
+                pinned(17)?;
+                expect_ok(fd.ioas_unmap(a, page, ps))?;
+                pinned(16)?;
+                expect_ok(fd.ioas_unmap(a, across, 16 * ps))?;
+                pinned(0)
+            },
+        ),
         ("IOMMU_IOAS_MAP of unmapped memory -> EFAULT", |_| {
             let fd = Iommufd::open(ioasid_uapi::DEV_IOASID).map_err(|e| e.to_string())?;
             let a = expect_ok(fd.ioas_alloc())?;
