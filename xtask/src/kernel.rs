@@ -98,6 +98,19 @@ pub fn reset_worktree(paths: &Paths) -> Result<()> {
     let _ = git(&work).args(["am", "--abort"]).output();
     run(git(&work).args(["reset", "-q", "--hard", "base"]))?;
     run(git(&work).args(["clean", "-q", "-fdx"]))?;
+    copy_tool_configs(paths)
+}
+
+/// The kernel's top-level tool configs (`.rustfmt.toml`, `.clippy.toml`: the MSRV clippy holds
+/// the code to, its disallowed methods) are not in the base commit — the tree's own .gitignore
+/// ignores dotfiles — so the worktree gets them from the unpacked source beside it.
+fn copy_tool_configs(paths: &Paths) -> Result<()> {
+    for name in [".rustfmt.toml", ".clippy.toml"] {
+        let src = paths.pristine().join(name);
+        let dst = paths.worktree().join(name);
+        std::fs::copy(&src, &dst)
+            .with_context(|| format!("cannot copy {} (run `cargo xtask setup`)", src.display()))?;
+    }
     Ok(())
 }
 
