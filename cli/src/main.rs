@@ -166,7 +166,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             out,
             "{}\n{}",
             table::render_status(&agg, &summary, &session.probes),
-            table::render_table(&agg, term_width())
+            table::render_tables(&agg, term_width())
         )
         .context("writing to stdout")?;
     }
@@ -219,7 +219,7 @@ fn redraw<W: Write>(
         out,
         "{}\n{}\n(Ctrl-C to quit)",
         table::render_status(agg, summary, &session.probes),
-        table::render_table(agg, term_width())
+        table::render_tables(agg, term_width())
     )
     .context("writing to stdout")?;
     Ok(())
