@@ -15,7 +15,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use ioasid_ebpf_common::MapEvent;
 
-use crate::event::{Event, KvmOp, MapFn, comm_str};
+use crate::{
+    event::{Event, KvmOp, MapFn, comm_str},
+    pins::PinAggregator,
+};
 
 /// Per (process, domain) counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,6 +79,9 @@ pub struct Observed {
     /// An `iommu_map` record whose inner `iommu_map_nosync` call was already
     /// reported (and counted) just before on the same thread.
     pub wraps_nosync: bool,
+    /// A pin record counted elsewhere (see `crate::pins`): an unpin inside a
+    /// pin call, or the outer call of a nested unpin.
+    pub nested: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +124,8 @@ pub struct Aggregator {
     kinds: BTreeMap<&'static str, KindStats>,
     /// Last iommu_map_nosync per thread, to recognise the wrapping iommu_map.
     last_nosync: HashMap<u32, MapArgsKey>,
+    /// Pin, unpin and accounting records.
+    pins: PinAggregator,
     events: u64,
     undecodable: u64,
 }
@@ -177,6 +185,7 @@ impl Aggregator {
             Event::Kvm(op, _) => {
                 self.kinds.entry(op.function()).or_default().calls += 1;
             }
+            Event::Pin(p) => observed.nested = self.pins.observe(p).nested,
         }
         observed
     }
@@ -224,6 +233,11 @@ impl Aggregator {
             .iter()
             .map(|f| (*f, self.kinds.get(f).copied().unwrap_or_default()))
             .collect()
+    }
+
+    /// The pinning aggregate.
+    pub fn pins(&self) -> &PinAggregator {
+        &self.pins
     }
 
     /// Number of kvm register / unregister calls seen.
