@@ -19,6 +19,7 @@ pub mod dmabuf;
 pub mod edu;
 pub mod errno;
 pub mod memfd;
+pub mod pincheck;
 pub mod smoke;
 pub mod sysfs;
 pub mod tap;
