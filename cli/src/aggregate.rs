@@ -10,6 +10,15 @@
 //! Unmaps come from `iommu_unmap` and `iommu_unmap_fast` (VFIO type1 uses
 //! the latter, falling back to the former when it unmaps nothing). Neither
 //! calls the other, so both count as unmapped bytes of their domain.
+//!
+//! KVM: `kvm_arch_register_noncoherent_dma()` / `kvm_arch_unregister_noncoherent_dma()` are
+//! called by the KVM-VFIO device (virt/kvm/vfio.c, `kvm_vfio_update_coherency()`) when the
+//! set of VFIO files it holds goes from all-coherent to containing one whose IOMMU cannot
+//! enforce cache coherency, and back. From register to unregister the VM's
+//! `noncoherent_dma_count` is non-zero: KVM honours the guest's WBINVD (and, on VMX, the
+//! guest's memory types). That device is the only caller, at most one per VM, and it only
+//! calls on a change, so the calls for one VM alternate and the last one seen is the VM's
+//! state; [`KvmStats`] keeps it per `struct kvm *`.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,6 +59,40 @@ impl DomainStats {
 pub struct DomainKey {
     pub pid: u32,
     pub domain: u64,
+}
+
+/// Per KVM VM (`struct kvm *`): its non-coherent DMA (WBINVD) state and transitions.
+///
+/// Keyed by the VM alone, not by (process, VM): the unregister can come from another process
+/// than the register (the last holder of the VM fd destroys the VM), and the state must
+/// follow the VM. `pid`/`comm` are those of the last call. A `struct kvm *` freed and reused
+/// by a new VM continues the same row; the state stays right (a new VM starts coherent and
+/// registers first), only the counts add up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KvmStats {
+    /// Process (tgid) of the last call.
+    pub pid: u32,
+    /// Its `comm`.
+    pub comm: String,
+    /// `kvm_arch_register_noncoherent_dma` calls seen.
+    pub registers: u64,
+    /// `kvm_arch_unregister_noncoherent_dma` calls seen.
+    pub unregisters: u64,
+    /// State after the last call: true after a register (the guest's WBINVD is honoured).
+    pub noncoherent: bool,
+    /// `ts_ns` of the last call.
+    pub last_ts_ns: u64,
+}
+
+impl KvmStats {
+    /// The last call seen.
+    pub fn last_op(&self) -> KvmOp {
+        if self.noncoherent {
+            KvmOp::Register
+        } else {
+            KvmOp::Unregister
+        }
+    }
 }
 
 /// Per traced function counters (every call, nested or not).
@@ -121,6 +164,8 @@ impl Lost {
 #[derive(Debug, Default)]
 pub struct Aggregator {
     domains: BTreeMap<DomainKey, DomainStats>,
+    /// Per `struct kvm *`.
+    vms: BTreeMap<u64, KvmStats>,
     kinds: BTreeMap<&'static str, KindStats>,
     /// Last iommu_map_nosync per thread, to recognise the wrapping iommu_map.
     last_nosync: HashMap<u32, MapArgsKey>,
@@ -182,8 +227,25 @@ impl Aggregator {
                 d.unmaps += 1;
                 d.unmapped_bytes = d.unmapped_bytes.saturating_add(u.unmapped);
             }
-            Event::Kvm(op, _) => {
+            Event::Kvm(op, k) => {
                 self.kinds.entry(op.function()).or_default().calls += 1;
+                let vm = self.vms.entry(k.kvm).or_default();
+                vm.pid = h.tgid;
+                let c = comm_str(&h.comm);
+                if vm.comm != c {
+                    vm.comm = c;
+                }
+                vm.last_ts_ns = h.ts_ns;
+                match op {
+                    KvmOp::Register => {
+                        vm.registers += 1;
+                        vm.noncoherent = true;
+                    }
+                    KvmOp::Unregister => {
+                        vm.unregisters += 1;
+                        vm.noncoherent = false;
+                    }
+                }
             }
             Event::Pin(p) => observed.nested = self.pins.observe(p).nested,
         }
@@ -240,6 +302,11 @@ impl Aggregator {
         &self.pins
     }
 
+    /// Per KVM VM rows, by `struct kvm *`.
+    pub fn kvm_rows(&self) -> Vec<(u64, &KvmStats)> {
+        self.vms.iter().map(|(k, v)| (*k, v)).collect()
+    }
+
     /// Number of kvm register / unregister calls seen.
     pub fn kvm_calls(&self, op: KvmOp) -> u64 {
         self.kinds.get(op.function()).map_or(0, |k| k.calls)
@@ -251,7 +318,7 @@ mod tests {
     use super::*;
     use crate::event::{
         UnmapFn,
-        tests::{map_event, unmap_event},
+        tests::{hdr, map_event, unmap_event},
     };
 
     fn unmap(f: UnmapFn, tgid: u32, domain: u64, iova: u64, size: u64, unmapped: u64) -> Event {
@@ -466,6 +533,94 @@ mod tests {
                 .wraps_nosync
         );
         assert_eq!(a.domain_rows()[0].1.maps, 3);
+    }
+
+    fn kvm(op: KvmOp, tgid: u32, vm: u64, ts_ns: u64, name: &str) -> Event {
+        let k = match op {
+            KvmOp::Register => ioasid_ebpf_common::kind::KVM_REGISTER_NONCOHERENT_DMA,
+            KvmOp::Unregister => ioasid_ebpf_common::kind::KVM_UNREGISTER_NONCOHERENT_DMA,
+        };
+        let mut header = hdr(
+            k,
+            std::mem::size_of::<ioasid_ebpf_common::KvmEvent>(),
+            tgid,
+            tgid,
+            name,
+        );
+        header.ts_ns = ts_ns;
+        Event::Kvm(op, ioasid_ebpf_common::KvmEvent { header, kvm: vm })
+    }
+
+    const VM1: u64 = 0xffff_c900_0010_0000;
+    const VM2: u64 = 0xffff_c900_0020_0000;
+
+    #[test]
+    fn kvm_state_flips_per_vm() {
+        let mut a = Aggregator::new();
+        assert!(a.kvm_rows().is_empty());
+        a.observe(&kvm(KvmOp::Register, 40, VM1, 10, "qemu-a"));
+        a.observe(&kvm(KvmOp::Register, 41, VM2, 11, "qemu-b"));
+        let rows = a.kvm_rows();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].0, VM1);
+        assert_eq!(
+            *rows[0].1,
+            KvmStats {
+                pid: 40,
+                comm: "qemu-a".into(),
+                registers: 1,
+                unregisters: 0,
+                noncoherent: true,
+                last_ts_ns: 10,
+            }
+        );
+        assert_eq!(rows[0].1.last_op(), KvmOp::Register);
+
+        a.observe(&kvm(KvmOp::Unregister, 40, VM1, 20, "qemu-a"));
+        let rows = a.kvm_rows();
+        let vm1 = rows[0].1;
+        assert_eq!(
+            (vm1.registers, vm1.unregisters, vm1.noncoherent),
+            (1, 1, false)
+        );
+        assert_eq!((vm1.last_op(), vm1.last_ts_ns), (KvmOp::Unregister, 20));
+        // The other VM is untouched.
+        assert_eq!((rows[1].1.registers, rows[1].1.noncoherent), (1, true));
+        assert_eq!(a.kvm_calls(KvmOp::Register), 2);
+        assert_eq!(a.kvm_calls(KvmOp::Unregister), 1);
+        // kvm calls are not IOMMU domains.
+        assert!(a.domain_rows().is_empty());
+    }
+
+    /// The VM is destroyed by the last holder of its fd, which may be another process: the
+    /// state follows the VM, the row names the process of the last call.
+    #[test]
+    fn kvm_unregister_from_another_process_turns_the_vm_off() {
+        let mut a = Aggregator::new();
+        a.observe(&kvm(KvmOp::Register, 40, VM1, 1, "qemu"));
+        a.observe(&kvm(KvmOp::Unregister, 77, VM1, 2, "helper"));
+        let rows = a.kvm_rows();
+        assert_eq!(rows.len(), 1);
+        let vm = rows[0].1;
+        assert!(!vm.noncoherent);
+        assert_eq!((vm.pid, vm.comm.as_str()), (77, "helper"));
+    }
+
+    /// Attached while the device was in: only the unregister is seen. The VM is off now.
+    #[test]
+    fn kvm_unregister_without_register_seen() {
+        let mut a = Aggregator::new();
+        a.observe(&kvm(KvmOp::Unregister, 5, VM2, 3, "qemu"));
+        let vm = a.kvm_rows()[0].1.clone();
+        assert_eq!(
+            (vm.registers, vm.unregisters, vm.noncoherent),
+            (0, 1, false)
+        );
+        // A freed and reused struct kvm: a new VM registers first; the state is right again.
+        a.observe(&kvm(KvmOp::Register, 6, VM2, 4, "qemu2"));
+        let vm = a.kvm_rows()[0].1.clone();
+        assert_eq!((vm.registers, vm.unregisters, vm.noncoherent), (1, 1, true));
+        assert_eq!(vm.pid, 6);
     }
 
     #[test]

@@ -463,7 +463,9 @@ pub struct Summary {
 }
 
 /// The aggregate block: one `kind` line per traced function, one `domain`
-/// line per (process, domain), then one `summary` line.
+/// line per (process, domain), one `kvm` line per KVM VM seen, the pinning
+/// lines (one `pin_kind` line per pinning function, one `pinned` line per
+/// process), then one `summary` line.
 pub fn write_report<W: Write>(
     w: &mut W,
     agg: &Aggregator,
@@ -526,6 +528,34 @@ pub fn write_report<W: Write>(
         )?;
     }
 
+    #[derive(Serialize)]
+    struct Kvm<'a> {
+        kvm: String,
+        pid: u32,
+        comm: &'a str,
+        noncoherent_dma: bool,
+        registers: u64,
+        unregisters: u64,
+        last_op: &'static str,
+        last_ts_ns: u64,
+    }
+    for (kvm, vm) in agg.kvm_rows() {
+        write_line(
+            w,
+            "kvm",
+            Kvm {
+                kvm: hex(kvm),
+                pid: vm.pid,
+                comm: &vm.comm,
+                noncoherent_dma: vm.noncoherent,
+                registers: vm.registers,
+                unregisters: vm.unregisters,
+                last_op: vm.last_op().name(),
+                last_ts_ns: vm.last_ts_ns,
+            },
+        )?;
+    }
+
     write_pin_report(w, agg, start)?;
 
     #[derive(Serialize)]
@@ -571,6 +601,7 @@ mod tests {
     };
     use ioasid_ebpf_common::{KvmEvent, flags, kind};
     use serde_json::Value;
+    use std::mem::size_of;
 
     const PIN_KINDS: usize = crate::pins::PIN_FUNCTIONS.len();
 
@@ -859,6 +890,112 @@ mod tests {
         assert_eq!(s["pid_filter"], 50);
     }
 
+    fn kvm_event(op: KvmOp, pid: u32, vm: u64, ts_ns: u64) -> Event {
+        let k = match op {
+            KvmOp::Register => kind::KVM_REGISTER_NONCOHERENT_DMA,
+            KvmOp::Unregister => kind::KVM_UNREGISTER_NONCOHERENT_DMA,
+        };
+        let mut header = hdr(k, size_of::<KvmEvent>(), pid, pid, "kvm-vfio-worklo");
+        header.ts_ns = ts_ns;
+        Event::Kvm(op, KvmEvent { header, kvm: vm })
+    }
+
+    fn report(agg: &Aggregator) -> Vec<Value> {
+        let mut out = Vec::new();
+        write_report(
+            &mut out,
+            agg,
+            &StartState::default(),
+            &Summary {
+                is_final: false,
+                elapsed: Duration::ZERO,
+                lost: Lost::default(),
+                pid_filter: None,
+            },
+        )
+        .expect("write");
+        lines(&out)
+    }
+
+    /// The `kvm` lines of a report: one per VM, after the domain lines, before the summary;
+    /// the state flips on at register and off at unregister.
+    #[test]
+    fn kvm_report_lines_follow_the_state() {
+        let vm = 0xffff_c900_0abc_0000;
+        let mut agg = Aggregator::new();
+        agg.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 50, 50, 0xd0, 0, 4096, 0),
+        ));
+        agg.observe(&kvm_event(KvmOp::Register, 61, vm, 5_000));
+        let l = report(&agg);
+        // Found by type and fn, not by position: the number of kind lines grows with the
+        // traced functions.
+        let types: Vec<&str> = l.iter().filter_map(|v| v["type"].as_str()).collect();
+        let kinds = types.iter().filter(|t| **t == "kind").count();
+        assert_eq!(kinds, crate::aggregate::FUNCTIONS.len());
+        // ... then the domain line, the kvm line, the pinning functions' lines (no process
+        // pinned: no `pinned` line), the summary.
+        let mut after_kinds = vec!["domain", "kvm"];
+        after_kinds.extend(["pin_kind"; PIN_KINDS]);
+        after_kinds.push("summary");
+        assert_eq!(types[kinds..], after_kinds);
+        let summary = |l: &[Value]| {
+            l.iter()
+                .find(|v| v["type"] == "summary")
+                .cloned()
+                .expect("a summary line")
+        };
+        let kind_calls = |l: &[Value], f: &str| {
+            l.iter()
+                .find(|v| v["type"] == "kind" && v["fn"] == f)
+                .map(|v| (v["calls"].clone(), v["failed"].clone(), v["bytes"].clone()))
+                .expect("a kind line per function")
+        };
+        let k = &l[kinds + 1];
+        check_envelope(k, "kvm");
+        assert_eq!(
+            keys(k),
+            [
+                "comm",
+                "kvm",
+                "last_op",
+                "last_ts_ns",
+                "noncoherent_dma",
+                "pid",
+                "registers",
+                "type",
+                "unregisters",
+                "v"
+            ]
+        );
+        assert_eq!(k["kvm"], "0xffffc9000abc0000");
+        assert_eq!(k["pid"], 61);
+        assert_eq!(k["comm"], "kvm-vfio-worklo");
+        assert_eq!(k["noncoherent_dma"], true);
+        assert_eq!((&k["registers"], &k["unregisters"]), (&1.into(), &0.into()));
+        assert_eq!(k["last_op"], "register");
+        assert_eq!(k["last_ts_ns"], 5_000);
+        assert_eq!(summary(&l)["events"], 2);
+        assert_eq!(
+            kind_calls(&l, "kvm_arch_register_noncoherent_dma"),
+            (1.into(), 0.into(), 0.into())
+        );
+
+        agg.observe(&kvm_event(KvmOp::Unregister, 61, vm, 6_000));
+        let l = report(&agg);
+        let k = &l[kinds + 1];
+        check_envelope(k, "kvm");
+        assert_eq!(k["noncoherent_dma"], false);
+        assert_eq!((&k["registers"], &k["unregisters"]), (&1.into(), &1.into()));
+        assert_eq!(k["last_op"], "unregister");
+        assert_eq!(k["last_ts_ns"], 6_000);
+        assert_eq!(
+            kind_calls(&l, "kvm_arch_unregister_noncoherent_dma"),
+            (1.into(), 0.into(), 0.into())
+        );
+    }
+
     #[test]
     fn empty_report_still_has_kinds_and_summary() {
         let agg = Aggregator::new();
@@ -919,6 +1056,7 @@ mod tests {
         .expect("write");
         let mut agg = Aggregator::new();
         agg.observe(&Event::Map(MapFn::IommuMap, m));
+        agg.observe(&Event::Kvm(KvmOp::Register, k));
         // One line of each pinning class, a start-up line and its `pinned` line.
         for k in [
             kind::PIN_USER_PAGES_FAST,
@@ -988,6 +1126,7 @@ mod tests {
                 "account",
                 "domain",
                 "kind",
+                "kvm",
                 "kvm_noncoherent_dma",
                 "map",
                 "pin",

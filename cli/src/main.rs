@@ -190,7 +190,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             out,
             "{}\n{}\n{}",
             table::render_status(&agg, &summary, &session.probes),
-            table::render_table(&agg, term_width()),
+            table::render_tables(&agg, term_width()),
             table::render_pin_table(&agg, &start_state, term_width())
         )
         .context("writing to stdout")?;
@@ -246,7 +246,7 @@ fn redraw<W: Write>(
         out,
         "{}\n{}\n{}\n(Ctrl-C to quit)",
         table::render_status(agg, summary, &session.probes),
-        table::render_table(agg, term_width()),
+        table::render_tables(agg, term_width()),
         table::render_pin_table(agg, start, term_width())
     )
     .context("writing to stdout")?;

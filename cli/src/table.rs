@@ -68,6 +68,55 @@ pub fn render_table(agg: &Aggregator, width: Option<u16>) -> String {
     s
 }
 
+pub const KVM_COLUMNS: [&str; 6] = ["PID", "COMM", "KVM", "NONCOHERENT DMA", "REG", "UNREG"];
+
+/// One row per KVM VM whose non-coherent DMA state changed while tracing, or None when
+/// there is none (most hosts: the table would only take room).
+pub fn render_kvm_table(agg: &Aggregator, width: Option<u16>) -> Option<String> {
+    let rows = agg.kvm_rows();
+    if rows.is_empty() {
+        return None;
+    }
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
+    if let Some(w) = width {
+        t.set_width(w);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    t.set_header(KVM_COLUMNS.to_vec());
+    for (kvm, vm) in rows {
+        t.add_row(vec![
+            vm.pid.to_string(),
+            vm.comm.clone(),
+            format!("{kvm:#x}"),
+            // What it means for the guest: from register to unregister KVM honours WBINVD.
+            if vm.noncoherent {
+                "on (wbinvd)".to_owned()
+            } else {
+                "off".to_owned()
+            },
+            vm.registers.to_string(),
+            vm.unregisters.to_string(),
+        ]);
+    }
+    for i in [0, 4, 5] {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    Some(t.to_string())
+}
+
+/// The tables: IOMMU domains, then KVM VMs when there are any.
+pub fn render_tables(agg: &Aggregator, width: Option<u16>) -> String {
+    let mut s = render_table(agg, width);
+    if let Some(k) = render_kvm_table(agg, width) {
+        s.push('\n');
+        s.push_str(&k);
+    }
+    s
+}
+
 /// Columns of the pinning table: pages, from events since attach, then the
 /// start-up state (what /proc said when ioasid-top started).
 pub const PIN_COLUMNS: [&str; 9] = [
@@ -157,8 +206,11 @@ pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> S
     let reg = agg.kvm_calls(KvmOp::Register);
     let unreg = agg.kvm_calls(KvmOp::Unregister);
     if reg + unreg > 0 {
+        let vms = agg.kvm_rows();
+        let on = vms.iter().filter(|(_, vm)| vm.noncoherent).count();
         out.push_str(&format!(
-            "\nkvm non-coherent DMA: {reg} register, {unreg} unregister"
+            "\nkvm non-coherent DMA: {reg} register, {unreg} unregister; {on} of {} VM(s) with wbinvd now",
+            vms.len()
         ));
     }
     out.push_str("\nprobes:");
@@ -172,10 +224,14 @@ pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> S
 mod tests {
     use super::*;
     use crate::{
-        event::{Event, MapFn, tests::map_event},
+        event::{
+            Event, MapFn,
+            tests::{hdr, map_event},
+        },
         loader::Attach,
     };
-    use std::time::Duration;
+    use ioasid_ebpf_common::{KvmEvent, kind};
+    use std::{mem::size_of, time::Duration};
 
     #[test]
     fn human_bytes_units() {
@@ -255,6 +311,43 @@ mod tests {
         assert!(t.contains("48/0 (1 files)"), "{t}");
         let empty = render_pin_table(&Aggregator::new(), &StartState::default(), None);
         assert!(empty.contains("no pins seen"));
+    }
+
+    #[test]
+    fn kvm_table_shows_the_state_per_vm() {
+        let mut agg = Aggregator::new();
+        assert!(render_kvm_table(&agg, None).is_none());
+        assert!(!render_tables(&agg, None).contains("NONCOHERENT"));
+        let ev = |op, k, vm| {
+            Event::Kvm(
+                op,
+                KvmEvent {
+                    header: hdr(k, size_of::<KvmEvent>(), 812, 812, "qemu-system-x86"),
+                    kvm: vm,
+                },
+            )
+        };
+        agg.observe(&ev(
+            KvmOp::Register,
+            kind::KVM_REGISTER_NONCOHERENT_DMA,
+            0xffff_c900_0001_0000,
+        ));
+        let t = render_kvm_table(&agg, Some(100)).expect("a VM row");
+        for c in KVM_COLUMNS {
+            assert!(t.contains(c), "missing column {c}:\n{t}");
+        }
+        assert!(t.contains("812"));
+        assert!(t.contains("0xffffc90000010000"));
+        assert!(t.contains("on (wbinvd)"), "{t}");
+        agg.observe(&ev(
+            KvmOp::Unregister,
+            kind::KVM_UNREGISTER_NONCOHERENT_DMA,
+            0xffff_c900_0001_0000,
+        ));
+        let t = render_tables(&agg, None);
+        assert!(!t.contains("wbinvd"), "{t}");
+        assert!(t.contains("off"), "{t}");
+        assert!(t.contains("no iommu_map"), "{t}");
     }
 
     #[test]

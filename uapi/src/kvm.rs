@@ -7,6 +7,8 @@ use core::mem::size_of;
 pub const KVMIO: u8 = 0xAE;
 
 pub const KVM_GET_API_VERSION: u32 = _IO(KVMIO, 0x00);
+/// What `KVM_GET_API_VERSION` returns (`KVM_API_VERSION`); it has not changed since 2.6.22.
+pub const KVM_API_VERSION: i32 = 12;
 /// Returns a VM fd; argument is the machine type (0).
 pub const KVM_CREATE_VM: u32 = _IO(KVMIO, 0x01);
 pub const KVM_CHECK_EXTENSION: u32 = _IO(KVMIO, 0x03);

@@ -278,6 +278,7 @@ fn constants_match_7_3_headers() {
         "VFIO_DEVICE_DETACH_PASID"
     );
     assert_eq!(KVMIO as u64, 174, "KVMIO");
+    assert_eq!(KVM_API_VERSION as u64, 12, "KVM_API_VERSION");
     assert_eq!(KVM_DEV_TYPE_VFIO as u64, 4, "KVM_DEV_TYPE_VFIO");
     assert_eq!(KVM_DEV_VFIO_FILE as u64, 1, "KVM_DEV_VFIO_FILE");
     assert_eq!(KVM_DEV_VFIO_FILE_ADD as u64, 1, "KVM_DEV_VFIO_FILE_ADD");

@@ -9,6 +9,9 @@
 //!   `/dev/ioasid`, results compared call by call.
 //! * `ioasid-bench` — MAP+UNMAP and COPY timings of `/dev/ioasid` against
 //!   iommufd (with and without a domain) and VFIO type1, in one run.
+//! * `kvm-vfio-workload` — gives the edu device's VFIO file (group or cdev) to
+//!   a KVM VM and takes it back; `check-top-kvm` checks what ioasid-top saw
+//!   of KVM's non-coherent DMA (wbinvd) state meanwhile.
 //!
 //! All ioctl numbers and structures come from `ioasid-uapi`.
 
@@ -18,6 +21,8 @@ pub mod difftest;
 pub mod dmabuf;
 pub mod edu;
 pub mod errno;
+pub mod kvm;
+pub mod kvmcheck;
 pub mod memfd;
 pub mod pincheck;
 pub mod smoke;

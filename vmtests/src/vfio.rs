@@ -299,3 +299,9 @@ impl VfioGroup {
         }))
     }
 }
+
+impl AsFd for VfioGroup {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}

@@ -439,7 +439,8 @@ fn dma_round_trip(
     result
 }
 
-fn check_device(dev: &VfioDevice) -> Result<()> {
+/// The device is a vfio-pci device with config space (what the workloads rely on).
+pub fn check_device(dev: &VfioDevice) -> Result<()> {
     let info = dev.info().context("VFIO_DEVICE_GET_INFO")?;
     ensure!(
         info.flags & VFIO_DEVICE_FLAGS_PCI != 0,
@@ -484,17 +485,9 @@ fn run_ioas_only(
     Ok(ok)
 }
 
-fn run_cdev(
-    args: &Args,
-    bdf: &str,
-    plan: &Plan,
-    summary: &mut Summary,
-    hold: &mut Hold<'_>,
-) -> Result<bool> {
-    let iommu_dev = args
-        .iommu_dev()
-        .context("cdev backend without an iommufd path")?;
-    let root = &args.sysfs;
+/// Opens `bdf`'s VFIO device cdev (`/dev/vfio/devices/vfioN`, found through sysfs; the
+/// device must be bound to vfio-pci). Returns the device and the cdev's path.
+pub fn open_cdev(root: &Path, devfs: &Path, bdf: &str) -> Result<(VfioDevice, PathBuf)> {
     let name = {
         let mut waited = 0;
         loop {
@@ -510,9 +503,23 @@ fn run_cdev(
             waited += 1;
         }
     };
-    let cdev = args.devfs.join("vfio/devices").join(&name);
+    let cdev = devfs.join("vfio/devices").join(&name);
     sysfs::wait_for_path(&cdev, Duration::from_secs(2))?;
     let dev = VfioDevice::open_cdev(&cdev)?;
+    Ok((dev, cdev))
+}
+
+fn run_cdev(
+    args: &Args,
+    bdf: &str,
+    plan: &Plan,
+    summary: &mut Summary,
+    hold: &mut Hold<'_>,
+) -> Result<bool> {
+    let iommu_dev = args
+        .iommu_dev()
+        .context("cdev backend without an iommufd path")?;
+    let (dev, cdev) = open_cdev(&args.sysfs, &args.devfs, bdf)?;
     let fd =
         Iommufd::open(&iommu_dev).with_context(|| format!("opening {}", iommu_dev.display()))?;
     summary.iommu_dev = Some(iommu_dev.display().to_string());

@@ -80,7 +80,8 @@ fn series_hash(patches: &[PathBuf]) -> Result<String> {
 
 /// Resets the worktree to `base` and applies the series with `git am`, unless the same
 /// series is already applied.
-pub fn apply_series(paths: &Paths) -> Result<()> {
+/// The worktree at the pristine base, nothing applied.
+pub fn reset_worktree(paths: &Paths) -> Result<()> {
     let work = paths.worktree();
     if !work.join(".git").exists() {
         step(format!("creating the kernel worktree {}", work.display()));
@@ -93,10 +94,41 @@ pub fn apply_series(paths: &Paths) -> Result<()> {
             .arg(&work)
             .arg("base"))?;
     }
+    let _ = std::fs::remove_file(paths.kernel_dir().join("work.series"));
+    let _ = git(&work).args(["am", "--abort"]).output();
+    run(git(&work).args(["reset", "-q", "--hard", "base"]))?;
+    run(git(&work).args(["clean", "-q", "-fdx"]))?;
+    copy_tool_configs(paths)
+}
+
+/// The kernel's top-level tool configs (`.rustfmt.toml`, `.clippy.toml`: the MSRV clippy holds
+/// the code to, its disallowed methods) are not in the base commit — the tree's own .gitignore
+/// ignores dotfiles — so the worktree gets them from the unpacked source beside it.
+fn copy_tool_configs(paths: &Paths) -> Result<()> {
+    for name in [".rustfmt.toml", ".clippy.toml"] {
+        let src = paths.pristine().join(name);
+        let dst = paths.worktree().join(name);
+        std::fs::copy(&src, &dst)
+            .with_context(|| format!("cannot copy {} (run `cargo xtask setup`)", src.display()))?;
+    }
+    Ok(())
+}
+
+/// Records that the worktree holds the whole series as it is now.
+pub fn apply_series_stamp(paths: &Paths) -> Result<()> {
+    let hash = series_hash(&series(paths)?)?;
+    std::fs::write(paths.kernel_dir().join("work.series"), hash)?;
+    Ok(())
+}
+
+pub fn apply_series(paths: &Paths) -> Result<()> {
+    let work = paths.worktree();
     let patches = series(paths)?;
     let hash = series_hash(&patches)?;
     let stamp = paths.kernel_dir().join("work.series");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str()) {
+    if work.join(".git").exists()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str())
+    {
         step(format!(
             "series of {} patch(es) already applied",
             patches.len()
@@ -107,47 +139,44 @@ pub fn apply_series(paths: &Paths) -> Result<()> {
         "applying {} patch(es) to a pristine tree",
         patches.len()
     ));
-    let _ = std::fs::remove_file(&stamp);
-    let _ = git(&work).args(["am", "--abort"]).output();
-    run(git(&work).args(["reset", "-q", "--hard", "base"]))?;
-    run(git(&work).args(["clean", "-q", "-fdx"]))?;
-    git_am(&work, &patches)?;
+    reset_worktree(paths)?;
+    for p in &patches {
+        git_am_one(&work, p)?;
+    }
     std::fs::write(&stamp, &hash)?;
     Ok(())
 }
 
-/// `git am` each patch in order; a patch that does not apply aborts the series with an error
-/// that names the patch and the files it failed on.
-fn git_am(work: &Path, patches: &[PathBuf]) -> Result<()> {
-    for p in patches {
-        let out = git(work)
-            .arg("am")
-            .arg("-q")
-            .arg(p)
-            .output()
-            .with_context(|| format!("cannot run git am {}", p.display()))?;
-        if !out.status.success() {
-            let msg = String::from_utf8_lossy(&out.stderr).into_owned()
-                + &String::from_utf8_lossy(&out.stdout);
-            let _ = git(work).args(["am", "--abort"]).output();
-            let files: Vec<&str> = msg
-                .lines()
-                .filter_map(|l| {
-                    l.strip_prefix("error: patch failed: ")
-                        .or_else(|| l.strip_prefix("error: "))
-                })
-                .filter(|l| !l.starts_with("could not build fake ancestor"))
-                .collect();
-            // git's hints tell how to continue an am we have already aborted.
-            let detail: Vec<&str> = msg.lines().filter(|l| !l.starts_with("hint:")).collect();
-            bail!(
-                "patch {} does not apply to Linux {}: {}\n{}",
-                p.file_name().unwrap_or_default().to_string_lossy(),
-                crate::setup::KERNEL_VERSION,
-                files.join("; "),
-                detail.join("\n").trim()
-            );
-        }
+/// `git am` one patch; one that does not apply aborts with an error that names the patch and
+/// the files it failed on.
+pub fn git_am_one(work: &Path, p: &Path) -> Result<()> {
+    let out = git(work)
+        .arg("am")
+        .arg("-q")
+        .arg(p)
+        .output()
+        .with_context(|| format!("cannot run git am {}", p.display()))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        let _ = git(work).args(["am", "--abort"]).output();
+        let files: Vec<&str> = msg
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("error: patch failed: ")
+                    .or_else(|| l.strip_prefix("error: "))
+            })
+            .filter(|l| !l.starts_with("could not build fake ancestor"))
+            .collect();
+        // git's hints tell how to continue an am we have already aborted.
+        let detail: Vec<&str> = msg.lines().filter(|l| !l.starts_with("hint:")).collect();
+        bail!(
+            "patch {} does not apply to Linux {}: {}\n{}",
+            p.file_name().unwrap_or_default().to_string_lossy(),
+            crate::setup::KERNEL_VERSION,
+            files.join("; "),
+            detail.join("\n").trim()
+        );
     }
     Ok(())
 }
@@ -155,8 +184,19 @@ fn git_am(work: &Path, patches: &[PathBuf]) -> Result<()> {
 /// tinyconfig + fragments + olddefconfig; then every fragment line must hold in `.config`
 /// (merge_config silently drops what Kconfig dependencies refuse).
 pub fn configure(paths: &Paths) -> Result<()> {
+    let (fragments, hash) = fragments(paths)?;
+    let stamp = paths.kernel_dir().join("build.config-hash");
     let build = paths.build();
-    std::fs::create_dir_all(&build)?;
+    if build.join(".config").exists()
+        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str())
+    {
+        return check_config(&build, &fragments, true);
+    }
+    configure_tree(paths, true)
+}
+
+/// The fragment paths and the hash of their contents.
+fn fragments(paths: &Paths) -> Result<(Vec<PathBuf>, String)> {
     let mut fragments = Vec::new();
     let mut all = Vec::new();
     for f in FRAGMENTS {
@@ -167,13 +207,18 @@ pub fn configure(paths: &Paths) -> Result<()> {
         );
         fragments.push(p);
     }
+    Ok((fragments, sha256_hex(&all)))
+}
+
+/// Configures the build of the worktree as it is. `strict`: every fragment line must hold;
+/// otherwise symbols the tree does not have yet (a patch not applied yet adds them) may be
+/// missing, as they are while walking the series.
+pub fn configure_tree(paths: &Paths, strict: bool) -> Result<()> {
+    let build = paths.build();
+    std::fs::create_dir_all(&build)?;
+    let (fragments, hash) = fragments(paths)?;
     let stamp = paths.kernel_dir().join("build.config-hash");
-    let hash = sha256_hex(&all);
-    if build.join(".config").exists()
-        && std::fs::read_to_string(&stamp).ok().as_deref() == Some(hash.as_str())
-    {
-        return check_config(&build, &fragments);
-    }
+    let _ = std::fs::remove_file(&stamp);
     step("configuring: tinyconfig + ci/kernel fragments");
     let work = paths.worktree();
     let log = paths.kernel_dir().join("config.log");
@@ -188,12 +233,14 @@ pub fn configure(paths: &Paths) -> Result<()> {
     merge.args(&fragments);
     run_logged(&mut merge, &log)?;
     run_logged(kernel_make(paths, &work, &build).arg("olddefconfig"), &log)?;
-    check_config(&build, &fragments)?;
-    std::fs::write(&stamp, &hash)?;
+    check_config(&build, &fragments, strict)?;
+    if strict {
+        std::fs::write(&stamp, &hash)?;
+    }
     Ok(())
 }
 
-fn check_config(build: &Path, fragments: &[PathBuf]) -> Result<()> {
+fn check_config(build: &Path, fragments: &[PathBuf], strict: bool) -> Result<()> {
     let config = std::fs::read_to_string(build.join(".config")).context("cannot read .config")?;
     let mut wrong = Vec::new();
     for f in fragments {
@@ -205,10 +252,14 @@ fn check_config(build: &Path, fragments: &[PathBuf]) -> Result<()> {
             let set = config
                 .lines()
                 .find_map(|l| l.strip_prefix(&format!("CONFIG_{key}=")));
+            let known = config.lines().any(|l| {
+                l.starts_with(&format!("CONFIG_{key}="))
+                    || l == format!("# CONFIG_{key} is not set")
+            });
             let ok = match (want, set) {
                 ("n", None) => true,
                 (w, Some(s)) => w == s,
-                (_, None) => false,
+                (_, None) => !strict && !known,
             };
             if !ok {
                 wrong.push(format!(
@@ -279,7 +330,9 @@ mod tests {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "patch"))
             .unwrap();
-        let err = git_am(&dir.join("tree"), &[patch]).unwrap_err().to_string();
+        let err = git_am_one(&dir.join("tree"), &patch)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("0001-change.patch does not apply"), "{err}");
         assert!(err.contains("Kconfig"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);

@@ -4,6 +4,7 @@ mod bench;
 mod kernel;
 mod patches;
 mod selftests;
+mod series_build;
 mod setup;
 mod test;
 mod util;
@@ -32,6 +33,10 @@ enum Cmd {
         /// Parallel make jobs (default: number of CPUs).
         #[arg(long)]
         jobs: Option<usize>,
+        /// Build after every patch of the series, then with the component =n, =m and =y, with
+        /// clippy and rustfmt on the series' Rust files (see series_build.rs).
+        #[arg(long)]
+        each_patch: bool,
     },
     /// Boot the built kernel under TCG and run CMD as root; exits with CMD's status.
     Vm {
@@ -104,7 +109,13 @@ fn main() -> Result<()> {
     let paths = util::Paths::new()?;
     match cli.command {
         Cmd::Setup => setup::setup(&paths),
-        Cmd::Kernel { jobs } => kernel::kernel(&paths, &kernel::KernelOpts { jobs }).map(|_| ()),
+        Cmd::Kernel { jobs, each_patch } => {
+            if each_patch {
+                series_build::each_patch(&paths, jobs.unwrap_or_else(util::nproc))
+            } else {
+                kernel::kernel(&paths, &kernel::KernelOpts { jobs }).map(|_| ())
+            }
+        }
         Cmd::Vm {
             snoop_control,
             timeout,

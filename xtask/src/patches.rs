@@ -256,6 +256,7 @@ pub fn patches(paths: &Paths, check: bool) -> Result<()> {
             series.patches.len()
         ));
         checkpatch(paths)?;
+        kernel_doc(paths)?;
     } else {
         step(format!(
             "wrote {} patches and a cover letter to patches/",
@@ -650,6 +651,86 @@ fn python_for_spdxcheck() -> Result<Option<PathBuf>> {
 /// Runs the pristine tree's scripts/checkpatch.pl --strict on every patch of patches/ but the
 /// cover letter. ERRORs and WARNINGs fail unless CHECKPATCH_ALLOWED lists them; CHECKs are
 /// printed.
+/// Functions of `c` (a C source) defined without a kernel-doc comment right above them: a
+/// definition is a line at column 0 that is neither a comment, a preprocessor line nor
+/// `static`, and opens a parameter list; its comment must end on the line before.
+pub fn undocumented_functions(c: &str) -> Vec<String> {
+    let lines: Vec<&str> = c.lines().collect();
+    let mut missing = Vec::new();
+    let mut in_doc = false;
+    let mut doc_ended_on: Option<usize> = None;
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("/**") {
+            in_doc = true;
+        }
+        if in_doc && line.trim_end().ends_with("*/") {
+            in_doc = false;
+            doc_ended_on = Some(i);
+            continue;
+        }
+        let first = line.chars().next();
+        let definition = first.is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && !line.starts_with("static")
+            && !line.starts_with("struct ")
+            && !line.trim_end().ends_with(';')
+            && line.contains('(');
+        if !in_doc && definition && doc_ended_on != Some(i.wrapping_sub(1)) {
+            let name = line
+                .split('(')
+                .next()
+                .and_then(|head| head.split_whitespace().last())
+                .unwrap_or(line)
+                .trim_start_matches('*');
+            missing.push(name.to_owned());
+        }
+    }
+    missing
+}
+
+/// kernel-doc of the C files the series adds outside tools/: every function documented, and
+/// `scripts/kernel-doc -none -Wall` silent on them.
+pub fn kernel_doc(paths: &Paths) -> Result<()> {
+    let kr = paths.repo.join("kernel-rust");
+    let series = read_series(&kr)?;
+    let files: Vec<String> = series
+        .patches
+        .iter()
+        .flat_map(|p| p.files.iter().cloned())
+        .filter(|f| (f.ends_with(".c") || f.ends_with(".h")) && !f.starts_with("tools/"))
+        .collect();
+    let script = paths.pristine().join("scripts/kernel-doc");
+    let mut problems = Vec::new();
+    for f in &files {
+        let path = kr.join(f);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for name in undocumented_functions(&text) {
+            problems.push(format!("{f}: {name}() has no kernel-doc comment"));
+        }
+        let out = Command::new("perl")
+            .arg(&script)
+            .args(["-none", "-Wall"])
+            .arg(&path)
+            .output()
+            .context("cannot run scripts/kernel-doc")?;
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        problems.extend(
+            said.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned),
+        );
+    }
+    if !problems.is_empty() {
+        bail!("kernel-doc:\n  {}", problems.join("\n  "));
+    }
+    step(format!(
+        "kernel-doc: {} C files of the series documented",
+        files.len()
+    ));
+    Ok(())
+}
+
 pub fn checkpatch(paths: &Paths) -> Result<()> {
     let tree = paths.pristine();
     let script = tree.join("scripts/checkpatch.pl");
@@ -800,5 +881,34 @@ mod tests {
         for a in CHECKPATCH_ALLOWED {
             assert!(!a.reason.trim().is_empty() && !a.kind.is_empty() && !a.subject.is_empty());
         }
+    }
+
+    #[test]
+    fn functions_without_kernel_doc_are_found() {
+        let c = "\
+// SPDX-License-Identifier: GPL-2.0
+
+#include <linux/mm.h>
+
+/**
+ * rust_helper_a() - documented.
+ */
+__rust_helper unsigned long rust_helper_a(struct page *page)
+{
+\treturn 0;
+}
+
+__rust_helper struct page *rust_helper_b(struct folio *folio,
+\t\t\t\t\t  unsigned long n)
+{
+\treturn NULL;
+}
+
+static int local(void)
+{
+\treturn 0;
+}
+";
+        assert_eq!(undocumented_functions(c), vec!["rust_helper_b"]);
     }
 }

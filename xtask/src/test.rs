@@ -90,7 +90,13 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
         "--bins",
     ]))?;
     crate::patches::patches(paths, true)?;
-    crate::kernel::kernel(paths, &crate::kernel::KernelOpts { jobs: None })?;
+    if crate::series_build::verified(paths)? {
+        crate::kernel::kernel(paths, &crate::kernel::KernelOpts { jobs: None })?;
+    } else {
+        // A series or config not walked yet: build after every patch (and =n, =m), which also
+        // leaves the kernel the VM boots.
+        crate::series_build::each_patch(paths, crate::util::nproc())?;
+    }
     crate::selftests::build(paths)?;
 
     let file = paths.repo.join("ci/vm/scenarios.toml");

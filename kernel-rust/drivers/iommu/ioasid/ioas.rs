@@ -5,11 +5,11 @@
 use core::mem::offset_of;
 use kernel::{
     alloc::KVVec,
-    fs::LocalFile,
     capability::{
         capable,
         Capability, //
     },
+    fs::LocalFile,
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,

@@ -234,10 +234,7 @@ const IOMMU_IOAS_IOVA_RANGES: u32 = _IO(
 const IOMMU_IOAS_MAP: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_MAP);
 
 /// `IOMMU_IOAS_MAP_FILE` of `include/uapi/linux/iommufd.h`.
-const IOMMU_IOAS_MAP_FILE: u32 = _IO(
-    uapi::IOMMUFD_TYPE as u32,
-    uapi::IOMMUFD_CMD_IOAS_MAP_FILE,
-);
+const IOMMU_IOAS_MAP_FILE: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_MAP_FILE);
 
 /// `IOMMU_IOAS_UNMAP` of `include/uapi/linux/iommufd.h`.
 const IOMMU_IOAS_UNMAP: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_UNMAP);

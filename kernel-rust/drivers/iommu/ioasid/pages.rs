@@ -10,6 +10,7 @@ use kernel::{
         capable,
         Capability, //
     },
+    fs::LocalFile,
     mm::{
         account::{
             memlock_limit_pages,
@@ -18,7 +19,6 @@ use kernel::{
         pin::LongTermPins,
         Mm,
     },
-    fs::LocalFile,
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,
@@ -155,40 +155,77 @@ impl PinAccountInner {
         Some((first, run.npages))
     }
 
-    /// Returns the number of pages of `runs` that the table does not cover, and the number of
-    /// nodes [`PinAccountInner::cover`] takes for them: one per gap, one per split.
-    fn plan(&self, runs: &[(usize, usize)]) -> (usize, usize) {
+    /// Walks the table along `runs`. Returns the number of pages of `runs` the table does not
+    /// cover, and the number of nodes covering them takes: one per gap, one per split where a
+    /// range starts or ends inside a run.
+    ///
+    /// With `cover`, also covers them: adds a pin to each page of `runs`, entering the gaps as
+    /// runs charged as `cover` says and splitting the table's runs where `runs` start and end,
+    /// with nodes from `cover`. One walk for both, so that covering takes exactly the nodes
+    /// counting said.
+    fn walk(
+        &mut self,
+        runs: &[(usize, usize)],
+        mut cover: Option<(&mut RunNodes, bool)>,
+    ) -> (usize, usize) {
         let (mut new, mut nodes) = (0, 0);
         for &(first, npages) in runs {
             let end = first + npages;
             let mut pfn = first;
             let mut next = self.run_at_or_after(first);
-            loop {
-                match next {
-                    Some((run_first, len)) if run_first < end => {
-                        if run_first > pfn {
-                            new += run_first - pfn;
-                            nodes += 1;
-                        } else if run_first < pfn {
-                            // Split where the range starts.
-                            nodes += 1;
-                        }
-                        if run_first + len > end {
-                            // Split where the range ends.
-                            nodes += 1;
-                            break;
-                        }
-                        pfn = run_first + len;
-                        if pfn == end {
-                            break;
-                        }
-                        next = self.run_from(pfn);
+            while pfn < end {
+                let Some((run_first, len)) = next.filter(|&(run_first, _)| run_first < end) else {
+                    new += end - pfn;
+                    nodes += 1;
+                    if let Some((pool, charged)) = cover.as_mut() {
+                        self.insert(
+                            pool,
+                            pfn,
+                            PfnRun {
+                                npages: end - pfn,
+                                pins: 1,
+                                charged: *charged,
+                            },
+                        );
                     }
-                    _ => {
-                        new += end - pfn;
-                        nodes += 1;
-                        break;
+                    break;
+                };
+                if run_first > pfn {
+                    new += run_first - pfn;
+                    nodes += 1;
+                    if let Some((pool, charged)) = cover.as_mut() {
+                        let gap = PfnRun {
+                            npages: run_first - pfn,
+                            pins: 1,
+                            charged: *charged,
+                        };
+                        self.insert(pool, pfn, gap);
                     }
+                }
+                // The part of the run within the range: `[start, start + len)`.
+                let (start, len) = if run_first < pfn {
+                    nodes += 1;
+                    if let Some((pool, _)) = cover.as_mut() {
+                        self.split(pool, run_first, pfn - run_first);
+                    }
+                    (pfn, run_first + len - pfn)
+                } else {
+                    (run_first, len)
+                };
+                if start + len > end {
+                    nodes += 1;
+                    if let Some((pool, _)) = cover.as_mut() {
+                        self.split(pool, start, end - start);
+                    }
+                }
+                if cover.is_some() {
+                    if let Some(run) = self.runs.get_mut(&start) {
+                        run.pins += 1;
+                    }
+                }
+                pfn = (start + len).min(end);
+                if pfn < end {
+                    next = self.run_from(pfn);
                 }
             }
         }
@@ -201,7 +238,7 @@ impl PinAccountInner {
             Some(node) => {
                 self.runs.insert(node.into_node(first, run));
             }
-            // `plan()` counts every node `cover()` takes.
+            // `walk()` counts every node it takes when covering.
             None => {
                 kernel::warn_on!(true);
             }
@@ -220,57 +257,6 @@ impl PinAccountInner {
         };
         run.npages = keep;
         self.insert(nodes, first + keep, tail);
-    }
-
-    /// Adds a pin to each page of `runs`, entering the pages the table does not cover with
-    /// `charged`, and splitting the runs of the table where `runs` start and end, with the
-    /// nodes [`PinAccountInner::plan`] counted.
-    fn cover(&mut self, nodes: &mut RunNodes, runs: &[(usize, usize)], charged: bool) {
-        for &(first, npages) in runs {
-            let end = first + npages;
-            let mut pfn = first;
-            let mut next = self.run_at_or_after(first);
-            loop {
-                match next {
-                    Some((run_first, len)) if run_first < end => {
-                        if run_first > pfn {
-                            let gap = PfnRun {
-                                npages: run_first - pfn,
-                                pins: 1,
-                                charged,
-                            };
-                            self.insert(nodes, pfn, gap);
-                        }
-                        let (start, len) = if run_first < pfn {
-                            self.split(nodes, run_first, pfn - run_first);
-                            (pfn, run_first + len - pfn)
-                        } else {
-                            (run_first, len)
-                        };
-                        if start + len > end {
-                            self.split(nodes, start, end - start);
-                        }
-                        if let Some(run) = self.runs.get_mut(&start) {
-                            run.pins += 1;
-                        }
-                        pfn = (start + len).min(end);
-                        if pfn == end {
-                            break;
-                        }
-                        next = self.run_from(pfn);
-                    }
-                    _ => {
-                        let gap = PfnRun {
-                            npages: end - pfn,
-                            pins: 1,
-                            charged,
-                        };
-                        self.insert(nodes, pfn, gap);
-                        break;
-                    }
-                }
-            }
-        }
     }
 
     /// Drops a pin of each page of `runs`, the runs of a [`Pages`] being released, and removes
@@ -412,7 +398,7 @@ impl PinAccount {
     fn add(&self, runs: &[(usize, usize)]) -> Result {
         let mut inner = self.inner.lock();
 
-        let (new, needed) = inner.plan(runs);
+        let (new, needed) = inner.walk(runs, None);
         // Memory for the new runs, so that nothing fails once pages are charged.
         let mut nodes = RunNodes::reserve(needed)?;
 
@@ -423,7 +409,7 @@ impl PinAccount {
             self.charge(mode, new)?;
         }
 
-        inner.cover(&mut nodes, runs, charge);
+        inner.walk(runs, Some((&mut nodes, charge)));
         inner.pinned += new;
         if charge {
             inner.charged += new;
@@ -523,8 +509,7 @@ impl Pages {
         // `iopt_alloc_pages()` checks that this cannot overflow.
         let npages = (offset + length).div_ceil(PAGE_SIZE);
 
-        let pins =
-            LongTermPins::pin_memfd(file, first, npages, writable, GFP_KERNEL_ACCOUNT)?;
+        let pins = LongTermPins::pin_memfd(file, first, npages, writable, GFP_KERNEL_ACCOUNT)?;
         Ok((Self::new(account, pins, first)?, offset))
     }
 

@@ -81,7 +81,7 @@ impl LongTermPins {
     ) -> Result<Self> {
         // CAST: A user address is an integer the width of a pointer.
         let start = start.as_const_ptr() as usize;
-        if !start.is_multiple_of(PAGE_SIZE) {
+        if start % PAGE_SIZE != 0 {
             return Err(EINVAL);
         }
         // The range must fit in the address space; `pin_user_pages_fast()` checks the same.
@@ -153,7 +153,7 @@ impl LongTermPins {
         write: bool,
         flags: Flags,
     ) -> Result<Self> {
-        if !start.is_multiple_of(PAGE_SIZE as u64) {
+        if start % PAGE_SIZE as u64 != 0 {
             return Err(EINVAL);
         }
         // CAST: `usize` fits in a `u64` on every architecture the kernel supports.

@@ -79,6 +79,7 @@ static int _test_ioctl_destroy(int fd, unsigned int id)
 
 	return ioctl(fd, IOMMU_DESTROY, &cmd);
 }
+
 #define test_ioctl_destroy(id) ASSERT_EQ(0, _test_ioctl_destroy(self->fd, id))
 
 static int _test_ioctl_ioas_alloc(int fd, __u32 *id)
@@ -94,6 +95,7 @@ static int _test_ioctl_ioas_alloc(int fd, __u32 *id)
 	*id = cmd.out_ioas_id;
 	return 0;
 }
+
 #define test_ioctl_ioas_alloc(id)                                   \
 	({                                                          \
 		ASSERT_EQ(0, _test_ioctl_ioas_alloc(self->fd, id)); \
@@ -160,6 +162,7 @@ static int _test_ioctl_ioas_unmap(int fd, unsigned int ioas_id, uint64_t iova,
 		*out_len = cmd.length;
 	return ret;
 }
+
 #define test_ioctl_ioas_unmap(iova, length)                                \
 	ASSERT_EQ(0, _test_ioctl_ioas_unmap(self->fd, self->ioas_id, iova, \
 					    length, NULL))
@@ -304,6 +307,7 @@ TEST_F(ioasid, cmd_length_ioas)
 	TEST_LENGTH(iommu_option, IOMMU_OPTION, val64);
 	TEST_LENGTH(iommu_ioas_map_file, IOMMU_IOAS_MAP_FILE, iova);
 }
+
 #undef TEST_LENGTH
 
 TEST_F(ioasid, cmd_ex_fail)

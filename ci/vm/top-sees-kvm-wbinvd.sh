@@ -1,0 +1,35 @@
+#!/bin/sh
+# ioasid-top --json with a report every 0.25 s, started before kvm-vfio-workload gives the edu
+# device's VFIO file to a KVM VM for 1.5 s and takes it back: check-top-kvm asserts the exact
+# kvm_arch_{,un}register_noncoherent_dma calls and the VM's noncoherent_dma (wbinvd) state in
+# the reports while the VM holds the file and after (see vmtests/src/kvmcheck.rs).
+# Usage: top-sees-kvm-wbinvd.sh BACKEND (type1 | iommufd) EXPECT (flip | never) [REMOVE (del | close)]
+set -eu
+backend=$1
+expect=$2
+remove=${3:-del}
+out=${IOASID_VM_OUT:?run me through cargo xtask vm}
+
+# No --once: the periodic report blocks are what shows the state while the file is in the VM.
+ioasid-top --json --interval 0.25 > "$out/top.jsonl" 2> "$out/top.stderr" &
+top=$!
+# The probes are attached once every function (iommu and kvm: 6) has its `probe` line.
+tries=0
+until [ "$(grep -c '"type":"probe"' "$out/top.jsonl" 2>/dev/null || true)" -ge 6 ]; do
+    tries=$((tries + 1))
+    if [ $tries -gt 600 ] || ! kill -0 $top 2>/dev/null; then
+        echo "ioasid-top did not attach:" >&2
+        cat "$out/top.stderr" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+kvm-vfio-workload --backend "$backend" --remove "$remove" --hold-ms 1500 > "$out/workload.json"
+cat "$out/workload.json"
+# One more periodic report after the unregister, then the final one.
+sleep 0.5
+kill -INT $top
+wait $top
+cat "$out/top.stderr" >&2
+check-top-kvm "$out/top.jsonl" "$out/workload.json" "$expect"

@@ -1,0 +1,711 @@
+//! `kvm-vfio-workload`: hands the edu device's VFIO file to a KVM VM through the KVM-VFIO
+//! device, holds it there for a moment and takes it away again — what QEMU does for an
+//! assigned device — so that KVM's non-coherent DMA (guest `wbinvd`) state can be watched.
+//!
+//! No vCPU is created or run: KVM decides at `KVM_DEV_VFIO_FILE_ADD` / `_DEL` (and when the
+//! VM is destroyed). `virt/kvm/vfio.c`, `kvm_vfio_update_coherency()`, calls
+//! `kvm_arch_register_noncoherent_dma()` when the set of files it holds first contains one
+//! that is not `vfio_file_enforced_coherent()`, and `kvm_arch_unregister_noncoherent_dma()`
+//! when that is no longer so. For a group file that is "every device of the group has
+//! `IOMMU_CAP_ENFORCE_CACHE_COHERENCY`", for a device cdev "this device has it": with
+//! intel-iommu, `ECAP.SC` (snoop control, bit 7 of the extended capability register), which
+//! the IOMMU shows in sysfs. So the program can predict the outcome and prints the
+//! prediction (`expect_noncoherent`); only a tracer (ioasid-top) sees what KVM did.
+//!
+//! The pure parts (arguments, ecap decoding, the sysfs lookups, the summary) are unit-tested
+//! here; [`run`] needs the VM.
+
+use crate::errno::describe_error;
+use crate::sysfs;
+use crate::vfio::VfioDevice;
+use crate::workload::{check_device, find_edu, open_cdev, open_type1};
+use anyhow::{Context, Result, bail, ensure};
+use clap::{Parser, ValueEnum};
+use ioasid_uapi::ioctl::{ioctl_ptr, ioctl_val};
+use ioasid_uapi::kvm::*;
+use ioasid_uapi::{DEV_IOMMU, Iommufd};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which VFIO file KVM gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// the device's VFIO group file (/dev/vfio/N), in a type1 container
+    Type1,
+    /// the device's VFIO cdev (/dev/vfio/devices/vfioN), bound to /dev/iommu and attached
+    /// to an IOAS
+    Iommufd,
+}
+
+/// How the file leaves the VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Remove {
+    /// `KVM_DEV_VFIO_FILE_DEL`, then close the VM
+    Del,
+    /// just close the VM: destroying it releases the KVM-VFIO device, which drops its files
+    Close,
+}
+
+/// Give the edu device's VFIO file to a KVM VM and take it back (no vCPU runs).
+#[derive(Debug, Parser)]
+#[command(name = "kvm-vfio-workload", version)]
+pub struct Args {
+    /// which VFIO file KVM gets
+    #[arg(long, value_enum)]
+    pub backend: Backend,
+    /// how the file leaves the VM
+    #[arg(long, value_enum, default_value = "del")]
+    pub remove: Remove,
+    /// milliseconds the VM holds the file
+    #[arg(long, default_value_t = 1000)]
+    pub hold_ms: u64,
+    /// PCI address of the edu device (default: the first 1234:11e8 found)
+    #[arg(long)]
+    pub bdf: Option<String>,
+    /// do not (re)bind the device to vfio-pci
+    #[arg(long)]
+    pub no_bind: bool,
+    /// KVM device node
+    #[arg(long, default_value = "/dev/kvm", hide = true)]
+    pub kvm_dev: PathBuf,
+    /// sysfs mount point
+    #[arg(long, default_value = "/sys", hide = true)]
+    pub sysfs: PathBuf,
+    /// devtmpfs mount point
+    #[arg(long, default_value = "/dev", hide = true)]
+    pub devfs: PathBuf,
+    /// debugfs mount point (where KVM names its VMs `<pid>-<vm fd>`)
+    #[arg(long, default_value = "/sys/kernel/debug", hide = true)]
+    pub debugfs: PathBuf,
+}
+
+/// Snoop control (`ECAP.SC`, bit 7 of VT-d's extended capability register): the IOMMU can
+/// force snooping, so intel-iommu reports `IOMMU_CAP_ENFORCE_CACHE_COHERENCY`
+/// (drivers/iommu/intel/iommu.c, `intel_iommu_capable()`).
+pub const ECAP_SC: u64 = 1 << 7;
+
+/// Parses the sysfs `intel-iommu/ecap` file: hex digits, no prefix (`"f00f4a\n"`).
+pub fn parse_ecap(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0x").unwrap_or(t);
+    u64::from_str_radix(digits, 16).with_context(|| format!("ecap {t:?} is not hex"))
+}
+
+/// The device's IOMMU as sysfs shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceIommu {
+    /// `dmar0`, from the `<dev>/iommu` link
+    pub name: String,
+    /// VT-d extended capabilities; None for an IOMMU that is not intel-iommu
+    pub ecap: Option<u64>,
+}
+
+impl DeviceIommu {
+    /// Whether the IOMMU enforces cache coherency for the device; None when not known
+    /// (not intel-iommu).
+    pub fn snoop_control(&self) -> Option<bool> {
+        self.ecap.map(|e| e & ECAP_SC != 0)
+    }
+}
+
+/// `<root>/bus/pci/devices/<bdf>/iommu` (a link to the IOMMU's class device) and, for
+/// intel-iommu, its `intel-iommu/ecap`.
+pub fn device_iommu(root: &Path, bdf: &str) -> Result<DeviceIommu> {
+    let link = sysfs::pci_device_dir(root, bdf).join("iommu");
+    let target = std::fs::read_link(&link).with_context(|| {
+        format!(
+            "readlink {}: the device has no IOMMU (is intel_iommu=on, is the guest started with -device intel-iommu?)",
+            link.display()
+        )
+    })?;
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .with_context(|| format!("{} points to {}", link.display(), target.display()))?;
+    let ecap_path = link.join("intel-iommu/ecap");
+    let ecap = match std::fs::read_to_string(&ecap_path) {
+        Ok(s) => Some(parse_ecap(&s).with_context(|| format!("in {}", ecap_path.display()))?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", ecap_path.display())),
+    };
+    Ok(DeviceIommu { name, ecap })
+}
+
+/// The iommufd objects of the cdev backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IommufdIds {
+    pub dev_id: u32,
+    pub ioas_id: u32,
+    pub hwpt_id: u32,
+}
+
+/// The JSON line printed at the end (read by `check-top-kvm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// This process: the `pid` of ioasid-top's kvm lines.
+    pub pid: u32,
+    pub backend: Backend,
+    pub bdf: String,
+    /// The VFIO file given to KVM.
+    pub vfio_file: String,
+    /// `group` or `device`.
+    pub vfio_file_kind: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub iommufd: Option<IommufdIds>,
+    /// The device's IOMMU (`dmar0`).
+    pub iommu: String,
+    /// Its VT-d extended capabilities, hex; absent when not intel-iommu.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub iommu_ecap: Option<String>,
+    /// `ECAP.SC`: the IOMMU enforces snooping; absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub snoop_control: Option<bool>,
+    /// What KVM should do: register non-coherent DMA (guest `wbinvd` honoured) while it
+    /// holds the file. Absent when the IOMMU does not say.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub expect_noncoherent: Option<bool>,
+    /// The VM fd: with the pid, KVM's name for the VM (`<pid>-<vm_fd>` in debugfs).
+    pub vm_fd: RawFd,
+    /// The VM's debugfs directory, when debugfs is mounted.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub vm_debugfs: Option<String>,
+    /// The KVM-VFIO device fd.
+    pub kvm_vfio_fd: RawFd,
+    /// `KVM_DEV_VFIO_FILE_ADD` succeeded (and a second one said `EEXIST`).
+    pub added: bool,
+    pub remove: Remove,
+    /// The file left the VM: `_DEL` succeeded (and a second one said `ENOENT`), or the VM
+    /// was destroyed (its debugfs directory is gone, when there was one).
+    pub removed: bool,
+    pub hold_ms: u64,
+}
+
+impl Summary {
+    pub fn to_json_line(&self) -> Result<String> {
+        serde_json::to_string(self).context("serializing summary")
+    }
+}
+
+/// `/dev/kvm`
+pub struct Kvm {
+    file: File,
+}
+
+/// A VM fd from `KVM_CREATE_VM`.
+pub struct Vm {
+    fd: OwnedFd,
+}
+
+/// The KVM-VFIO device of a VM (`KVM_CREATE_DEVICE` with `KVM_DEV_TYPE_VFIO`).
+pub struct KvmVfio {
+    fd: OwnedFd,
+}
+
+impl Kvm {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|e| {
+                let hint = if e.kind() == io::ErrorKind::NotFound {
+                    ": the kernel has no KVM, or no vendor module could start (kvm_amd needs SVM \
+                     in the vCPU: under QEMU TCG, nested SVM needs -cpu max; see dmesg and \
+                     `grep -c svm /proc/cpuinfo`)"
+                } else {
+                    ""
+                };
+                anyhow::Error::new(e).context(format!("opening {}{hint}", path.display()))
+            })?;
+        Ok(Self { file })
+    }
+
+    /// `KVM_GET_API_VERSION`
+    pub fn api_version(&self) -> io::Result<i32> {
+        // SAFETY: takes no argument.
+        unsafe { ioctl_val(self.file.as_fd(), KVM_GET_API_VERSION, 0) }
+    }
+
+    /// `KVM_CREATE_VM` of the default machine type (0).
+    pub fn create_vm(&self) -> io::Result<Vm> {
+        // SAFETY: integer argument (the machine type).
+        let fd = unsafe { ioctl_val(self.file.as_fd(), KVM_CREATE_VM, 0) }?;
+        // SAFETY: on success the ioctl returns a new fd that we now own.
+        Ok(Vm {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+}
+
+impl Vm {
+    /// `KVM_CREATE_DEVICE` of `ty`; with `test_only` (`KVM_CREATE_DEVICE_TEST`) nothing is
+    /// created and the result only says whether the type exists.
+    fn create_device(&self, ty: u32, test_only: bool) -> io::Result<Option<OwnedFd>> {
+        let mut arg = KvmCreateDevice {
+            type_: ty,
+            fd: 0,
+            flags: if test_only { KVM_CREATE_DEVICE_TEST } else { 0 },
+        };
+        // SAFETY: pointer-free structure the kernel reads and writes (`fd`).
+        unsafe { ioctl_ptr(self.fd.as_fd(), KVM_CREATE_DEVICE, &mut arg) }?;
+        if test_only {
+            return Ok(None);
+        }
+        let fd = RawFd::try_from(arg.fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?;
+        // SAFETY: on success the kernel installed a new fd for us in `arg.fd`.
+        Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// The VM's KVM-VFIO device, after checking the type exists.
+    pub fn create_kvm_vfio(&self) -> Result<KvmVfio> {
+        self.create_device(KVM_DEV_TYPE_VFIO, true).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::ENODEV) {
+                ": KVM has no VFIO device type (CONFIG_KVM_VFIO, selected by CONFIG_KVM with CONFIG_VFIO)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!(
+                "KVM_CREATE_DEVICE KVM_DEV_TYPE_VFIO with KVM_CREATE_DEVICE_TEST: {}{hint}",
+                describe_error(&e)
+            )
+        })?;
+        let fd = self
+            .create_device(KVM_DEV_TYPE_VFIO, false)
+            .context("KVM_CREATE_DEVICE KVM_DEV_TYPE_VFIO")?
+            .context("KVM_CREATE_DEVICE returned no fd")?;
+        Ok(KvmVfio { fd })
+    }
+}
+
+impl AsFd for Vm {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl KvmVfio {
+    fn file_attr(attr: u64, fd: &i32) -> KvmDeviceAttr {
+        KvmDeviceAttr {
+            flags: 0,
+            group: KVM_DEV_VFIO_FILE,
+            attr,
+            addr: std::ptr::from_ref(fd) as u64,
+        }
+    }
+
+    /// `KVM_HAS_DEVICE_ATTR` for the `KVM_DEV_VFIO_FILE` group's `attr`.
+    pub fn has_file_attr(&self, attr: u64) -> io::Result<()> {
+        let mut a = Self::file_attr(attr, &0);
+        // SAFETY: pointer-free for HAS (addr is not read).
+        unsafe { ioctl_ptr(self.fd.as_fd(), KVM_HAS_DEVICE_ATTR, &mut a) }.map(drop)
+    }
+
+    /// `KVM_SET_DEVICE_ATTR` `KVM_DEV_VFIO_FILE` / `attr` with a VFIO file's fd.
+    fn set_file(&self, attr: u64, vfio: BorrowedFd<'_>) -> io::Result<()> {
+        let fd: i32 = vfio.as_raw_fd();
+        let mut a = Self::file_attr(attr, &fd);
+        // SAFETY: `addr` points to `fd`, an int32 the kernel only reads, alive for the call.
+        unsafe { ioctl_ptr(self.fd.as_fd(), KVM_SET_DEVICE_ATTR, &mut a) }.map(drop)
+    }
+
+    /// `KVM_DEV_VFIO_FILE_ADD`
+    pub fn file_add(&self, vfio: BorrowedFd<'_>) -> io::Result<()> {
+        self.set_file(KVM_DEV_VFIO_FILE_ADD, vfio)
+    }
+
+    /// `KVM_DEV_VFIO_FILE_DEL`
+    pub fn file_del(&self, vfio: BorrowedFd<'_>) -> io::Result<()> {
+        self.set_file(KVM_DEV_VFIO_FILE_DEL, vfio)
+    }
+}
+
+impl AsFd for KvmVfio {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Expects `res` to be the errno `want`: the kernel's answer to a repeated ADD or DEL,
+/// which shows what KVM's file list holds.
+fn expect_errno(res: io::Result<()>, want: i32, what: &str) -> Result<()> {
+    match res {
+        Err(e) if e.raw_os_error() == Some(want) => Ok(()),
+        Err(e) => bail!(
+            "{what}: {}, expected {}",
+            describe_error(&e),
+            describe_error(&io::Error::from_raw_os_error(want))
+        ),
+        Ok(()) => bail!(
+            "{what} succeeded, expected {}",
+            describe_error(&io::Error::from_raw_os_error(want))
+        ),
+    }
+}
+
+/// KVM's debugfs name of a VM: `<pid>-<vm fd>` (virt/kvm/kvm_main.c,
+/// `kvm_create_vm_debugfs()`).
+pub fn vm_debugfs_dir(debugfs: &Path, pid: u32, vm_fd: RawFd) -> PathBuf {
+    debugfs.join("kvm").join(format!("{pid}-{vm_fd}"))
+}
+
+/// What holds the VFIO file KVM is given (and what must outlive its use there).
+enum VfioHolder {
+    Type1 {
+        // Kept open: the group stays attached to its container while KVM holds the file.
+        _container: crate::vfio::VfioContainer,
+        group: crate::vfio::VfioGroup,
+    },
+    Iommufd {
+        dev: VfioDevice,
+        iommufd: Iommufd,
+        ioas: u32,
+    },
+}
+
+impl VfioHolder {
+    fn file(&self) -> BorrowedFd<'_> {
+        match self {
+            VfioHolder::Type1 { group, .. } => group.as_fd(),
+            VfioHolder::Iommufd { dev, .. } => dev.as_fd(),
+        }
+    }
+
+    /// Undoes the iommufd attach (type1 needs nothing: closing the files does it).
+    fn teardown(self) -> Result<()> {
+        if let VfioHolder::Iommufd { dev, iommufd, ioas } = self {
+            dev.detach_pt().context("VFIO_DEVICE_DETACH_IOMMUFD_PT")?;
+            iommufd
+                .destroy(ioas)
+                .with_context(|| format!("IOMMU_DESTROY ioas {ioas}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// The VFIO file of the edu device for `backend`, set up the way a VMM would before handing
+/// it to KVM.
+fn open_vfio(args: &Args, bdf: &str, summary: &mut Summary) -> Result<VfioHolder> {
+    match args.backend {
+        Backend::Type1 => {
+            let (container, group) = open_type1(&args.sysfs, &args.devfs, bdf)?;
+            let n = sysfs::iommu_group(&args.sysfs, bdf)?;
+            summary.vfio_file = args
+                .devfs
+                .join("vfio")
+                .join(n.to_string())
+                .display()
+                .to_string();
+            summary.vfio_file_kind = "group".into();
+            Ok(VfioHolder::Type1 {
+                _container: container,
+                group,
+            })
+        }
+        Backend::Iommufd => {
+            let (dev, cdev) = open_cdev(&args.sysfs, &args.devfs, bdf)?;
+            summary.vfio_file = cdev.display().to_string();
+            summary.vfio_file_kind = "device".into();
+            let iommufd = Iommufd::open(Path::new(DEV_IOMMU))
+                .with_context(|| format!("opening {DEV_IOMMU}"))?;
+            let dev_id = dev.bind_iommufd(iommufd.as_fd()).with_context(|| {
+                format!("VFIO_DEVICE_BIND_IOMMUFD {} to {DEV_IOMMU}", cdev.display())
+            })?;
+            check_device(&dev)?;
+            let ioas = iommufd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
+            let hwpt = dev
+                .attach_pt(ioas)
+                .with_context(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT ioas {ioas}"))?;
+            summary.iommufd = Some(IommufdIds {
+                dev_id,
+                ioas_id: ioas,
+                hwpt_id: hwpt,
+            });
+            Ok(VfioHolder::Iommufd { dev, iommufd, ioas })
+        }
+    }
+}
+
+/// The whole workload; returns the summary to print.
+pub fn run(args: &Args) -> Result<Summary> {
+    let bdf = find_edu(&args.sysfs, args.bdf.as_deref())?;
+    if !args.no_bind {
+        sysfs::bind_vfio_pci(&args.sysfs, &bdf, Duration::from_secs(3))?;
+    }
+    let iommu = device_iommu(&args.sysfs, &bdf)?;
+    let snoop = iommu.snoop_control();
+    let mut summary = Summary {
+        pid: std::process::id(),
+        backend: args.backend,
+        bdf: bdf.clone(),
+        vfio_file: String::new(),
+        vfio_file_kind: String::new(),
+        iommufd: None,
+        iommu: iommu.name.clone(),
+        iommu_ecap: iommu.ecap.map(|e| format!("{e:#x}")),
+        snoop_control: snoop,
+        expect_noncoherent: snoop.map(|sc| !sc),
+        vm_fd: -1,
+        vm_debugfs: None,
+        kvm_vfio_fd: -1,
+        added: false,
+        remove: args.remove,
+        removed: false,
+        hold_ms: args.hold_ms,
+    };
+
+    let kvm = Kvm::open(&args.kvm_dev)?;
+    let version = kvm.api_version().context("KVM_GET_API_VERSION")?;
+    ensure!(
+        version == KVM_API_VERSION,
+        "KVM_GET_API_VERSION says {version}, expected {KVM_API_VERSION}"
+    );
+    let vm = kvm.create_vm().map_err(|e| {
+        anyhow::anyhow!(
+            "KVM_CREATE_VM: {} (dmesg says why KVM refused)",
+            describe_error(&e)
+        )
+    })?;
+    summary.vm_fd = vm.as_fd().as_raw_fd();
+    // KVM names the VM in debugfs; its directory shows the VM exists now and, later, that
+    // closing destroyed it. Only checked where debugfs is mounted with a kvm directory.
+    let debugfs_dir = vm_debugfs_dir(&args.debugfs, summary.pid, summary.vm_fd);
+    if args.debugfs.join("kvm").is_dir() {
+        ensure!(
+            debugfs_dir.is_dir(),
+            "KVM_CREATE_VM returned fd {} but {} does not exist",
+            summary.vm_fd,
+            debugfs_dir.display()
+        );
+        summary.vm_debugfs = Some(debugfs_dir.display().to_string());
+    }
+
+    let kv = vm.create_kvm_vfio()?;
+    summary.kvm_vfio_fd = kv.as_fd().as_raw_fd();
+    // The device is the KVM-VFIO one: it knows the VFIO file attributes.
+    for (attr, name) in [
+        (KVM_DEV_VFIO_FILE_ADD, "KVM_DEV_VFIO_FILE_ADD"),
+        (KVM_DEV_VFIO_FILE_DEL, "KVM_DEV_VFIO_FILE_DEL"),
+    ] {
+        kv.has_file_attr(attr).map_err(|e| {
+            anyhow::anyhow!(
+                "KVM_HAS_DEVICE_ATTR KVM_DEV_VFIO_FILE/{name}: {}",
+                describe_error(&e)
+            )
+        })?;
+    }
+
+    let holder = open_vfio(args, &bdf, &mut summary)?;
+    let file = holder.file();
+    kv.file_add(file).map_err(|e| {
+        anyhow::anyhow!(
+            "KVM_SET_DEVICE_ATTR KVM_DEV_VFIO_FILE_ADD {}: {}",
+            summary.vfio_file,
+            describe_error(&e)
+        )
+    })?;
+    // KVM keeps a list of its files and refuses one it has: a second ADD proves the first
+    // one took (it returns before re-evaluating coherency, so it changes nothing).
+    expect_errno(
+        kv.file_add(file),
+        libc::EEXIST,
+        "a second KVM_DEV_VFIO_FILE_ADD of the same file",
+    )?;
+    summary.added = true;
+
+    std::thread::sleep(Duration::from_millis(args.hold_ms));
+
+    match args.remove {
+        Remove::Del => {
+            kv.file_del(file).map_err(|e| {
+                anyhow::anyhow!(
+                    "KVM_SET_DEVICE_ATTR KVM_DEV_VFIO_FILE_DEL {}: {}",
+                    summary.vfio_file,
+                    describe_error(&e)
+                )
+            })?;
+            expect_errno(
+                kv.file_del(file),
+                libc::ENOENT,
+                "a second KVM_DEV_VFIO_FILE_DEL of the same file",
+            )?;
+            summary.removed = true;
+            drop(kv);
+            drop(vm);
+        }
+        Remove::Close => {
+            // The device fd holds a reference on the VM: with both closed the VM is destroyed
+            // here (kvm_destroy_vm → kvm_vfio_release drops the files and re-evaluates).
+            drop(kv);
+            drop(vm);
+            if let Some(dir) = &summary.vm_debugfs {
+                ensure!(
+                    !Path::new(dir).exists(),
+                    "{dir} still exists after closing the VM and its KVM-VFIO device: the VM was not destroyed"
+                );
+            }
+            summary.removed = true;
+        }
+    }
+    drop(kvm);
+    holder.teardown()?;
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysfs::testutil::TestDir;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn args_parse() {
+        let a = Args::try_parse_from(["x", "--backend", "type1"]).unwrap();
+        assert_eq!(
+            (a.backend, a.remove, a.hold_ms),
+            (Backend::Type1, Remove::Del, 1000)
+        );
+        let a = Args::try_parse_from([
+            "x",
+            "--backend",
+            "iommufd",
+            "--remove",
+            "close",
+            "--hold-ms",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(
+            (a.backend, a.remove, a.hold_ms),
+            (Backend::Iommufd, Remove::Close, 5)
+        );
+        assert!(Args::try_parse_from(["x"]).is_err());
+        assert!(Args::try_parse_from(["x", "--backend", "ioasid"]).is_err());
+        assert!(Args::try_parse_from(["x", "--backend", "type1", "--remove", "never"]).is_err());
+    }
+
+    #[test]
+    fn ecap_snoop_control_bit() {
+        // QEMU's intel-iommu with snoop-control=off and =on (as the guest's sysfs shows them).
+        let off = DeviceIommu {
+            name: "dmar0".into(),
+            ecap: Some(parse_ecap("f00f4a\n").unwrap()),
+        };
+        let on = DeviceIommu {
+            name: "dmar0".into(),
+            ecap: Some(parse_ecap("0xf00fca").unwrap()),
+        };
+        assert_eq!(off.snoop_control(), Some(false));
+        assert_eq!(on.snoop_control(), Some(true));
+        let other = DeviceIommu {
+            name: "virtio-iommu".into(),
+            ecap: None,
+        };
+        assert_eq!(other.snoop_control(), None);
+        assert!(parse_ecap("zz").is_err());
+        assert!(parse_ecap("").is_err());
+    }
+
+    #[test]
+    fn device_iommu_from_fake_sysfs() {
+        let t = TestDir::new("kvm-iommu");
+        let root = t.path();
+        let dev = sysfs::pci_device_dir(root, "0000:00:0a.0");
+        std::fs::create_dir_all(&dev).unwrap();
+        let err = device_iommu(root, "0000:00:0a.0").unwrap_err();
+        assert!(format!("{err:#}").contains("no IOMMU"), "{err:#}");
+
+        let dmar = root.join("devices/virtual/iommu/dmar0");
+        std::fs::create_dir_all(dmar.join("intel-iommu")).unwrap();
+        std::fs::write(dmar.join("intel-iommu/ecap"), "f00fca\n").unwrap();
+        symlink(&dmar, dev.join("iommu")).unwrap();
+        let got = device_iommu(root, "0000:00:0a.0").unwrap();
+        assert_eq!(got.name, "dmar0");
+        assert_eq!(got.ecap, Some(0xf00fca));
+        assert_eq!(got.snoop_control(), Some(true));
+
+        std::fs::remove_dir_all(dmar.join("intel-iommu")).unwrap();
+        assert_eq!(device_iommu(root, "0000:00:0a.0").unwrap().ecap, None);
+    }
+
+    #[test]
+    fn debugfs_name_of_a_vm() {
+        assert_eq!(
+            vm_debugfs_dir(Path::new("/sys/kernel/debug"), 812, 5),
+            Path::new("/sys/kernel/debug/kvm/812-5")
+        );
+    }
+
+    #[test]
+    fn summary_json_round_trips() {
+        let s = Summary {
+            pid: 55,
+            backend: Backend::Iommufd,
+            bdf: "0000:00:0a.0".into(),
+            vfio_file: "/dev/vfio/devices/vfio0".into(),
+            vfio_file_kind: "device".into(),
+            iommufd: Some(IommufdIds {
+                dev_id: 1,
+                ioas_id: 2,
+                hwpt_id: 3,
+            }),
+            iommu: "dmar0".into(),
+            iommu_ecap: Some("0xf00f4a".into()),
+            snoop_control: Some(false),
+            expect_noncoherent: Some(true),
+            vm_fd: 4,
+            vm_debugfs: Some("/sys/kernel/debug/kvm/55-4".into()),
+            kvm_vfio_fd: 5,
+            added: true,
+            remove: Remove::Del,
+            removed: true,
+            hold_ms: 1000,
+        };
+        let line = s.to_json_line().unwrap();
+        assert!(
+            line.starts_with(r#"{"pid":55,"backend":"iommufd","#),
+            "{line}"
+        );
+        assert!(line.contains(r#""remove":"del""#), "{line}");
+        assert_eq!(serde_json::from_str::<Summary>(&line).unwrap(), s);
+        let t1 = Summary {
+            backend: Backend::Type1,
+            iommufd: None,
+            iommu_ecap: None,
+            snoop_control: None,
+            expect_noncoherent: None,
+            vm_debugfs: None,
+            ..s
+        };
+        let line = t1.to_json_line().unwrap();
+        assert!(!line.contains("iommufd\":{"), "{line}");
+        assert!(!line.contains("expect_noncoherent"), "{line}");
+        assert_eq!(serde_json::from_str::<Summary>(&line).unwrap(), t1);
+    }
+
+    #[test]
+    fn repeated_add_and_del_answers() {
+        assert!(
+            expect_errno(
+                Err(io::Error::from_raw_os_error(libc::EEXIST)),
+                libc::EEXIST,
+                "x"
+            )
+            .is_ok()
+        );
+        let e = expect_errno(Ok(()), libc::EEXIST, "second add").unwrap_err();
+        assert!(e.to_string().contains("succeeded, expected EEXIST"), "{e}");
+        let e = expect_errno(
+            Err(io::Error::from_raw_os_error(libc::EINVAL)),
+            libc::ENOENT,
+            "d",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("EINVAL"), "{e}");
+    }
+}

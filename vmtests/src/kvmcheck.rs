@@ -1,0 +1,542 @@
+//! Did ioasid-top see KVM's non-coherent DMA (wbinvd) state of `kvm-vfio-workload`'s VM do
+//! what the scenario says?
+//!
+//! Input: ioasid-top's `--json` output of a run around the workload, with periodic report
+//! blocks (no `--once`, a short `--interval`) so that the state *while* the VM holds the
+//! VFIO file is reported too, and the workload's summary line. The check is exact:
+//!
+//! * `flip`: the workload's process made exactly one `register` then one `unregister` call,
+//!   for one `struct kvm *`; every report block between them shows that VM with
+//!   `noncoherent_dma: true`, 1 register, 0 unregisters (at least one such block), none
+//!   before shows it, and the final block shows it off with 1 and 1.
+//! * `never`: no kvm call and no `kvm` line at all.
+//!
+//! Both: the two kvm probes attached (a "never" seen by a tracer that is not there proves
+//! nothing), no lost events, no kvm calls by any other process (nothing else in the test VM
+//! uses KVM), the workload added and removed the file, and its prediction from the IOMMU's
+//! snoop control agrees with the scenario (so a VM booted with the wrong snoop-control fails
+//! with that message rather than a confusing count).
+
+use crate::kvm::Summary;
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+
+pub const REGISTER_FN: &str = "kvm_arch_register_noncoherent_dma";
+pub const UNREGISTER_FN: &str = "kvm_arch_unregister_noncoherent_dma";
+
+/// What the scenario says KVM does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Registers non-coherent DMA when the file is added, unregisters when it is removed.
+    Flip,
+    /// Never calls either function.
+    Never,
+}
+
+impl std::str::FromStr for Expect {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "flip" => Ok(Expect::Flip),
+            "never" => Ok(Expect::Never),
+            _ => bail!("expectation {s:?} is neither `flip` nor `never`"),
+        }
+    }
+}
+
+/// The workload's summary: the last line of its output that parses as one.
+pub fn workload_summary(text: &str) -> Result<Summary> {
+    text.lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<Summary>(l).ok())
+        .context("kvm-vfio-workload printed no JSON summary")
+}
+
+/// One per-call `kvm_noncoherent_dma` line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Call {
+    op: String,
+    kvm: String,
+    pid: u64,
+}
+
+/// One report block (the lines up to and including a `summary` line).
+#[derive(Debug, Default)]
+struct Block {
+    /// Number of the workload's per-call lines printed before this block.
+    phase: usize,
+    is_final: bool,
+    kvm_lines: Vec<Value>,
+    register_calls: Option<u64>,
+    unregister_calls: Option<u64>,
+    lost_events: u64,
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> Result<&'a str> {
+    v[key]
+        .as_str()
+        .with_context(|| format!("`{key}` is not a string in {v}"))
+}
+
+fn u64_field(v: &Value, key: &str) -> Result<u64> {
+    v[key]
+        .as_u64()
+        .with_context(|| format!("`{key}` is not an unsigned integer in {v}"))
+}
+
+struct Parsed {
+    probes: Vec<(String, String, Option<String>)>,
+    calls: Vec<Call>,
+    blocks: Vec<Block>,
+}
+
+fn parse(top: &str, pid: u64) -> Result<Parsed> {
+    let mut p = Parsed {
+        probes: Vec::new(),
+        calls: Vec::new(),
+        blocks: Vec::new(),
+    };
+    let mut block: Option<Block> = None;
+    let mut workload_calls = 0;
+    for (n, line) in top.lines().enumerate() {
+        let v: Value = serde_json::from_str(line)
+            .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
+        ensure!(v["v"] == 1, "line {} has no \"v\":1: {line}", n + 1);
+        let ty = str_field(&v, "type")?;
+        match ty {
+            "probe" => p.probes.push((
+                str_field(&v, "fn")?.to_owned(),
+                str_field(&v, "attach")?.to_owned(),
+                v["error"].as_str().map(str::to_owned),
+            )),
+            "kvm_noncoherent_dma" => {
+                let call = Call {
+                    op: str_field(&v, "op")?.to_owned(),
+                    kvm: str_field(&v, "kvm")?.to_owned(),
+                    pid: u64_field(&v, "pid")?,
+                };
+                if call.pid == pid {
+                    workload_calls += 1;
+                }
+                p.calls.push(call);
+            }
+            "kind" | "domain" | "kvm" | "summary" => {
+                let b = block.get_or_insert_with(|| Block {
+                    phase: workload_calls,
+                    ..Block::default()
+                });
+                match ty {
+                    "kind" => match str_field(&v, "fn")? {
+                        REGISTER_FN => b.register_calls = Some(u64_field(&v, "calls")?),
+                        UNREGISTER_FN => b.unregister_calls = Some(u64_field(&v, "calls")?),
+                        _ => {}
+                    },
+                    "kvm" => b.kvm_lines.push(v.clone()),
+                    "summary" => {
+                        b.is_final = v["final"]
+                            .as_bool()
+                            .with_context(|| format!("`final` is not a boolean in {v}"))?;
+                        b.lost_events = u64_field(&v, "lost_events")?;
+                        if let Some(done) = block.take() {
+                            p.blocks.push(done);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    ensure!(
+        block.is_none(),
+        "ioasid-top's last report block has no summary line (output cut short?)"
+    );
+    Ok(p)
+}
+
+/// The kvm line of VM `kvm` in a block, checked against the expected state.
+fn check_vm_line(
+    b: &Block,
+    kvm: &str,
+    pid: u64,
+    (on, registers, unregisters): (bool, u64, u64),
+    what: &str,
+) -> Result<()> {
+    let lines: Vec<&Value> = b.kvm_lines.iter().filter(|l| l["kvm"] == kvm).collect();
+    let [l] = lines.as_slice() else {
+        bail!(
+            "{what}: {} `kvm` lines for {kvm}, expected one (block: {:?})",
+            lines.len(),
+            b.kvm_lines
+        );
+    };
+    let got = (
+        l["noncoherent_dma"].as_bool(),
+        l["registers"].as_u64(),
+        l["unregisters"].as_u64(),
+        l["pid"].as_u64(),
+        l["last_op"].as_str(),
+    );
+    let want = (
+        Some(on),
+        Some(registers),
+        Some(unregisters),
+        Some(pid),
+        Some(if on { "register" } else { "unregister" }),
+    );
+    ensure!(
+        got == want,
+        "{what}: the `kvm` line says (noncoherent_dma, registers, unregisters, pid, last_op) = {got:?}, expected {want:?}: {l}"
+    );
+    Ok(())
+}
+
+/// The verdict: Ok with a one-line description, or what differs.
+pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
+    ensure!(
+        w.added && w.removed,
+        "the workload did not both add and remove its VFIO file: {w:?}"
+    );
+    let predicted = w.expect_noncoherent.with_context(|| {
+        format!(
+            "the workload could not tell whether the IOMMU {} enforces snooping (not intel-iommu?)",
+            w.iommu
+        )
+    })?;
+    ensure!(
+        predicted == (expect == Expect::Flip),
+        "the scenario expects {expect:?}, but {}'s IOMMU {} has snoop control {} (ecap {}): is the \
+         guest booted with intel-iommu snoop-control={}?",
+        w.bdf,
+        w.iommu,
+        if predicted { "off" } else { "on" },
+        w.iommu_ecap.as_deref().unwrap_or("?"),
+        if expect == Expect::Flip { "off" } else { "on" },
+    );
+
+    let pid = u64::from(w.pid);
+    let p = parse(top, pid)?;
+    for f in [REGISTER_FN, UNREGISTER_FN] {
+        let (_, attach, error) = p
+            .probes
+            .iter()
+            .find(|(name, _, _)| name == f)
+            .with_context(|| format!("ioasid-top printed no `probe` line for {f}"))?;
+        ensure!(
+            attach != "none",
+            "ioasid-top did not trace {f} ({}): it could not have seen the state change",
+            error.as_deref().unwrap_or("no reason given")
+        );
+    }
+    let last = p
+        .blocks
+        .last()
+        .context("ioasid-top printed no report block")?;
+    ensure!(last.is_final, "ioasid-top's last report is not final");
+    ensure!(
+        last.lost_events == 0,
+        "ioasid-top lost {} events",
+        last.lost_events
+    );
+    let others: Vec<&Call> = p.calls.iter().filter(|c| c.pid != pid).collect();
+    ensure!(
+        others.is_empty(),
+        "kvm calls by processes other than the workload (pid {pid}): {others:?}"
+    );
+
+    match expect {
+        Expect::Never => {
+            ensure!(
+                p.calls.is_empty(),
+                "KVM changed the non-coherent DMA state although the IOMMU enforces snooping: {:?}",
+                p.calls
+            );
+            if let Some(b) = p.blocks.iter().find(|b| !b.kvm_lines.is_empty()) {
+                bail!("a report block shows KVM VMs: {:?}", b.kvm_lines);
+            }
+            ensure!(
+                (last.register_calls, last.unregister_calls) == (Some(0), Some(0)),
+                "final kind lines count {:?} register and {:?} unregister calls, expected 0 and 0",
+                last.register_calls,
+                last.unregister_calls
+            );
+            Ok(format!(
+                "no register/unregister of non-coherent DMA for pid {pid}'s VM (IOMMU {} ecap {} \
+                 enforces snooping) in {} report blocks",
+                w.iommu,
+                w.iommu_ecap.as_deref().unwrap_or("?"),
+                p.blocks.len()
+            ))
+        }
+        Expect::Flip => {
+            let ops: Vec<&str> = p.calls.iter().map(|c| c.op.as_str()).collect();
+            ensure!(
+                ops == ["register", "unregister"],
+                "the workload's kvm calls were {ops:?}, expected [register, unregister]: {:?}",
+                p.calls
+            );
+            let kvm = p.calls[0].kvm.as_str();
+            ensure!(
+                p.calls[1].kvm == kvm,
+                "register for {kvm} but unregister for {}",
+                p.calls[1].kvm
+            );
+            let mut live = 0;
+            for b in &p.blocks {
+                match b.phase {
+                    0 => ensure!(
+                        b.kvm_lines.is_empty(),
+                        "a report block before the register shows KVM VMs: {:?}",
+                        b.kvm_lines
+                    ),
+                    1 => {
+                        check_vm_line(
+                            b,
+                            kvm,
+                            pid,
+                            (true, 1, 0),
+                            "report while the VM holds the file",
+                        )?;
+                        live += 1;
+                    }
+                    _ => check_vm_line(
+                        b,
+                        kvm,
+                        pid,
+                        (false, 1, 1),
+                        "report after the file left the VM",
+                    )?,
+                }
+            }
+            ensure!(
+                live > 0,
+                "no report block fell between the register and the unregister: hold the file \
+                 longer than ioasid-top's --interval"
+            );
+            ensure!(
+                last.phase == 2,
+                "the final report came before the unregister"
+            );
+            ensure!(
+                (last.register_calls, last.unregister_calls) == (Some(1), Some(1)),
+                "final kind lines count {:?} register and {:?} unregister calls, expected 1 and 1",
+                last.register_calls,
+                last.unregister_calls
+            );
+            Ok(format!(
+                "VM {kvm} of pid {pid}: register (noncoherent_dma on in {live} live report(s)), \
+                 then unregister (off in the final report: registers 1, unregisters 1); {} file \
+                 {}, removed by {:?}",
+                w.vfio_file_kind, w.vfio_file, w.remove
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvm::{Backend, Remove};
+
+    fn workload(expect_noncoherent: bool) -> Summary {
+        Summary {
+            pid: 70,
+            backend: Backend::Type1,
+            bdf: "0000:00:0a.0".into(),
+            vfio_file: "/dev/vfio/9".into(),
+            vfio_file_kind: "group".into(),
+            iommufd: None,
+            iommu: "dmar0".into(),
+            iommu_ecap: Some(
+                if expect_noncoherent {
+                    "0xf00f4a"
+                } else {
+                    "0xf00fca"
+                }
+                .into(),
+            ),
+            snoop_control: Some(!expect_noncoherent),
+            expect_noncoherent: Some(expect_noncoherent),
+            vm_fd: 4,
+            vm_debugfs: None,
+            kvm_vfio_fd: 5,
+            added: true,
+            remove: Remove::Del,
+            removed: true,
+            hold_ms: 1000,
+        }
+    }
+
+    const PROBES: &str = r#"{"v":1,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
+{"v":1,"type":"probe","fn":"kvm_arch_register_noncoherent_dma","attach":"fexit","error":null}
+{"v":1,"type":"probe","fn":"kvm_arch_unregister_noncoherent_dma","attach":"fexit","error":null}
+"#;
+
+    fn block(reg: u64, unreg: u64, kvm: Option<(bool, u64, u64)>, is_final: bool) -> String {
+        let mut s = format!(
+            "{{\"v\":1,\"type\":\"kind\",\"fn\":\"kvm_arch_register_noncoherent_dma\",\"calls\":{reg},\"failed\":0,\"bytes\":0}}\n\
+             {{\"v\":1,\"type\":\"kind\",\"fn\":\"kvm_arch_unregister_noncoherent_dma\",\"calls\":{unreg},\"failed\":0,\"bytes\":0}}\n"
+        );
+        if let Some((on, r, u)) = kvm {
+            let op = if on { "register" } else { "unregister" };
+            s.push_str(&format!(
+                "{{\"v\":1,\"type\":\"kvm\",\"kvm\":\"0xffffc90000a41000\",\"pid\":70,\"comm\":\"kvm-vfio-worklo\",\"noncoherent_dma\":{on},\"registers\":{r},\"unregisters\":{u},\"last_op\":\"{op}\",\"last_ts_ns\":5}}\n"
+            ));
+        }
+        s.push_str(&format!(
+            "{{\"v\":1,\"type\":\"summary\",\"final\":{is_final},\"lost_events\":0}}\n"
+        ));
+        s
+    }
+
+    fn call(op: &str, pid: u32) -> String {
+        format!(
+            "{{\"v\":1,\"type\":\"kvm_noncoherent_dma\",\"fn\":\"kvm_arch_{op}_noncoherent_dma\",\"pid\":{pid},\"op\":\"{op}\",\"kvm\":\"0xffffc90000a41000\"}}\n"
+        )
+    }
+
+    fn flip_run() -> String {
+        [
+            PROBES.to_owned(),
+            block(0, 0, None, false),
+            call("register", 70),
+            block(1, 0, Some((true, 1, 0)), false),
+            block(1, 0, Some((true, 1, 0)), false),
+            call("unregister", 70),
+            block(1, 1, Some((false, 1, 1)), false),
+            block(1, 1, Some((false, 1, 1)), true),
+        ]
+        .concat()
+    }
+
+    fn never_run() -> String {
+        [
+            PROBES.to_owned(),
+            block(0, 0, None, false),
+            block(0, 0, None, true),
+        ]
+        .concat()
+    }
+
+    #[test]
+    fn a_clean_flip_passes() {
+        let v = check(&flip_run(), &workload(true), Expect::Flip).unwrap();
+        assert!(v.contains("2 live report(s)"), "{v}");
+    }
+
+    #[test]
+    fn a_clean_never_passes() {
+        check(&never_run(), &workload(false), Expect::Never).unwrap();
+    }
+
+    #[test]
+    fn a_flip_where_none_was_expected_fails() {
+        // The scenario says snoop control is on but the workload's IOMMU says off.
+        let e = check(&flip_run(), &workload(true), Expect::Never).unwrap_err();
+        assert!(e.to_string().contains("snoop-control=on"), "{e}");
+        // And with a consistent prediction, the calls themselves fail it.
+        let e = check(&flip_run(), &workload(false), Expect::Never).unwrap_err();
+        assert!(e.to_string().contains("although the IOMMU enforces"), "{e}");
+    }
+
+    #[test]
+    fn no_flip_where_one_was_expected_fails() {
+        let e = check(&never_run(), &workload(true), Expect::Flip).unwrap_err();
+        assert!(
+            e.to_string().contains("expected [register, unregister]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_missing_unregister_fails() {
+        let run = [
+            PROBES.to_owned(),
+            call("register", 70),
+            block(1, 0, Some((true, 1, 0)), true),
+        ]
+        .concat();
+        let e = check(&run, &workload(true), Expect::Flip).unwrap_err();
+        assert!(e.to_string().contains("[\"register\"]"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_live_state_fails() {
+        let run = flip_run().replacen("\"noncoherent_dma\":true", "\"noncoherent_dma\":false", 1);
+        let e = check(&run, &workload(true), Expect::Flip).unwrap_err();
+        assert!(e.to_string().contains("while the VM holds"), "{e}");
+    }
+
+    #[test]
+    fn a_wrong_final_count_fails() {
+        let run = flip_run().replace(
+            "\"registers\":1,\"unregisters\":1",
+            "\"registers\":2,\"unregisters\":1",
+        );
+        let e = check(&run, &workload(true), Expect::Flip).unwrap_err();
+        assert!(e.to_string().contains("after the file left"), "{e}");
+    }
+
+    #[test]
+    fn no_live_report_fails() {
+        let run = [
+            PROBES.to_owned(),
+            call("register", 70),
+            call("unregister", 70),
+            block(1, 1, Some((false, 1, 1)), true),
+        ]
+        .concat();
+        let e = check(&run, &workload(true), Expect::Flip).unwrap_err();
+        assert!(
+            e.to_string().contains("no report block fell between"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn untraced_kvm_functions_fail_even_never() {
+        let run = never_run().replace(
+            r#""fn":"kvm_arch_register_noncoherent_dma","attach":"fexit","error":null"#,
+            r#""fn":"kvm_arch_register_noncoherent_dma","attach":"none","error":"no BTF""#,
+        );
+        let e = check(&run, &workload(false), Expect::Never).unwrap_err();
+        assert!(e.to_string().contains("did not trace"), "{e}");
+        assert!(e.to_string().contains("no BTF"), "{e}");
+    }
+
+    #[test]
+    fn other_processes_and_lost_events_fail() {
+        let run = flip_run().replacen(&call("register", 70), &call("register", 71), 1);
+        assert!(check(&run, &workload(true), Expect::Flip).is_err());
+        let run = flip_run().replace(
+            "\"final\":true,\"lost_events\":0",
+            "\"final\":true,\"lost_events\":1",
+        );
+        let e = check(&run, &workload(true), Expect::Flip).unwrap_err();
+        assert!(e.to_string().contains("lost 1"), "{e}");
+    }
+
+    #[test]
+    fn cut_output_and_incomplete_workload_fail() {
+        let cut: String = flip_run()
+            .lines()
+            .take(6)
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert!(check(&cut, &workload(true), Expect::Flip).is_err());
+        let mut w = workload(true);
+        w.removed = false;
+        assert!(check(&flip_run(), &w, Expect::Flip).is_err());
+    }
+
+    #[test]
+    fn expectations_and_summary_parse() {
+        assert_eq!("flip".parse::<Expect>().unwrap(), Expect::Flip);
+        assert_eq!("never".parse::<Expect>().unwrap(), Expect::Never);
+        assert!("sometimes".parse::<Expect>().is_err());
+        let w = workload(true);
+        let text = format!("noise\n{}\n", w.to_json_line().unwrap());
+        assert_eq!(workload_summary(&text).unwrap(), w);
+        assert!(workload_summary("{}\n").is_err());
+    }
+}
