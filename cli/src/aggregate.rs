@@ -24,7 +24,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use ioasid_ebpf_common::MapEvent;
 
-use crate::event::{Event, KvmOp, MapFn, comm_str};
+use crate::{
+    event::{Event, KvmOp, MapFn, comm_str},
+    pins::PinAggregator,
+};
 
 /// Per (process, domain) counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -119,6 +122,9 @@ pub struct Observed {
     /// An `iommu_map` record whose inner `iommu_map_nosync` call was already
     /// reported (and counted) just before on the same thread.
     pub wraps_nosync: bool,
+    /// A pin record counted elsewhere (see `crate::pins`): an unpin inside a
+    /// pin call, or the outer call of a nested unpin.
+    pub nested: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,6 +169,8 @@ pub struct Aggregator {
     kinds: BTreeMap<&'static str, KindStats>,
     /// Last iommu_map_nosync per thread, to recognise the wrapping iommu_map.
     last_nosync: HashMap<u32, MapArgsKey>,
+    /// Pin, unpin and accounting records.
+    pins: PinAggregator,
     events: u64,
     undecodable: u64,
 }
@@ -239,6 +247,7 @@ impl Aggregator {
                     }
                 }
             }
+            Event::Pin(p) => observed.nested = self.pins.observe(p).nested,
         }
         observed
     }
@@ -286,6 +295,11 @@ impl Aggregator {
             .iter()
             .map(|f| (*f, self.kinds.get(f).copied().unwrap_or_default()))
             .collect()
+    }
+
+    /// The pinning aggregate.
+    pub fn pins(&self) -> &PinAggregator {
+        &self.pins
     }
 
     /// Per KVM VM rows, by `struct kvm *`.

@@ -16,6 +16,8 @@ use crate::{
     aggregate::{Aggregator, Lost},
     event::{Event, comm_str, via},
     loader::ProbeReport,
+    pins::{self, Class, FOLL_LONGTERM},
+    startstate::StartState,
 };
 
 /// Version of the JSON Lines contract. Bump on incompatible changes only;
@@ -97,13 +99,17 @@ struct Common {
     via: &'static str,
 }
 
-/// One line per traced call: `map`, `unmap` or `kvm_noncoherent_dma`.
-pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::Result<()> {
+/// One line per traced call: `map`, `unmap`, `kvm_noncoherent_dma`, `pin`,
+/// `unpin` or `account`. `counted_elsewhere`: for `map`, `wraps_nosync`; for
+/// `unpin`, `nested` (see `crate::aggregate::Observed`).
+pub fn write_event<W: Write>(w: &mut W, ev: &Event, counted_elsewhere: bool) -> io::Result<()> {
+    let wraps_nosync = counted_elsewhere;
     let h = ev.header();
     let function = match ev {
         Event::Map(f, _) => f.name(),
         Event::Unmap(f, _) => f.name(),
         Event::Kvm(op, _) => op.function(),
+        Event::Pin(p) => pins::function_of(p.header.kind).map_or("unknown", |f| f.0),
     };
     let common = Common {
         ts_ns: h.ts_ns,
@@ -186,7 +192,264 @@ pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::R
                 },
             )
         }
+        Event::Pin(p) => write_pin_event(w, common, p, counted_elsewhere),
     }
+}
+
+fn write_pin_event<W: Write>(
+    w: &mut W,
+    common: Common,
+    p: &ioasid_ebpf_common::PinEvent,
+    nested: bool,
+) -> io::Result<()> {
+    let class = pins::function_of(p.header.kind).map_or(Class::Pin, |f| f.1);
+    match class {
+        Class::Pin => {
+            #[derive(Serialize)]
+            struct Pin {
+                #[serde(flatten)]
+                common: Common,
+                obj: String,
+                start: String,
+                requested: u64,
+                gup_flags: u32,
+                longterm: bool,
+                ret: i64,
+                pinned: u64,
+            }
+            let add_pins = p.header.kind == ioasid_ebpf_common::kind::FOLIO_ADD_PINS;
+            let pinned = if add_pins {
+                if p.ret == 0 { p.count } else { 0 }
+            } else {
+                u64::try_from(p.ret).unwrap_or(0)
+            };
+            let longterm = add_pins
+                || p.header.kind == ioasid_ebpf_common::kind::MEMFD_PIN_FOLIOS
+                || p.flags & FOLL_LONGTERM != 0;
+            write_line(
+                w,
+                "pin",
+                Pin {
+                    common,
+                    obj: hex(p.obj),
+                    start: hex(p.start),
+                    requested: p.count,
+                    gup_flags: p.flags,
+                    longterm,
+                    ret: p.ret,
+                    pinned,
+                },
+            )
+        }
+        Class::Unpin => {
+            #[derive(Serialize)]
+            struct Unpin {
+                #[serde(flatten)]
+                common: Common,
+                obj: String,
+                pages: u64,
+                make_dirty: bool,
+                inside_pin: bool,
+                nested: bool,
+            }
+            let inside_pin = p.header.flags & ioasid_ebpf_common::flags::INSIDE_PIN != 0;
+            write_line(
+                w,
+                "unpin",
+                Unpin {
+                    common,
+                    obj: hex(p.obj),
+                    pages: p.count,
+                    make_dirty: p.flags != 0,
+                    inside_pin,
+                    // Inside-pin unpins are nested too: neither counts.
+                    nested: nested || inside_pin,
+                },
+            )
+        }
+        Class::Account => {
+            #[derive(Serialize)]
+            struct Account {
+                #[serde(flatten)]
+                common: Common,
+                target: &'static str,
+                obj: String,
+                pages: u64,
+                inc: bool,
+                ret: i64,
+            }
+            let target = if p.header.kind == ioasid_ebpf_common::kind::ACCOUNT_LOCKED_VM {
+                "locked_vm"
+            } else {
+                "iommufd_pinned"
+            };
+            write_line(
+                w,
+                "account",
+                Account {
+                    common,
+                    target,
+                    obj: hex(p.obj),
+                    pages: p.count,
+                    inc: p.flags != 0,
+                    ret: p.ret,
+                },
+            )
+        }
+    }
+}
+
+/// `{"type":"startup"}`: one line per process with pinned or locked memory or
+/// an open /dev/ioasid file when ioasid-top started (read from /proc).
+pub fn write_startup<W: Write>(w: &mut W, state: &StartState) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct AreaOut<'a> {
+        ioas: u32,
+        iova: String,
+        length: u64,
+        prot: &'a str,
+    }
+    #[derive(Serialize)]
+    struct FileOut<'a> {
+        fd: u32,
+        account_mode: &'a str,
+        pinned_pages: u64,
+        charged_pages: u64,
+        areas: Vec<AreaOut<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Startup<'a> {
+        pid: u32,
+        comm: &'a str,
+        vm_pin_pages: u64,
+        vm_lck_pages: u64,
+        ioasid_files: Vec<FileOut<'a>>,
+    }
+    for (pid, p) in &state.procs {
+        let files = p
+            .ioasid_files
+            .iter()
+            .map(|f| FileOut {
+                fd: f.fd,
+                account_mode: &f.info.account_mode,
+                pinned_pages: f.info.pinned_pages,
+                charged_pages: f.info.charged_pages,
+                areas: f
+                    .info
+                    .areas
+                    .iter()
+                    .map(|a| AreaOut {
+                        ioas: a.ioas,
+                        iova: hex(a.iova),
+                        length: a.length,
+                        prot: &a.prot,
+                    })
+                    .collect(),
+            })
+            .collect();
+        write_line(
+            w,
+            "startup",
+            Startup {
+                pid: *pid,
+                comm: &p.comm,
+                vm_pin_pages: p.vm_pin_pages,
+                vm_lck_pages: p.vm_lck_pages,
+                ioasid_files: files,
+            },
+        )?;
+    }
+    Ok(())
+}
+
+fn clamp_i64(v: i128) -> i64 {
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The pinning part of a report block: one `pin_kind` line per pinning
+/// function, then one `pinned` line per process seen pinning or present in the
+/// start-up state.
+fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct PinKind {
+        #[serde(rename = "fn")]
+        function: &'static str,
+        calls: u64,
+        failed: u64,
+        pages: u64,
+    }
+    for (function, k) in agg.pins().kind_rows() {
+        write_line(
+            w,
+            "pin_kind",
+            PinKind {
+                function,
+                calls: k.calls,
+                failed: k.failed,
+                pages: k.pages,
+            },
+        )?;
+    }
+    #[derive(Serialize)]
+    struct Pinned<'a> {
+        pid: u32,
+        comm: &'a str,
+        pinned_pages: i64,
+        gross_pinned_pages: u64,
+        longterm_pinned_pages: u64,
+        gross_unpinned_pages: u64,
+        unpinned_inside_pin_pages: u64,
+        pin_calls: u64,
+        failed_pins: u64,
+        locked_vm_pages: i64,
+        iommufd_pinned_pages: i64,
+        start_vm_pin_pages: Option<u64>,
+        start_vm_lck_pages: Option<u64>,
+        start_ioasid_pinned_pages: Option<u64>,
+        start_ioasid_charged_pages: Option<u64>,
+    }
+    let empty = pins::PinStats::default();
+    let pids: std::collections::BTreeSet<u32> = agg
+        .pins()
+        .procs()
+        .keys()
+        .chain(start.procs.keys())
+        .copied()
+        .collect();
+    for pid in pids {
+        let e = agg.pins().procs().get(&pid).unwrap_or(&empty);
+        let s = start.procs.get(&pid);
+        let has_ioasid = s.is_some_and(|s| !s.ioasid_files.is_empty());
+        let comm = if e.comm.is_empty() {
+            s.map_or("", |s| s.comm.as_str())
+        } else {
+            e.comm.as_str()
+        };
+        write_line(
+            w,
+            "pinned",
+            Pinned {
+                pid,
+                comm,
+                pinned_pages: clamp_i64(e.net_pinned()),
+                gross_pinned_pages: e.pinned,
+                longterm_pinned_pages: e.longterm,
+                gross_unpinned_pages: e.unpinned,
+                unpinned_inside_pin_pages: e.unpinned_inside_pin,
+                pin_calls: e.pin_calls,
+                failed_pins: e.failed_pins,
+                locked_vm_pages: clamp_i64(e.net_locked_vm()),
+                iommufd_pinned_pages: clamp_i64(e.net_iommufd()),
+                start_vm_pin_pages: s.map(|s| s.vm_pin_pages),
+                start_vm_lck_pages: s.map(|s| s.vm_lck_pages),
+                start_ioasid_pinned_pages: has_ioasid
+                    .then(|| s.map_or(0, |s| s.ioasid_pinned_pages())),
+                start_ioasid_charged_pages: has_ioasid
+                    .then(|| s.map_or(0, |s| s.ioasid_charged_pages())),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// Run-wide facts for the `summary` line.
@@ -200,9 +463,15 @@ pub struct Summary {
 }
 
 /// The aggregate block: one `kind` line per traced function, one `domain`
-/// line per (process, domain), one `kvm` line per KVM VM seen, then one
-/// `summary` line.
-pub fn write_report<W: Write>(w: &mut W, agg: &Aggregator, s: &Summary) -> io::Result<()> {
+/// line per (process, domain), one `kvm` line per KVM VM seen, the pinning
+/// lines (one `pin_kind` line per pinning function, one `pinned` line per
+/// process), then one `summary` line.
+pub fn write_report<W: Write>(
+    w: &mut W,
+    agg: &Aggregator,
+    start: &StartState,
+    s: &Summary,
+) -> io::Result<()> {
     #[derive(Serialize)]
     struct Kind {
         #[serde(rename = "fn")]
@@ -287,6 +556,8 @@ pub fn write_report<W: Write>(w: &mut W, agg: &Aggregator, s: &Summary) -> io::R
         )?;
     }
 
+    write_pin_report(w, agg, start)?;
+
     #[derive(Serialize)]
     struct SummaryLine {
         #[serde(rename = "final")]
@@ -297,6 +568,7 @@ pub fn write_report<W: Write>(w: &mut W, agg: &Aggregator, s: &Summary) -> io::R
         lost_ringbuf: u64,
         lost_no_entry: u64,
         undecodable: u64,
+        startup_unreadable: u64,
         pid_filter: Option<u32>,
     }
     write_line(
@@ -310,6 +582,7 @@ pub fn write_report<W: Write>(w: &mut W, agg: &Aggregator, s: &Summary) -> io::R
             lost_ringbuf: s.lost.ringbuf,
             lost_no_entry: s.lost.no_entry,
             undecodable: agg.undecodable_records(),
+            startup_unreadable: start.unreadable,
             pid_filter: s.pid_filter,
         },
     )
@@ -318,6 +591,7 @@ pub fn write_report<W: Write>(w: &mut W, agg: &Aggregator, s: &Summary) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::startstate::StartState;
     use crate::{
         event::{
             KvmOp, MapFn, UnmapFn,
@@ -328,6 +602,8 @@ mod tests {
     use ioasid_ebpf_common::{KvmEvent, flags, kind};
     use serde_json::Value;
     use std::mem::size_of;
+
+    const PIN_KINDS: usize = crate::pins::PIN_FUNCTIONS.len();
 
     fn lines(buf: &[u8]) -> Vec<Value> {
         let text = std::str::from_utf8(buf).expect("output is UTF-8");
@@ -555,6 +831,7 @@ mod tests {
         write_report(
             &mut out,
             &agg,
+            &StartState::default(),
             &Summary {
                 is_final: true,
                 elapsed: Duration::from_millis(2004),
@@ -567,8 +844,8 @@ mod tests {
         )
         .expect("write");
         let l = lines(&out);
-        // 6 kind lines, 1 domain line, 1 summary line.
-        assert_eq!(l.len(), 8);
+        // 6 kind lines, 1 domain line, the pin_kind lines, 1 summary line.
+        assert_eq!(l.len(), 8 + PIN_KINDS);
         for (i, f) in crate::aggregate::FUNCTIONS.iter().enumerate() {
             check_envelope(&l[i], "kind");
             assert_eq!(l[i]["fn"], *f);
@@ -597,7 +874,11 @@ mod tests {
         assert_eq!(dom["gross_mapped_bytes"], 1 << 20);
         assert_eq!(dom["gross_unmapped_bytes"], 4096 + 8192);
 
-        let s = &l[7];
+        for (i, f) in crate::pins::PIN_FUNCTIONS.iter().enumerate() {
+            check_envelope(&l[7 + i], "pin_kind");
+            assert_eq!(l[7 + i]["fn"], f.0);
+        }
+        let s = &l[7 + PIN_KINDS];
         check_envelope(s, "summary");
         assert_eq!(s["final"], true);
         assert_eq!(s["elapsed_s"], 2.004);
@@ -624,6 +905,7 @@ mod tests {
         write_report(
             &mut out,
             agg,
+            &StartState::default(),
             &Summary {
                 is_final: false,
                 elapsed: Duration::ZERO,
@@ -652,8 +934,18 @@ mod tests {
         let types: Vec<&str> = l.iter().filter_map(|v| v["type"].as_str()).collect();
         let kinds = types.iter().filter(|t| **t == "kind").count();
         assert_eq!(kinds, crate::aggregate::FUNCTIONS.len());
-        // ... then the domain line, the kvm line, the summary.
-        assert_eq!(types[kinds..], ["domain", "kvm", "summary"]);
+        // ... then the domain line, the kvm line, the pinning functions' lines (no process
+        // pinned: no `pinned` line), the summary.
+        let mut after_kinds = vec!["domain", "kvm"];
+        after_kinds.extend(["pin_kind"; PIN_KINDS]);
+        after_kinds.push("summary");
+        assert_eq!(types[kinds..], after_kinds);
+        let summary = |l: &[Value]| {
+            l.iter()
+                .find(|v| v["type"] == "summary")
+                .cloned()
+                .expect("a summary line")
+        };
         let kind_calls = |l: &[Value], f: &str| {
             l.iter()
                 .find(|v| v["type"] == "kind" && v["fn"] == f)
@@ -684,7 +976,7 @@ mod tests {
         assert_eq!((&k["registers"], &k["unregisters"]), (&1.into(), &0.into()));
         assert_eq!(k["last_op"], "register");
         assert_eq!(k["last_ts_ns"], 5_000);
-        assert_eq!(l[kinds + 2]["events"], 2);
+        assert_eq!(summary(&l)["events"], 2);
         assert_eq!(
             kind_calls(&l, "kvm_arch_register_noncoherent_dma"),
             (1.into(), 0.into(), 0.into())
@@ -711,6 +1003,7 @@ mod tests {
         write_report(
             &mut out,
             &agg,
+            &StartState::default(),
             &Summary {
                 is_final: false,
                 elapsed: Duration::ZERO,
@@ -720,8 +1013,8 @@ mod tests {
         )
         .expect("write");
         let l = lines(&out);
-        assert_eq!(l.len(), 7);
-        let s = &l[6];
+        assert_eq!(l.len(), 7 + PIN_KINDS);
+        let s = &l[6 + PIN_KINDS];
         check_envelope(s, "summary");
         assert_eq!(s["final"], false);
         assert_eq!(s["lost_events"], 0);
@@ -764,9 +1057,37 @@ mod tests {
         let mut agg = Aggregator::new();
         agg.observe(&Event::Map(MapFn::IommuMap, m));
         agg.observe(&Event::Kvm(KvmOp::Register, k));
+        // One line of each pinning class, a start-up line and its `pinned` line.
+        for k in [
+            kind::PIN_USER_PAGES_FAST,
+            kind::UNPIN_USER_PAGES,
+            kind::ACCOUNT_LOCKED_VM,
+        ] {
+            let p = crate::pins::tests::pin_event(k, 1, 1, 1, 1, 1, 1);
+            write_event(&mut out, &Event::Pin(p), false).expect("write");
+            agg.observe(&Event::Pin(p));
+        }
+        let mut start = StartState::default();
+        start.procs.insert(
+            2,
+            crate::startstate::ProcStart {
+                comm: "q".into(),
+                vm_pin_pages: 1,
+                vm_lck_pages: 0,
+                ioasid_files: vec![crate::startstate::IoasidFile {
+                    fd: 3,
+                    info: ioasid_uapi::fdinfo::parse(
+                        "ioasid-account-mode:\tuser\nioasid-pinned-pages:\t1\nioasid-charged-pages:\t0\nioasid-area:\t1 0x1000 0x1000 rw\n",
+                    )
+                    .expect("fdinfo"),
+                }],
+            },
+        );
+        write_startup(&mut out, &start).expect("write");
         write_report(
             &mut out,
             &agg,
+            &start,
             &Summary {
                 is_final: true,
                 elapsed: Duration::ZERO,
@@ -802,14 +1123,20 @@ mod tests {
         assert_eq!(
             types.into_iter().collect::<Vec<_>>(),
             [
+                "account",
                 "domain",
                 "kind",
                 "kvm",
                 "kvm_noncoherent_dma",
                 "map",
+                "pin",
+                "pin_kind",
+                "pinned",
                 "probe",
+                "startup",
                 "summary",
-                "unmap"
+                "unmap",
+                "unpin"
             ]
         );
     }

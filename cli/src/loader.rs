@@ -6,7 +6,7 @@ use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{FExit, KProbe},
+    programs::{FEntry, FExit, KProbe},
 };
 
 use crate::aggregate::Lost;
@@ -99,6 +99,146 @@ const TARGETS: [Target; 6] = [
     },
 ];
 
+/// A pinning function: a [`Target`] plus, for functions with a return value, an
+/// fentry program that marks the thread as inside the call (and saves the
+/// arguments) for the unpins GUP makes inside it. None for the void unpins.
+struct PinTarget {
+    target: Target,
+    fentry: Option<&'static str>,
+}
+
+const fn pin_target(
+    function: &'static str,
+    fentry: Option<&'static str>,
+    fexit: &'static str,
+    kprobe: &'static str,
+    kretprobe: Option<&'static str>,
+) -> PinTarget {
+    PinTarget {
+        target: Target {
+            function,
+            fexit,
+            kprobe,
+            kretprobe,
+            // Pinning probes are optional: any may be missing (not built, inlined, renamed);
+            // the others still count, and the probe lines say which are missing.
+            required: false,
+        },
+        fentry,
+    }
+}
+
+/// In `crate::pins::PIN_FUNCTIONS` order; program names are those of the eBPF crate.
+const PIN_TARGETS: [PinTarget; 15] = [
+    pin_target(
+        "pin_user_pages_fast",
+        Some("pup_fast_fentry"),
+        "pup_fast_fexit",
+        "pup_fast_kprobe",
+        Some("pup_fast_kretprobe"),
+    ),
+    pin_target(
+        "pin_user_pages_remote",
+        Some("pup_remote_fentry"),
+        "pup_remote_fexit",
+        "pup_remote_kprobe",
+        Some("pup_remote_kretprobe"),
+    ),
+    pin_target(
+        "pin_user_pages",
+        Some("pup_fentry"),
+        "pup_fexit",
+        "pup_kprobe",
+        Some("pup_kretprobe"),
+    ),
+    pin_target(
+        "pin_user_pages_unlocked",
+        Some("pup_unlocked_fentry"),
+        "pup_unlocked_fexit",
+        "pup_unlocked_kprobe",
+        Some("pup_unlocked_kretprobe"),
+    ),
+    pin_target(
+        "memfd_pin_folios",
+        Some("memfd_pin_fentry"),
+        "memfd_pin_fexit",
+        "memfd_pin_kprobe",
+        Some("memfd_pin_kretprobe"),
+    ),
+    pin_target(
+        "folio_add_pins",
+        Some("add_pins_fentry"),
+        "add_pins_fexit",
+        "add_pins_kprobe",
+        Some("add_pins_kretprobe"),
+    ),
+    pin_target(
+        "unpin_user_page",
+        None,
+        "unpin_page_fexit",
+        "unpin_page_kprobe",
+        None,
+    ),
+    pin_target(
+        "unpin_folio",
+        None,
+        "unpin_folio_fexit",
+        "unpin_folio_kprobe",
+        None,
+    ),
+    pin_target(
+        "unpin_user_pages",
+        None,
+        "unpin_pages_fexit",
+        "unpin_pages_kprobe",
+        None,
+    ),
+    pin_target(
+        "unpin_user_pages_dirty_lock",
+        None,
+        "unpin_pages_dirty_fexit",
+        "unpin_pages_dirty_kprobe",
+        None,
+    ),
+    pin_target(
+        "unpin_user_page_range_dirty_lock",
+        None,
+        "unpin_range_dirty_fexit",
+        "unpin_range_dirty_kprobe",
+        None,
+    ),
+    pin_target(
+        "unpin_user_folio",
+        None,
+        "unpin_user_folio_fexit",
+        "unpin_user_folio_kprobe",
+        None,
+    ),
+    pin_target(
+        "unpin_folios",
+        None,
+        "unpin_folios_fexit",
+        "unpin_folios_kprobe",
+        None,
+    ),
+    // The accounting functions save their arguments in maps of their own (one may call
+    // the other), not in the pin map: their fentry marks nothing.
+    pin_target(
+        "__account_locked_vm",
+        Some("acct_fentry"),
+        "acct_fexit",
+        "acct_kprobe",
+        Some("acct_kretprobe"),
+    ),
+    pin_target(
+        "iopt_pages_update_pinned",
+        Some("iopt_fentry"),
+        "iopt_fexit",
+        "iopt_kprobe",
+        Some("iopt_kretprobe"),
+    ),
+];
+
 /// Loaded object with its probes attached. Dropping it detaches everything.
 pub struct Session {
     ebpf: Ebpf,
@@ -123,6 +263,7 @@ impl Session {
         let filter: u32 = pid_filter.unwrap_or(0);
         let mut ebpf = EbpfLoader::new()
             .override_global("FILTER_TGID", &filter, true)
+            .override_global("SELF_TGID", &std::process::id(), true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (creating maps)")?;
 
@@ -161,6 +302,15 @@ impl Session {
                     error: Some(format!("fexit: {fexit_error}; kprobe: {}", one_line(&e))),
                 }),
             }
+        }
+
+        for pt in &PIN_TARGETS {
+            probes.push(attach_pin(
+                &mut ebpf,
+                pt,
+                btf.as_ref().ok(),
+                btf_error.as_deref(),
+            ));
         }
 
         Ok(Session { ebpf, probes })
@@ -203,6 +353,72 @@ impl Session {
             no_entry: read(ioasid_ebpf_common::lost::NO_ENTRY)?,
         })
     }
+}
+
+/// Attaches one pinning function: fentry + fexit, else kprobe (+ kretprobe).
+/// Never fails: what did not attach is in the report.
+fn attach_pin(
+    ebpf: &mut Ebpf,
+    pt: &PinTarget,
+    btf: Option<&Btf>,
+    btf_error: Option<&str>,
+) -> ProbeReport {
+    let t = &pt.target;
+    let fexit_error = match btf {
+        Some(btf) => {
+            // fentry first, so that no pin call runs without its mark while the
+            // fexit is attached; a missing fentry costs only that mark.
+            let fentry_error = pt.fentry.and_then(|name| {
+                attach_fentry(ebpf, name, t.function, btf)
+                    .err()
+                    .map(|e| one_line(&e))
+            });
+            match attach_fexit(ebpf, t, btf) {
+                Ok(()) => {
+                    return ProbeReport {
+                        function: t.function,
+                        attach: Attach::Fexit,
+                        error: fentry_error.map(|e| {
+                            format!("fentry: {e} (unpins inside this call are not recognised)")
+                        }),
+                    };
+                }
+                Err(e) => one_line(&e),
+            }
+        }
+        None => format!("no kernel BTF ({})", btf_error.unwrap_or("unknown error")),
+    };
+    match attach_kprobes(ebpf, t) {
+        Ok(()) => ProbeReport {
+            function: t.function,
+            attach: Attach::Kprobe,
+            error: Some(format!("fexit: {fexit_error}")),
+        },
+        Err(e) => {
+            eprintln!(
+                "ioasid-top: warning: {}: not traced, pin counts miss its calls",
+                t.function
+            );
+            ProbeReport {
+                function: t.function,
+                attach: Attach::None,
+                error: Some(format!("fexit: {fexit_error}; kprobe: {}", one_line(&e))),
+            }
+        }
+    }
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, name: &str, function: &str, btf: &Btf) -> anyhow::Result<()> {
+    let prog: &mut FEntry = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not fentry"))?;
+    prog.load(function, btf)
+        .with_context(|| format!("loading fentry program for {function}"))?;
+    prog.attach()
+        .with_context(|| format!("attaching fentry to {function}"))?;
+    Ok(())
 }
 
 fn attach_fexit(ebpf: &mut Ebpf, t: &Target, btf: &Btf) -> anyhow::Result<()> {
@@ -288,5 +504,25 @@ mod tests {
         assert_eq!(unmap_fast.kprobe, "iommu_unmap_fast_kprobe");
         assert_eq!(unmap_fast.kretprobe, Some("iommu_unmap_fast_kretprobe"));
         assert!(unmap_fast.required);
+    }
+
+    #[test]
+    fn pin_targets_match_pin_functions() {
+        let names: Vec<&str> = PIN_TARGETS.iter().map(|t| t.target.function).collect();
+        let want: Vec<&str> = crate::pins::PIN_FUNCTIONS.iter().map(|f| f.0).collect();
+        assert_eq!(names, want);
+        for pt in &PIN_TARGETS {
+            let class = crate::pins::function_of_name(pt.target.function);
+            // Void unpins have neither fentry nor kretprobe; the others both.
+            let void = class == Some(crate::pins::Class::Unpin);
+            assert_eq!(pt.fentry.is_none(), void, "{}", pt.target.function);
+            assert_eq!(
+                pt.target.kretprobe.is_none(),
+                void,
+                "{}",
+                pt.target.function
+            );
+            assert!(!pt.target.required);
+        }
     }
 }

@@ -5,7 +5,9 @@ mod args;
 mod event;
 mod jsonl;
 mod loader;
+mod pins;
 mod privs;
+mod startstate;
 mod table;
 
 use std::{
@@ -88,6 +90,20 @@ fn run(args: &Args) -> anyhow::Result<()> {
         }
     }
 
+    // Read after the probes are attached, so a pin made while /proc is read
+    // is in the start-up state, in the events, or (racing both) in both, but
+    // never in neither.
+    let start_state = startstate::scan(
+        std::path::Path::new("/proc"),
+        args.pid,
+        startstate::page_size(),
+    )
+    .context("reading the start-up state from /proc")?;
+    if args.json {
+        jsonl::write_startup(&mut out, &start_state).context("writing to stdout")?;
+        out.flush().context("writing to stdout")?;
+    }
+
     if !session.tracing_iommu() {
         let eperm = session.probes.iter().any(|p| {
             p.error
@@ -134,9 +150,17 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 pid_filter: args.pid,
             };
             if args.json {
-                jsonl::write_report(&mut out, &agg, &summary).context("writing to stdout")?;
+                jsonl::write_report(&mut out, &agg, &start_state, &summary)
+                    .context("writing to stdout")?;
             } else {
-                redraw(&mut out, &agg, &summary, &session, screen.is_some())?;
+                redraw(
+                    &mut out,
+                    &agg,
+                    &start_state,
+                    &summary,
+                    &session,
+                    screen.is_some(),
+                )?;
             }
             out.flush().context("writing to stdout")?;
             next_tick += interval;
@@ -160,13 +184,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
         pid_filter: args.pid,
     };
     if args.json {
-        jsonl::write_report(&mut out, &agg, &summary).context("writing to stdout")?;
+        jsonl::write_report(&mut out, &agg, &start_state, &summary).context("writing to stdout")?;
     } else {
         writeln!(
             out,
-            "{}\n{}",
+            "{}\n{}\n{}",
             table::render_status(&agg, &summary, &session.probes),
-            table::render_tables(&agg, term_width())
+            table::render_tables(&agg, term_width()),
+            table::render_pin_table(&agg, &start_state, term_width())
         )
         .context("writing to stdout")?;
     }
@@ -195,7 +220,8 @@ fn drain<W: Write>(
                 }
                 let seen = agg.observe(&ev);
                 if args.json {
-                    jsonl::write_event(out, &ev, seen.wraps_nosync).context("writing to stdout")?;
+                    jsonl::write_event(out, &ev, seen.wraps_nosync || seen.nested)
+                        .context("writing to stdout")?;
                 }
             }
             Err(_) => agg.undecodable(),
@@ -207,6 +233,7 @@ fn drain<W: Write>(
 fn redraw<W: Write>(
     out: &mut W,
     agg: &Aggregator,
+    start: &startstate::StartState,
     summary: &Summary,
     session: &Session,
     on_alt_screen: bool,
@@ -217,9 +244,10 @@ fn redraw<W: Write>(
     }
     writeln!(
         out,
-        "{}\n{}\n(Ctrl-C to quit)",
+        "{}\n{}\n{}\n(Ctrl-C to quit)",
         table::render_status(agg, summary, &session.probes),
-        table::render_tables(agg, term_width())
+        table::render_tables(agg, term_width()),
+        table::render_pin_table(agg, start, term_width())
     )
     .context("writing to stdout")?;
     Ok(())

@@ -8,6 +8,7 @@ use crate::{
     event::KvmOp,
     jsonl::Summary,
     loader::ProbeReport,
+    startstate::StartState,
 };
 
 pub const COLUMNS: [&str; 7] = [
@@ -116,6 +117,78 @@ pub fn render_tables(agg: &Aggregator, width: Option<u16>) -> String {
     s
 }
 
+/// Columns of the pinning table: pages, from events since attach, then the
+/// start-up state (what /proc said when ioasid-top started).
+pub const PIN_COLUMNS: [&str; 9] = [
+    "PID",
+    "COMM",
+    "PINNED (ev)",
+    "PINS",
+    "UNPINS",
+    "LOCKED_VM (ev)",
+    "IOMMUFD (ev)",
+    "VmPin/VmLck (start)",
+    "IOASID pin/charged (start)",
+];
+
+/// Per process pinned pages: events (net and gross) and the start-up state.
+pub fn render_pin_table(agg: &Aggregator, start: &StartState, width: Option<u16>) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
+    if let Some(w) = width {
+        t.set_width(w);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    t.set_header(PIN_COLUMNS.to_vec());
+    let procs = agg.pins().procs();
+    let pids: std::collections::BTreeSet<u32> =
+        procs.keys().chain(start.procs.keys()).copied().collect();
+    let empty = crate::pins::PinStats::default();
+    for pid in &pids {
+        let e = procs.get(pid).unwrap_or(&empty);
+        let s = start.procs.get(pid);
+        let comm = if e.comm.is_empty() {
+            s.map_or(String::new(), |s| s.comm.clone())
+        } else {
+            e.comm.clone()
+        };
+        t.add_row(vec![
+            pid.to_string(),
+            comm,
+            e.net_pinned().to_string(),
+            e.pinned.to_string(),
+            e.unpinned.to_string(),
+            e.net_locked_vm().to_string(),
+            e.net_iommufd().to_string(),
+            s.map_or("-".into(), |s| {
+                format!("{}/{}", s.vm_pin_pages, s.vm_lck_pages)
+            }),
+            match s {
+                Some(s) if !s.ioasid_files.is_empty() => format!(
+                    "{}/{} ({} files)",
+                    s.ioasid_pinned_pages(),
+                    s.ioasid_charged_pages(),
+                    s.ioasid_files.len()
+                ),
+                _ => "-".into(),
+            },
+        ]);
+    }
+    for i in [0, 2, 3, 4, 5, 6, 7, 8] {
+        if let Some(c) = t.column_mut(i) {
+            c.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    let mut out = t.to_string();
+    if pids.is_empty() {
+        out.push_str("\n(no pins seen yet, none at start-up)");
+    }
+    out.push_str(
+        "\n(pages; \"ev\": from events since attach, \"start\": /proc when ioasid-top started)",
+    );
+    out
+}
+
 /// Status lines above the table (also printed after `--once`).
 pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> String {
     let Lost { ringbuf, no_entry } = s.lost;
@@ -197,6 +270,47 @@ mod tests {
 
         let empty = render_table(&Aggregator::new(), None);
         assert!(empty.contains("no iommu_map"));
+    }
+
+    #[test]
+    fn pin_table_shows_events_and_start_state() {
+        use crate::pins::tests::pin_event;
+        use crate::startstate::{IoasidFile, ProcStart};
+        let mut agg = Aggregator::new();
+        agg.observe(&Event::Pin(pin_event(
+            ioasid_ebpf_common::kind::PIN_USER_PAGES_REMOTE,
+            77,
+            77,
+            0,
+            16,
+            crate::pins::FOLL_LONGTERM,
+            16,
+        )));
+        let mut start = StartState::default();
+        let info = ioasid_uapi::fdinfo::IoasidFdinfo {
+            account_mode: "user".into(),
+            pinned_pages: 48,
+            charged_pages: 0,
+            ..Default::default()
+        };
+        start.procs.insert(
+            88,
+            ProcStart {
+                comm: "holder".into(),
+                vm_pin_pages: 48,
+                vm_lck_pages: 0,
+                ioasid_files: vec![IoasidFile { fd: 3, info }],
+            },
+        );
+        let t = render_pin_table(&agg, &start, Some(160));
+        for c in PIN_COLUMNS {
+            assert!(t.contains(c), "missing column {c}:\n{t}");
+        }
+        assert!(t.contains("vfio-edu-worklo"), "{t}");
+        assert!(t.contains("holder"), "{t}");
+        assert!(t.contains("48/0 (1 files)"), "{t}");
+        let empty = render_pin_table(&Aggregator::new(), &StartState::default(), None);
+        assert!(empty.contains("no pins seen"));
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //! * [`vfio`] — the VFIO container/group/device/cdev subset used by tests.
 //! * [`kvm`] — `KVM_CREATE_VM`, `KVM_CREATE_DEVICE`, `KVM_SET_DEVICE_ATTR`
 //!   and the KVM-VFIO device constants.
+//! * [`fdinfo`] — the pinning lines of a `/dev/ioasid` file's fdinfo (a procfs uAPI).
 //! * [`ioctl`] — `_IO/_IOR/_IOW/_IOWR` as `const fn`s plus raw `ioctl(2)`.
 //! * [`Iommufd`] — a thin safe wrapper that works the same on `/dev/iommu`
 //!   and `/dev/ioasid`, preserving the raw errno of every failure.
 
+pub mod fdinfo;
 pub mod ioctl;
 pub mod iommufd;
 mod iommufd_fd;

@@ -26,6 +26,7 @@ use crate::dmabuf::DmaBuffer;
 use crate::memfd;
 use crate::tap::{CheckResult, Tap, expect_errno, expect_ok};
 use ioasid_uapi::Iommufd;
+use ioasid_uapi::fdinfo::{self, Area, IoasidFdinfo};
 use ioasid_uapi::iommufd::*;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -45,58 +46,15 @@ fn page_size() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// The pinning lines of a `/dev/ioasid` fdinfo.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct PinInfo {
-    pub mode: String,
-    pub pinned: u64,
-    pub charged: u64,
-    /// `(ioas, iova, length, prot)` of every `ioasid-area` line.
-    pub areas: Vec<(u32, u64, u64, String)>,
-}
-
-/// Parse the keys this module knows from fdinfo text; unknown keys are
-/// skipped as the format asks.
-pub fn parse_fdinfo(text: &str) -> Result<PinInfo, String> {
-    let mut info = PinInfo::default();
-    let num = |s: &str| -> Result<u64, String> {
-        let s = s.trim();
-        match s.strip_prefix("0x") {
-            Some(hex) => u64::from_str_radix(hex, 16),
-            None => s.parse(),
-        }
-        .map_err(|e| format!("bad number {s:?}: {e}"))
-    };
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once(":\t") else {
-            continue;
-        };
-        match key {
-            "ioasid-account-mode" => info.mode = value.trim().to_string(),
-            "ioasid-pinned-pages" => info.pinned = num(value)?,
-            "ioasid-charged-pages" => info.charged = num(value)?,
-            "ioasid-area" => {
-                let f: Vec<&str> = value.split_whitespace().collect();
-                if f.len() != 4 {
-                    return Err(format!("bad ioasid-area line {line:?}"));
-                }
-                let id = num(f[0])? as u32;
-                info.areas
-                    .push((id, num(f[1])?, num(f[2])?, f[3].to_string()));
-            }
-            _ => {}
-        }
-    }
-    Ok(info)
-}
-
-fn fdinfo(fd: &Iommufd) -> Result<PinInfo, String> {
+/// The pinning lines of `fd`'s fdinfo, by [`fdinfo::parse`] (the one parser of the format,
+/// shared with ioasid-top).
+fn read_fdinfo(fd: &Iommufd) -> Result<IoasidFdinfo, String> {
     let path = format!("/proc/self/fdinfo/{}", fd.as_raw_fd());
     let text = std::fs::read_to_string(&path).map_err(|e| format!("reading {path}: {e}"))?;
     if !text.contains("ioasid-pinned-pages:") {
         return Err(format!("{path} has no ioasid-pinned-pages line"));
     }
-    parse_fdinfo(&text)
+    fdinfo::parse(&text).map_err(|e| format!("{path}: {e}"))
 }
 
 /// A `kB` field of `/proc/self/status` (`VmPin`, `VmLck`…), in KiB.
@@ -147,8 +105,8 @@ impl Ctx {
             .ok_or_else(|| "not run: file closed".to_string())
     }
     fn pins(&self, pinned: u64, vmpin: u64) -> CheckResult {
-        let info = fdinfo(self.fd()?)?;
-        expect_eq("ioasid-pinned-pages", info.pinned, pinned)?;
+        let info = read_fdinfo(self.fd()?)?;
+        expect_eq("ioasid-pinned-pages", info.pinned_pages, pinned)?;
         expect_eq(
             "VmPin pages above baseline",
             vm_pin_pages()?.wrapping_sub(self.base_vmpin),
@@ -164,15 +122,15 @@ fn checks() -> Vec<Check> {
         (
             "fdinfo of a fresh file: mode user, nothing pinned or charged",
             |c| {
-                let info = fdinfo(c.fd()?)?;
-                if info.mode != "user" {
+                let info = read_fdinfo(c.fd()?)?;
+                if info.account_mode != "user" {
                     return Err(format!(
                         "expected ioasid-account-mode user got {:?}",
-                        info.mode
+                        info.account_mode
                     ));
                 }
-                expect_eq("ioasid-pinned-pages", info.pinned, 0)?;
-                expect_eq("ioasid-charged-pages", info.charged, 0)
+                expect_eq("ioasid-pinned-pages", info.pinned_pages, 0)?;
+                expect_eq("ioasid-charged-pages", info.charged_pages, 0)
             },
         ),
         ("IOMMU_IOAS_MAP pins the buffer once (fdinfo, VmPin)", |c| {
@@ -185,9 +143,14 @@ fn checks() -> Vec<Check> {
         (
             "fdinfo lists the area with its IOVA, length and prot",
             |c| {
-                let info = fdinfo(c.fd()?)?;
+                let info = read_fdinfo(c.fd()?)?;
                 let a = c.a.ok_or("not run: no IOAS")?;
-                let want = (a, IOVA_A, c.buf.len() as u64, "rw".to_string());
+                let want = Area {
+                    ioas: a,
+                    iova: IOVA_A,
+                    length: c.buf.len() as u64,
+                    prot: "rw".to_string(),
+                };
                 if info.areas.contains(&want) {
                     Ok(())
                 } else {
@@ -228,8 +191,8 @@ fn checks() -> Vec<Check> {
                 let b = c.b.take().ok_or("not run")?;
                 expect_ok(c.fd()?.destroy(b))?;
                 c.pins(0, 0)?;
-                let info = fdinfo(c.fd()?)?;
-                expect_eq("ioasid-charged-pages", info.charged, 0)
+                let info = read_fdinfo(c.fd()?)?;
+                expect_eq("ioasid-charged-pages", info.charged_pages, 0)
             },
         ),
         (
@@ -264,7 +227,7 @@ fn checks() -> Vec<Check> {
                 expect_ok(fd.ioas_map_file(a, memfd.as_fd(), 0, len as u64, None, RW))?;
                 expect_eq(
                     "ioasid-pinned-pages",
-                    fdinfo(&fd)?.pinned,
+                    read_fdinfo(&fd)?.pinned_pages,
                     MEMFD_PAGES as u64,
                 )?;
                 expect_eq(
@@ -273,7 +236,7 @@ fn checks() -> Vec<Check> {
                     MEMFD_PAGES as u64,
                 )?;
                 expect_ok(fd.destroy(a))?;
-                expect_eq("ioasid-pinned-pages", fdinfo(&fd)?.pinned, 0)?;
+                expect_eq("ioasid-pinned-pages", read_fdinfo(&fd)?.pinned_pages, 0)?;
                 expect_eq(
                     "VmPin pages above baseline",
                     vm_pin_pages()?.wrapping_sub(base),
@@ -294,8 +257,9 @@ fn checks() -> Vec<Check> {
                 let (buf, _) = DmaBuffer::new_huge_aligned(2 * huge)
                     .map_err(|e| format!("huge buffer: {e}"))?;
                 let a = expect_ok(fd.ioas_alloc())?;
-                let pinned =
-                    |want: u64| expect_eq("ioasid-pinned-pages", fdinfo(&fd)?.pinned, want);
+                let pinned = |want: u64| {
+                    expect_eq("ioasid-pinned-pages", read_fdinfo(&fd)?.pinned_pages, want)
+                };
                 let mid = buf.addr() + 100 * ps;
                 let page = expect_ok(fd.ioas_map(a, mid, ps, None, RW))?;
                 pinned(1)?;
@@ -336,7 +300,7 @@ fn checks() -> Vec<Check> {
             // SAFETY: unmapping the reservation made above.
             unsafe { libc::munmap(p, ps) };
             expect_errno(&r, libc::EFAULT)?;
-            expect_eq("ioasid-pinned-pages", fdinfo(&fd)?.pinned, 0)
+            expect_eq("ioasid-pinned-pages", read_fdinfo(&fd)?.pinned_pages, 0)
         }),
         (
             "RLIMIT_MEMLOCK 1.5x a 1024-page buffer, no CAP_IPC_LOCK: two IOASes of one buffer map, another buffer -> ENOMEM",
@@ -370,13 +334,17 @@ fn rlimit_child() -> CheckResult {
         .map_err(|e| format!("first map (other locked_vm charges of the user?): {e}"))?;
     expect_ok(fd.ioas_map(b, buf.addr(), len, None, RW))
         .map_err(|e| format!("same buffer in a second IOAS (charged once): {e}"))?;
-    let info = fdinfo(&fd)?;
-    expect_eq("ioasid-charged-pages", info.charged, RLIMIT_PAGES as u64)?;
+    let info = read_fdinfo(&fd)?;
+    expect_eq(
+        "ioasid-charged-pages",
+        info.charged_pages,
+        RLIMIT_PAGES as u64,
+    )?;
     expect_errno(&fd.ioas_map(b, other.addr(), len, None, RW), libc::ENOMEM)
         .map_err(|e| format!("another buffer beyond the limit: {e}"))?;
     expect_eq(
         "ioasid-charged-pages after ENOMEM",
-        fdinfo(&fd)?.charged,
+        read_fdinfo(&fd)?.charged_pages,
         RLIMIT_PAGES as u64,
     )
 }
@@ -513,11 +481,19 @@ mod tests {
                     ioasid-pinned-pages:\t64\nioasid-charged-pages:\t0\n\
                     ioasid-object:\t1 ioas\nioasid-area:\t1 0x100000 0x40000 rw\n\
                     ioasid-future-key:\twhatever\n";
-        let info = parse_fdinfo(text).unwrap();
-        assert_eq!(info.mode, "user");
-        assert_eq!(info.pinned, 64);
-        assert_eq!(info.charged, 0);
-        assert_eq!(info.areas, vec![(1, 0x100000, 0x40000, "rw".to_string())]);
+        let info = fdinfo::parse(text).unwrap();
+        assert_eq!(info.account_mode, "user");
+        assert_eq!(info.pinned_pages, 64);
+        assert_eq!(info.charged_pages, 0);
+        assert_eq!(
+            info.areas,
+            vec![Area {
+                ioas: 1,
+                iova: 0x100000,
+                length: 0x40000,
+                prot: "rw".to_string()
+            }]
+        );
     }
 
     #[test]

@@ -91,6 +91,14 @@ pub struct Args {
     /// devtmpfs mount point
     #[arg(long, default_value = "/dev", hide = true)]
     pub devfs: PathBuf,
+    /// no device and no DMA: only map the plan into an IOAS of the iommufd device (for
+    /// /dev/ioasid, which has no devices yet); not with type1
+    #[arg(long)]
+    pub no_device: bool,
+    /// once everything is mapped (and the DMA done), print a `held` JSON line and wait until
+    /// this file exists before unmapping: lets a tool look at the pinned state from outside
+    #[arg(long, value_name = "FILE")]
+    pub hold_until: Option<PathBuf>,
 }
 
 impl Args {
@@ -187,6 +195,88 @@ pub struct Summary {
     pub ioas_id: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hwpt_id: Option<u32>,
+    /// `VmPin`/`VmLck` of this process (KiB) before mapping, while everything was mapped, and
+    /// after unmapping: what the kernel really charged (only with `--hold-until`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmCounters>,
+}
+
+/// `VmPin` and `VmLck` of /proc/self/status, in KiB, at the three points of a held run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCounters {
+    pub pin_before: u64,
+    pub lck_before: u64,
+    pub pin_held: u64,
+    pub lck_held: u64,
+    pub pin_after: u64,
+    pub lck_after: u64,
+}
+
+/// `(VmPin, VmLck)` of this process, KiB.
+fn vm_now() -> Result<(u64, u64)> {
+    let pin = crate::accounting::status_kib("VmPin")
+        .map_err(anyhow::Error::msg)
+        .context("reading VmPin of /proc/self/status")?;
+    let lck = crate::accounting::status_kib("VmLck")
+        .map_err(anyhow::Error::msg)
+        .context("reading VmLck of /proc/self/status")?;
+    Ok((pin, lck))
+}
+
+/// The hold point of `--hold-until`: records the counters, prints the `held` line (stdout,
+/// flushed, so a script can wait for it) and waits for the file.
+struct Hold<'a> {
+    until: Option<&'a Path>,
+    vm: VmCounters,
+}
+
+impl Hold<'_> {
+    fn before(&mut self) -> Result<()> {
+        if self.until.is_some() {
+            (self.vm.pin_before, self.vm.lck_before) = vm_now()?;
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, maps: &[MapEntry]) -> Result<()> {
+        let Some(file) = self.until else {
+            return Ok(());
+        };
+        (self.vm.pin_held, self.vm.lck_held) = vm_now()?;
+        let line = serde_json::json!({
+            "held": true,
+            "pid": std::process::id(),
+            "maps": maps,
+            "vm": self.vm,
+        });
+        {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}")
+                .and_then(|()| out.flush())
+                .context("writing the held line to stdout")?;
+        }
+        let mut waited = Duration::ZERO;
+        while !file.exists() {
+            ensure!(
+                waited < Duration::from_secs(600),
+                "{} did not appear within 600 s",
+                file.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+            waited += Duration::from_millis(20);
+        }
+        Ok(())
+    }
+
+    fn after(&mut self) -> Result<()> {
+        if self.until.is_some() {
+            (self.vm.pin_after, self.vm.lck_after) = vm_now()?;
+        }
+        Ok(())
+    }
 }
 
 impl Summary {
@@ -284,19 +374,26 @@ impl Mapper for Type1Mapper<'_> {
 /// Map, DMA A → device → B, compare, unmap. Returns whether the data matched;
 /// errors are setup/teardown failures.
 fn dma_round_trip(
-    dev: &VfioDevice,
+    dev: Option<&VfioDevice>,
     plan: &Plan,
     mapper: &mut dyn Mapper,
     timeout: Duration,
+    hold: &mut Hold<'_>,
 ) -> Result<bool> {
     let buf = DmaBuffer::new(usize::try_from(plan.total)?, 0x5a)
         .with_context(|| format!("mmap of {:#x} bytes of anonymous memory", plan.total))?;
     let mut mapped = Vec::new();
     let mut result = (|| -> Result<bool> {
+        hold.before()?;
         for m in &plan.maps {
             mapper.map(buf.addr() + m.buf_offset, m.iova, m.size)?;
             mapped.push(*m);
         }
+        let Some(dev) = dev else {
+            // --no-device: the maps are the whole workload.
+            hold.hold(&plan.maps)?;
+            return Ok(true);
+        };
         enable_bus_master(dev).context("enabling bus mastering")?;
         let bar = dev.region(VFIO_PCI_BAR0_REGION_INDEX).context("edu BAR0")?;
         let mut edu = Edu::new(bar);
@@ -314,6 +411,7 @@ fn dma_round_trip(
         edu.device_to_ram(0, plan.dst_iova, plan.xfer)
             .with_context(|| format!("DMA device -> RAM {:#x}", plan.dst_iova))?;
         let got = buf.read(dst_off, plan.xfer as usize)?;
+        hold.hold(&plan.maps)?;
         match ensure_same("DMA round trip", &got, &pat) {
             Ok(()) => Ok(true),
             Err(e) => {
@@ -334,6 +432,9 @@ fn dma_round_trip(
             Err(e) => result = result.and(Err(e)),
         }
     }
+    if let Err(e) = hold.after() {
+        result = result.and(Err(e));
+    }
     drop(buf);
     result
 }
@@ -352,6 +453,36 @@ pub fn check_device(dev: &VfioDevice) -> Result<()> {
         info.num_regions
     );
     Ok(())
+}
+
+/// `--no-device`: an IOAS of the iommufd device and the plan's maps, nothing else.
+fn run_ioas_only(
+    args: &Args,
+    plan: &Plan,
+    summary: &mut Summary,
+    hold: &mut Hold<'_>,
+) -> Result<bool> {
+    let iommu_dev = args
+        .iommu_dev()
+        .context("--no-device needs an iommufd backend (iommufd or ioasid), not type1")?;
+    let fd =
+        Iommufd::open(&iommu_dev).with_context(|| format!("opening {}", iommu_dev.display()))?;
+    summary.iommu_dev = Some(iommu_dev.display().to_string());
+    let ioas = fd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
+    summary.ioas_id = Some(ioas);
+    let ok = dma_round_trip(
+        None,
+        plan,
+        &mut IommufdMapper { fd: &fd, ioas },
+        Duration::from_millis(args.timeout_ms),
+        hold,
+    );
+    let destroy = fd
+        .destroy(ioas)
+        .with_context(|| format!("IOMMU_DESTROY ioas {ioas}"));
+    let ok = ok?;
+    destroy?;
+    Ok(ok)
 }
 
 /// Opens `bdf`'s VFIO device cdev (`/dev/vfio/devices/vfioN`, found through sysfs; the
@@ -378,7 +509,13 @@ pub fn open_cdev(root: &Path, devfs: &Path, bdf: &str) -> Result<(VfioDevice, Pa
     Ok((dev, cdev))
 }
 
-fn run_cdev(args: &Args, bdf: &str, plan: &Plan, summary: &mut Summary) -> Result<bool> {
+fn run_cdev(
+    args: &Args,
+    bdf: &str,
+    plan: &Plan,
+    summary: &mut Summary,
+    hold: &mut Hold<'_>,
+) -> Result<bool> {
     let iommu_dev = args
         .iommu_dev()
         .context("cdev backend without an iommufd path")?;
@@ -420,10 +557,11 @@ fn run_cdev(args: &Args, bdf: &str, plan: &Plan, summary: &mut Summary) -> Resul
     }
 
     let ok = dma_round_trip(
-        &dev,
+        Some(&dev),
         plan,
         &mut IommufdMapper { fd: &fd, ioas },
         Duration::from_millis(args.timeout_ms),
+        hold,
     );
     let detach = dev.detach_pt().context("VFIO_DEVICE_DETACH_IOMMUFD_PT");
     let destroy = fd
@@ -473,19 +611,20 @@ pub fn open_type1(
     Ok((container, grp))
 }
 
-fn run_type1(args: &Args, bdf: &str, plan: &Plan) -> Result<bool> {
+fn run_type1(args: &Args, bdf: &str, plan: &Plan, hold: &mut Hold<'_>) -> Result<bool> {
     let (container, grp) = open_type1(&args.sysfs, &args.devfs, bdf)?;
     let dev = grp
         .device(bdf)
         .with_context(|| format!("VFIO_GROUP_GET_DEVICE_FD {bdf}"))?;
     check_device(&dev)?;
     let ok = dma_round_trip(
-        &dev,
+        Some(&dev),
         plan,
         &mut Type1Mapper {
             container: &container,
         },
         Duration::from_millis(args.timeout_ms),
+        hold,
     )?;
     drop(dev);
     drop(grp);
@@ -496,24 +635,41 @@ fn run_type1(args: &Args, bdf: &str, plan: &Plan) -> Result<bool> {
 /// Full workload; prints the summary line on stdout when the DMA ran.
 pub fn run(args: &Args) -> Result<Summary> {
     let plan = plan(args.maps, args.size)?;
-    let bdf = find_edu(&args.sysfs, args.bdf.as_deref())?;
-    if !args.no_bind {
-        sysfs::bind_vfio_pci(&args.sysfs, &bdf, Duration::from_secs(3))?;
-    }
+    let mut hold = Hold {
+        until: args.hold_until.as_deref(),
+        vm: VmCounters::default(),
+    };
     let mut summary = Summary {
         backend: args.backend,
-        bdf: bdf.clone(),
+        bdf: String::new(),
         maps: plan.maps.clone(),
         dma_ok: false,
         iommu_dev: None,
         dev_id: None,
         ioas_id: None,
         hwpt_id: None,
+        pid: None,
+        vm: None,
     };
-    summary.dma_ok = match args.backend {
-        Backend::Iommufd | Backend::Ioasid => run_cdev(args, &bdf, &plan, &mut summary)?,
-        Backend::Type1 => run_type1(args, &bdf, &plan)?,
-    };
+    if args.no_device {
+        summary.dma_ok = run_ioas_only(args, &plan, &mut summary, &mut hold)?;
+    } else {
+        let bdf = find_edu(&args.sysfs, args.bdf.as_deref())?;
+        if !args.no_bind {
+            sysfs::bind_vfio_pci(&args.sysfs, &bdf, Duration::from_secs(3))?;
+        }
+        summary.bdf = bdf.clone();
+        summary.dma_ok = match args.backend {
+            Backend::Iommufd | Backend::Ioasid => {
+                run_cdev(args, &bdf, &plan, &mut summary, &mut hold)?
+            }
+            Backend::Type1 => run_type1(args, &bdf, &plan, &mut hold)?,
+        };
+    }
+    if args.hold_until.is_some() {
+        summary.pid = Some(std::process::id());
+        summary.vm = Some(hold.vm);
+    }
     Ok(summary)
 }
 
@@ -620,6 +776,8 @@ mod tests {
             dev_id: Some(1),
             ioas_id: Some(2),
             hwpt_id: Some(3),
+            pid: None,
+            vm: None,
         };
         assert_eq!(
             s.to_json_line().unwrap(),

@@ -30,12 +30,50 @@ pub mod kind {
     pub const KVM_UNREGISTER_NONCOHERENT_DMA: u16 = 5;
     /// `iommu_unmap_fast()` returned; record is [`super::UnmapEvent`].
     pub const IOMMU_UNMAP_FAST: u16 = 6;
+
+    // Page pinning and its accounting: every record is a [`super::PinEvent`].
+    // These kinds start at 32 so the two ranges grow apart without clashing.
+    /// `pin_user_pages_fast()` returned.
+    pub const PIN_USER_PAGES_FAST: u16 = 32;
+    /// `pin_user_pages_remote()` returned.
+    pub const PIN_USER_PAGES_REMOTE: u16 = 33;
+    /// `pin_user_pages()` returned.
+    pub const PIN_USER_PAGES: u16 = 34;
+    /// `pin_user_pages_unlocked()` returned.
+    pub const PIN_USER_PAGES_UNLOCKED: u16 = 35;
+    /// `memfd_pin_folios()` returned (one pin per folio).
+    pub const MEMFD_PIN_FOLIOS: u16 = 36;
+    /// `folio_add_pins()` returned (pins added to an already pinned folio).
+    pub const FOLIO_ADD_PINS: u16 = 37;
+    /// `unpin_user_page()` was called.
+    pub const UNPIN_USER_PAGE: u16 = 40;
+    /// `unpin_folio()` was called.
+    pub const UNPIN_FOLIO: u16 = 41;
+    /// `unpin_user_pages()` was called.
+    pub const UNPIN_USER_PAGES: u16 = 42;
+    /// `unpin_user_pages_dirty_lock()` was called.
+    pub const UNPIN_USER_PAGES_DIRTY_LOCK: u16 = 43;
+    /// `unpin_user_page_range_dirty_lock()` was called.
+    pub const UNPIN_USER_PAGE_RANGE_DIRTY_LOCK: u16 = 44;
+    /// `unpin_user_folio()` was called.
+    pub const UNPIN_USER_FOLIO: u16 = 45;
+    /// `unpin_folios()` was called.
+    pub const UNPIN_FOLIOS: u16 = 46;
+    /// `__account_locked_vm()` returned (charge or uncharge of an mm's `locked_vm`).
+    pub const ACCOUNT_LOCKED_VM: u16 = 48;
+    /// `iopt_pages_update_pinned()` returned (iommufd's `pinned_vm` and, per its
+    /// account mode, `locked_vm`).
+    pub const IOPT_PAGES_UPDATE_PINNED: u16 = 49;
 }
 
 /// Bits of `EventHeader::flags`.
 pub mod flags {
     /// The record was produced by the kprobe/kretprobe fallback (not fentry/fexit).
     pub const VIA_KPROBE: u32 = 1 << 0;
+    /// An unpin made while the same thread was inside a traced pin function:
+    /// GUP dropping pins it took itself (migration before a long-term pin),
+    /// already netted out of that pin call's return value.
+    pub const INSIDE_PIN: u32 = 1 << 1;
 }
 
 /// `prot` bits of `iommu_map()` (include/linux/iommu.h).
@@ -125,6 +163,45 @@ pub struct KvmEvent {
     pub kvm: u64,
 }
 
+/// A pin, unpin or accounting call. Which function, and so what the fields
+/// mean, is `header.kind`; every field is an argument or the return value:
+///
+/// | kind | `obj` | `start` | `count` | `flags` | `ret` |
+/// |---|---|---|---|---|---|
+/// | `pin_user_pages*` | `mm` (remote) or 0 | user address | `nr_pages` | `gup_flags` | pages pinned or -errno |
+/// | `memfd_pin_folios` | `struct file *` | file offset | `max_folios` | 0 | folios pinned (one pin each) or -errno |
+/// | `folio_add_pins` | `struct folio *` | 0 | pins to add | 0 | 0 or -errno |
+/// | `unpin_user_page`, `unpin_folio` | page / folio | 0 | 1 | 0 | 0 |
+/// | `unpin_user_pages*`, `unpin_folios`, `unpin_user_folio`, `unpin_user_page_range_dirty_lock` | array / page / folio | 0 | `npages` / `nfolios` | `make_dirty` | 0 |
+/// | `__account_locked_vm` | `mm` | 0 | `pages` | `inc` | 0 or -errno |
+/// | `iopt_pages_update_pinned` | `struct iopt_pages *` | 0 | `npages` | `inc` | 0 or -errno |
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinEvent {
+    pub header: EventHeader,
+    /// Kernel address (identity only), see the table.
+    pub obj: u64,
+    pub start: u64,
+    pub count: u64,
+    pub flags: u32,
+    pub _pad: u32,
+    /// Return value (0 for void functions).
+    pub ret: i64,
+}
+
+/// Arguments of a pin or accounting call, stored per thread by fentry or the
+/// kprobe fallback. For pins its presence also marks the thread as inside a
+/// pin call (see [`flags::INSIDE_PIN`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinArgs {
+    pub obj: u64,
+    pub start: u64,
+    pub count: u64,
+    pub flags: u32,
+    pub _pad: u32,
+}
+
 /// Arguments of a map call, stored per thread by the kprobe fallback until the
 /// kretprobe fires.
 #[repr(C)]
@@ -157,6 +234,8 @@ const _: () = {
     assert!(core::mem::size_of::<KvmEvent>() == 40 + 8);
     assert!(core::mem::size_of::<MapArgs>() == 4 * 8 + 2 * 4);
     assert!(core::mem::size_of::<UnmapArgs>() == 3 * 8);
+    assert!(core::mem::size_of::<PinEvent>() == 40 + 5 * 8);
+    assert!(core::mem::size_of::<PinArgs>() == 4 * 8);
     // Sizes must fit EventHeader::size.
     assert!(core::mem::size_of::<MapEvent>() <= u16::MAX as usize);
 };
@@ -171,4 +250,6 @@ mod pod {
     unsafe impl aya::Pod for super::KvmEvent {}
     unsafe impl aya::Pod for super::MapArgs {}
     unsafe impl aya::Pod for super::UnmapArgs {}
+    unsafe impl aya::Pod for super::PinEvent {}
+    unsafe impl aya::Pod for super::PinArgs {}
 }

@@ -16,12 +16,13 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
-    macros::{fexit, kprobe, kretprobe, map},
+    macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{HashMap, PerCpuArray, RingBuf},
-    programs::{FExitContext, ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use ioasid_ebpf_common::{
-    COMM_LEN, EventHeader, KvmEvent, MapArgs, MapEvent, UnmapArgs, UnmapEvent, flags, kind, lost,
+    COMM_LEN, EventHeader, KvmEvent, MapArgs, MapEvent, PinArgs, PinEvent, UnmapArgs, UnmapEvent,
+    flags, kind, lost,
 };
 
 /// Records for userspace. 4 MiB holds ~47k map records (88 bytes + 8 of ring
@@ -47,6 +48,11 @@ static UNMAP_FAST_ARGS: HashMap<u64, UnmapArgs> = HashMap::with_max_entries(1024
 #[unsafe(no_mangle)]
 static FILTER_TGID: u32 = 0;
 
+/// ioasid-top's own process, never reported: its writes pin pages (9p,
+/// FUSE, O_DIRECT), and reporting those would make more writes, without end.
+#[unsafe(no_mangle)]
+static SELF_TGID: u32 = 0;
+
 #[inline(always)]
 fn count_lost(slot: u32) {
     if let Some(p) = LOST.get_ptr_mut(slot) {
@@ -63,7 +69,10 @@ fn wanted(pid_tgid: u64) -> bool {
     // SAFETY: plain read of a global the loader may have rewritten; volatile
     // so the compiler does not fold the initial value.
     let filter = unsafe { core::ptr::read_volatile(&raw const FILTER_TGID) };
-    filter == 0 || filter == (pid_tgid >> 32) as u32
+    // SAFETY: as above.
+    let own = unsafe { core::ptr::read_volatile(&raw const SELF_TGID) };
+    let tgid = (pid_tgid >> 32) as u32;
+    tgid != own && (filter == 0 || filter == tgid)
 }
 
 /// Fills the common header in place (in ring buffer memory: no stack copy,
@@ -397,6 +406,417 @@ pub fn kvm_unregister_ncdma_kprobe(ctx: ProbeContext) -> u32 {
     }
     0
 }
+
+// ------------------------------------------------------ pinning ----
+//
+// Pin functions: fentry stores the arguments per thread in PIN_ARGS (which
+// also marks the thread as inside a pin call), fexit emits the record with the
+// return value and clears the mark. The kprobe/kretprobe fallback does the
+// same with the entry probe's saved arguments. Pin functions do not call each
+// other, so one slot per thread is enough; GUP may unpin inside them (pages
+// it migrates before a long-term pin), and those unpins carry INSIDE_PIN.
+//
+// Unpin functions return void: one program (fexit, or kprobe fallback) emits.
+// unpin_user_pages_dirty_lock(make_dirty = false) calls unpin_user_pages():
+// userspace pairs the two records (same thread, array and count).
+//
+// Accounting functions: like pins, with their own argument maps, since
+// iopt_pages_update_pinned() may call __account_locked_vm().
+
+#[map]
+static PIN_ARGS: HashMap<u64, PinArgs> = HashMap::with_max_entries(10240, 0);
+#[map]
+static ACCT_ARGS: HashMap<u64, PinArgs> = HashMap::with_max_entries(10240, 0);
+#[map]
+static IOPT_ARGS: HashMap<u64, PinArgs> = HashMap::with_max_entries(10240, 0);
+
+/// Where a function keeps what a [`PinEvent`] records: argument positions
+/// (`NONE`: not an argument, recorded as 0) and how wide some of them are.
+#[derive(Clone, Copy)]
+struct Spec {
+    obj: usize,
+    start: usize,
+    count: usize,
+    /// `count` is an `int` (upper half of its register undefined).
+    count_int: bool,
+    flags: usize,
+    /// `flags` is a `bool` (only the low byte is defined).
+    flags_bool: bool,
+    /// Number of arguments: for fexit the return value is in the next slot.
+    nargs: usize,
+    /// Return type is `int`; otherwise `long` (or void: 0).
+    ret_int: bool,
+    /// A void function that drops exactly one pin (no count argument).
+    one: bool,
+}
+
+const NONE: usize = usize::MAX;
+
+const fn spec(obj: usize, start: usize, count: usize, flags: usize, nargs: usize) -> Spec {
+    Spec {
+        obj,
+        start,
+        count,
+        count_int: false,
+        flags,
+        flags_bool: false,
+        nargs,
+        ret_int: false,
+        one: false,
+    }
+}
+
+// int pin_user_pages_fast(unsigned long start, int nr_pages, unsigned int gup_flags, struct page **pages)
+const PIN_FAST: Spec = Spec {
+    count_int: true,
+    ret_int: true,
+    ..spec(NONE, 0, 1, 2, 4)
+};
+// long pin_user_pages_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
+//                            unsigned int gup_flags, struct page **pages, int *locked)
+const PIN_REMOTE: Spec = spec(0, 1, 2, 3, 6);
+// long pin_user_pages(unsigned long start, unsigned long nr_pages, unsigned int gup_flags, struct page **pages)
+const PIN: Spec = spec(NONE, 0, 1, 2, 4);
+// long pin_user_pages_unlocked(unsigned long start, unsigned long nr_pages, struct page **pages, unsigned int gup_flags)
+const PIN_UNLOCKED: Spec = spec(NONE, 0, 1, 3, 4);
+// long memfd_pin_folios(struct file *memfd, loff_t start, loff_t end, struct folio **folios,
+//                       unsigned int max_folios, pgoff_t *offset)
+const MEMFD_PIN: Spec = spec(0, 1, 4, NONE, 6);
+// int folio_add_pins(struct folio *folio, unsigned int pins)
+const FOLIO_ADD_PINS: Spec = Spec {
+    ret_int: true,
+    ..spec(0, NONE, 1, NONE, 2)
+};
+// void unpin_user_page(struct page *page), void unpin_folio(struct folio *folio)
+const UNPIN_ONE: Spec = Spec {
+    one: true,
+    ..spec(0, NONE, NONE, NONE, 1)
+};
+// void unpin_user_pages(struct page **pages, unsigned long npages),
+// void unpin_user_folio(struct folio *folio, unsigned long npages),
+// void unpin_folios(struct folio **folios, unsigned long nfolios)
+const UNPIN_N: Spec = spec(0, NONE, 1, NONE, 2);
+// void unpin_user_pages_dirty_lock(struct page **pages, unsigned long npages, bool make_dirty),
+// void unpin_user_page_range_dirty_lock(struct page *page, unsigned long npages, bool make_dirty)
+const UNPIN_DIRTY: Spec = Spec {
+    flags_bool: true,
+    ..spec(0, NONE, 1, 2, 3)
+};
+// int __account_locked_vm(struct mm_struct *mm, unsigned long pages, bool inc,
+//                         const struct task_struct *task, bool bypass_rlim)
+const ACCOUNT: Spec = Spec {
+    flags_bool: true,
+    ret_int: true,
+    ..spec(0, NONE, 1, 2, 5)
+};
+// int iopt_pages_update_pinned(struct iopt_pages *pages, unsigned long npages, bool inc,
+//                              struct pfn_reader_user *user)
+const IOPT_UPDATE: Spec = Spec {
+    flags_bool: true,
+    ret_int: true,
+    ..spec(0, NONE, 1, 2, 4)
+};
+
+/// Builds the arguments of a record from a reader of argument `n`.
+#[inline(always)]
+fn pin_args(s: Spec, arg: impl Fn(usize) -> u64) -> PinArgs {
+    let get = |n: usize| if n == NONE { 0 } else { arg(n) };
+    let mut count = get(s.count);
+    if s.count_int {
+        count = count as u32 as u64;
+    }
+    if s.one {
+        count = 1;
+    }
+    let mut fl = get(s.flags) as u32;
+    if s.flags_bool {
+        fl &= 0xff;
+    }
+    PinArgs {
+        obj: get(s.obj),
+        start: get(s.start),
+        count,
+        flags: fl,
+        _pad: 0,
+    }
+}
+
+#[inline(always)]
+fn ret_value(s: Spec, raw: u64) -> i64 {
+    if s.ret_int {
+        raw as u32 as i32 as i64
+    } else {
+        raw as i64
+    }
+}
+
+#[inline(always)]
+fn emit_pin(kind: u16, flags: u32, pid_tgid: u64, args: &PinArgs, ret: i64) {
+    let Some(mut entry) = EVENTS.reserve::<PinEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    // SAFETY: as in emit_map.
+    unsafe {
+        fill_header(
+            &raw mut (*p).header,
+            kind,
+            size_of::<PinEvent>(),
+            flags,
+            pid_tgid,
+        );
+        (*p).obj = args.obj;
+        (*p).start = args.start;
+        (*p).count = args.count;
+        (*p).flags = args.flags;
+        (*p)._pad = 0;
+        (*p).ret = ret;
+    }
+    entry.submit(0);
+}
+
+/// Entry of a function with a return value (fentry or kprobe): save the arguments.
+#[inline(always)]
+fn save_args(map: &HashMap<u64, PinArgs>, args: PinArgs) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    // A failed insert (map full) shows up as lost::NO_ENTRY at return (kprobe
+    // fallback); fexit has its arguments anyway.
+    let _ = map.insert(pid_tgid, args, 0);
+}
+
+#[inline(always)]
+fn ret_fexit(ctx: &FExitContext, map: &HashMap<u64, PinArgs>, kind: u16, s: Spec) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    let _ = map.remove(pid_tgid);
+    let args = pin_args(s, |n| ctx.arg::<u64>(n));
+    let ret = ret_value(s, ctx.arg::<u64>(s.nargs));
+    emit_pin(kind, 0, pid_tgid, &args, ret);
+}
+
+#[inline(always)]
+fn ret_kretprobe(ctx: &RetProbeContext, map: &HashMap<u64, PinArgs>, kind: u16, s: Spec) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    let Some(p) = map.get_ptr(pid_tgid) else {
+        count_lost(lost::NO_ENTRY);
+        return;
+    };
+    // SAFETY: p points to a value of this map; only this thread uses its key.
+    let args = unsafe { *p };
+    let _ = map.remove(pid_tgid);
+    emit_pin(
+        kind,
+        flags::VIA_KPROBE,
+        pid_tgid,
+        &args,
+        ret_value(s, ctx.ret::<u64>()),
+    );
+}
+
+/// An unpin (void function): emitted at once, marked when inside a pin call.
+#[inline(always)]
+fn unpin(kind: u16, via: u32, args: PinArgs) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    let mut fl = via;
+    // SAFETY: a plain lookup; the value is not read.
+    if unsafe { PIN_ARGS.get(&pid_tgid) }.is_some() {
+        fl |= flags::INSIDE_PIN;
+    }
+    emit_pin(kind, fl, pid_tgid, &args, 0);
+}
+
+/// fentry + fexit + kprobe + kretprobe programs of one function with a return value.
+macro_rules! with_ret {
+    ($func:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $map:ident, $kind:expr, $spec:expr) => {
+        #[fentry(function = $func)]
+        pub fn $fentry(ctx: FEntryContext) -> i32 {
+            save_args(&$map, pin_args($spec, |n| ctx.arg::<u64>(n)));
+            0
+        }
+
+        #[fexit(function = $func)]
+        pub fn $fexit(ctx: FExitContext) -> i32 {
+            ret_fexit(&ctx, &$map, $kind, $spec);
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            save_args(&$map, pin_args($spec, |n| ctx.arg::<u64>(n).unwrap_or(0)));
+            0
+        }
+
+        #[kretprobe]
+        pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
+            ret_kretprobe(&ctx, &$map, $kind, $spec);
+            0
+        }
+    };
+}
+
+/// fexit + kprobe programs of one void unpin function.
+macro_rules! void_unpin {
+    ($func:literal, $fexit:ident, $kprobe:ident, $kind:expr, $spec:expr) => {
+        #[fexit(function = $func)]
+        pub fn $fexit(ctx: FExitContext) -> i32 {
+            unpin($kind, 0, pin_args($spec, |n| ctx.arg::<u64>(n)));
+            0
+        }
+
+        #[kprobe]
+        pub fn $kprobe(ctx: ProbeContext) -> u32 {
+            unpin(
+                $kind,
+                flags::VIA_KPROBE,
+                pin_args($spec, |n| ctx.arg::<u64>(n).unwrap_or(0)),
+            );
+            0
+        }
+    };
+}
+
+with_ret!(
+    "pin_user_pages_fast",
+    pup_fast_fentry,
+    pup_fast_fexit,
+    pup_fast_kprobe,
+    pup_fast_kretprobe,
+    PIN_ARGS,
+    kind::PIN_USER_PAGES_FAST,
+    PIN_FAST
+);
+with_ret!(
+    "pin_user_pages_remote",
+    pup_remote_fentry,
+    pup_remote_fexit,
+    pup_remote_kprobe,
+    pup_remote_kretprobe,
+    PIN_ARGS,
+    kind::PIN_USER_PAGES_REMOTE,
+    PIN_REMOTE
+);
+with_ret!(
+    "pin_user_pages",
+    pup_fentry,
+    pup_fexit,
+    pup_kprobe,
+    pup_kretprobe,
+    PIN_ARGS,
+    kind::PIN_USER_PAGES,
+    PIN
+);
+with_ret!(
+    "pin_user_pages_unlocked",
+    pup_unlocked_fentry,
+    pup_unlocked_fexit,
+    pup_unlocked_kprobe,
+    pup_unlocked_kretprobe,
+    PIN_ARGS,
+    kind::PIN_USER_PAGES_UNLOCKED,
+    PIN_UNLOCKED
+);
+with_ret!(
+    "memfd_pin_folios",
+    memfd_pin_fentry,
+    memfd_pin_fexit,
+    memfd_pin_kprobe,
+    memfd_pin_kretprobe,
+    PIN_ARGS,
+    kind::MEMFD_PIN_FOLIOS,
+    MEMFD_PIN
+);
+with_ret!(
+    "folio_add_pins",
+    add_pins_fentry,
+    add_pins_fexit,
+    add_pins_kprobe,
+    add_pins_kretprobe,
+    PIN_ARGS,
+    kind::FOLIO_ADD_PINS,
+    FOLIO_ADD_PINS
+);
+with_ret!(
+    "__account_locked_vm",
+    acct_fentry,
+    acct_fexit,
+    acct_kprobe,
+    acct_kretprobe,
+    ACCT_ARGS,
+    kind::ACCOUNT_LOCKED_VM,
+    ACCOUNT
+);
+with_ret!(
+    "iopt_pages_update_pinned",
+    iopt_fentry,
+    iopt_fexit,
+    iopt_kprobe,
+    iopt_kretprobe,
+    IOPT_ARGS,
+    kind::IOPT_PAGES_UPDATE_PINNED,
+    IOPT_UPDATE
+);
+
+void_unpin!(
+    "unpin_user_page",
+    unpin_page_fexit,
+    unpin_page_kprobe,
+    kind::UNPIN_USER_PAGE,
+    UNPIN_ONE
+);
+void_unpin!(
+    "unpin_folio",
+    unpin_folio_fexit,
+    unpin_folio_kprobe,
+    kind::UNPIN_FOLIO,
+    UNPIN_ONE
+);
+void_unpin!(
+    "unpin_user_pages",
+    unpin_pages_fexit,
+    unpin_pages_kprobe,
+    kind::UNPIN_USER_PAGES,
+    UNPIN_N
+);
+void_unpin!(
+    "unpin_user_pages_dirty_lock",
+    unpin_pages_dirty_fexit,
+    unpin_pages_dirty_kprobe,
+    kind::UNPIN_USER_PAGES_DIRTY_LOCK,
+    UNPIN_DIRTY
+);
+void_unpin!(
+    "unpin_user_page_range_dirty_lock",
+    unpin_range_dirty_fexit,
+    unpin_range_dirty_kprobe,
+    kind::UNPIN_USER_PAGE_RANGE_DIRTY_LOCK,
+    UNPIN_DIRTY
+);
+void_unpin!(
+    "unpin_user_folio",
+    unpin_user_folio_fexit,
+    unpin_user_folio_kprobe,
+    kind::UNPIN_USER_FOLIO,
+    UNPIN_N
+);
+void_unpin!(
+    "unpin_folios",
+    unpin_folios_fexit,
+    unpin_folios_kprobe,
+    kind::UNPIN_FOLIOS,
+    UNPIN_N
+);
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -1,19 +1,34 @@
 //! `check-top-maps TOP.jsonl WORKLOAD.json COMM`: exits 0 when ioasid-top's report covers
 //! exactly the areas the workload mapped (see `ioasid_vmtests::topcheck`).
+//!
+//! `check-top-maps --pins EVENTS.jsonl START.jsonl WORKLOAD.json`: exits 0 when the pinned
+//! pages ioasid-top reported, from events and from the start-up state, are exactly what the
+//! held workload pinned (see `ioasid_vmtests::pincheck`).
 
 use anyhow::{Context, Result};
 use ioasid_vmtests::topcheck::{compare, seen_by_top, workload_areas};
 
+fn read(path: &str) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [flag, events, start, workload] = args.as_slice()
+        && flag == "--pins"
+    {
+        let verdict =
+            ioasid_vmtests::pincheck::check(&read(events)?, &read(start)?, &read(workload)?)?;
+        println!("ok - ioasid-top saw the pins: {verdict}");
+        return Ok(());
+    }
     let [top, workload, comm] = args.as_slice() else {
-        anyhow::bail!("usage: check-top-maps TOP.jsonl WORKLOAD.json COMM");
+        anyhow::bail!(
+            "usage: check-top-maps TOP.jsonl WORKLOAD.json COMM\n       check-top-maps --pins EVENTS.jsonl START.jsonl WORKLOAD.json"
+        );
     };
-    let top_text = std::fs::read_to_string(top).with_context(|| format!("cannot read {top}"))?;
-    let workload_text =
-        std::fs::read_to_string(workload).with_context(|| format!("cannot read {workload}"))?;
-    let seen = seen_by_top(&top_text, comm)?;
-    let verdict = compare(&workload_areas(&workload_text)?, &seen)?;
+    let seen = seen_by_top(&read(top)?, comm)?;
+    let verdict = compare(&workload_areas(&read(workload)?)?, &seen)?;
     println!("ok - ioasid-top saw {verdict}");
     Ok(())
 }

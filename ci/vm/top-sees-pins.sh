@@ -1,0 +1,52 @@
+#!/bin/sh
+# ioasid-top must report exactly what a workload pins, from events and from the start-up state.
+# 1. ioasid-top (events) attaches; 2. vfio-edu-workload maps, does its DMA and holds;
+# 3. a second ioasid-top starts while it holds and reads the start-up state (/proc: VmPin,
+# VmLck, /dev/ioasid fdinfo); 4. the workload unmaps and exits; 5. the first ioasid-top stops.
+# check-top-maps --pins compares both with the workload's own maps and VmPin/VmLck.
+# Usage: top-sees-pins.sh BACKEND (iommufd | type1 | ioasid) [MAPS SIZE]
+set -eu
+backend=$1
+maps=${2:-4}
+size=${3:-64K}
+out=${IOASID_VM_OUT:?run me through cargo xtask vm}
+extra=""
+# /dev/ioasid has no devices yet: maps into an IOAS only.
+[ "$backend" = ioasid ] && extra="--no-device"
+rm -f "$out/release"
+
+ioasid-top --once --json --interval 600 > "$out/pins-events.jsonl" 2> "$out/pins-events.stderr" &
+top=$!
+tries=0
+until grep -q '"fn":"iopt_pages_update_pinned"' "$out/pins-events.jsonl" 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ $tries -gt 600 ] || ! kill -0 $top 2>/dev/null; then
+        echo "ioasid-top did not attach:" >&2
+        cat "$out/pins-events.stderr" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+vfio-edu-workload --backend "$backend" --maps "$maps" --size "$size" $extra \
+    --hold-until "$out/release" > "$out/pins-workload.json" &
+wl=$!
+tries=0
+until grep -q '"held":true' "$out/pins-workload.json" 2>/dev/null; do
+    tries=$((tries + 1))
+    if [ $tries -gt 600 ] || ! kill -0 $wl 2>/dev/null; then
+        echo "the workload did not reach its hold point" >&2
+        kill -INT $top || true
+        exit 1
+    fi
+    sleep 0.1
+done
+ioasid-top --once --json --interval 0.5 > "$out/pins-start.jsonl" 2> "$out/pins-start.stderr"
+: > "$out/release"
+wait $wl
+kill -INT $top
+wait $top
+cat "$out/pins-events.stderr" >&2
+grep '"type":"startup"' "$out/pins-start.jsonl" || true
+grep '"type":"pinned"' "$out/pins-events.jsonl" || true
+check-top-maps --pins "$out/pins-events.jsonl" "$out/pins-start.jsonl" "$out/pins-workload.json"
