@@ -5,7 +5,8 @@
 //! incrementally in the one build directory (ccache, the same `O=`), so the walk costs one cold
 //! build plus what each patch changes. Then the component is built `=n` and `=m` (the module
 //! must come out), and last `=y` again: the build directory ends exactly as `cargo xtask kernel`
-//! leaves it, ready for the VM. The Rust files of the series are checked with the tree's
+//! leaves it, ready for the VM. Every state that was built is also booted (`true` in the
+//! guest; a WARN, BUG or Oops in dmesg fails). The Rust files of the series are checked with the tree's
 //! rustfmt config, and every build runs clippy (`CLIPPY=1`): a warning in a file of the series
 //! fails the walk. The times go to `target/series-build.json` and are printed as a table.
 //!
@@ -28,6 +29,8 @@ struct BuildTime {
     /// `NNNN-subject.patch`, or `IOASID=n` / `IOASID=m` / `IOASID=y`.
     what: String,
     seconds: f64,
+    /// How long booting it and running `true` took; 0 where nothing was built.
+    boot_seconds: f64,
 }
 
 #[derive(Serialize)]
@@ -97,6 +100,31 @@ pub fn warnings_in(log: &str, files: &[String]) -> Vec<String> {
         }
     }
     found
+}
+
+/// Boots the kernel just built and runs `true` in it: the state builds *and* boots, with no
+/// WARN, BUG or Oops in dmesg.
+fn boot_step(paths: &Paths, what: &str) -> Result<Duration> {
+    let opts = crate::vm::VmOpts {
+        snoop_control: crate::vm::SnoopControl::Off,
+        timeout: Duration::from_secs(180),
+        name: "series-boot".into(),
+        verbose: false,
+        memory: crate::vm::DEFAULT_MEMORY.into(),
+    };
+    let start = std::time::Instant::now();
+    let out = crate::vm::run_in_vm(paths, &opts, &["true".to_string()])
+        .with_context(|| format!("cannot boot the kernel built at {what}"))?;
+    let bugs = crate::vm::kernel_bug_lines(&out.dmesg);
+    if out.status != 0 || !bugs.is_empty() {
+        bail!(
+            "the kernel built at {what} does not boot cleanly (status {}, dmesg in {}):\n  {}",
+            out.status,
+            out.dir.display(),
+            bugs.join("\n  ")
+        );
+    }
+    Ok(start.elapsed())
 }
 
 /// Builds once and returns how long it took; a Rust warning in a series file fails.
@@ -173,9 +201,11 @@ pub fn each_patch(paths: &Paths, jobs: usize) -> Result<()> {
         patches.len()
     ));
     configure_tree(paths, false)?;
+    let base = build_step(paths, jobs, "the base tree", &rust_files)?;
     let mut builds = vec![BuildTime {
         what: "base".into(),
-        seconds: build_step(paths, jobs, "the base tree", &rust_files)?.as_secs_f64(),
+        seconds: base.as_secs_f64(),
+        boot_seconds: boot_step(paths, "the base tree")?.as_secs_f64(),
     }];
     for p in &patches {
         let name = p
@@ -192,6 +222,7 @@ pub fn each_patch(paths: &Paths, jobs: usize) -> Result<()> {
             builds.push(BuildTime {
                 what: name,
                 seconds: 0.0,
+                boot_seconds: 0.0,
             });
             continue;
         }
@@ -200,9 +231,11 @@ pub fn each_patch(paths: &Paths, jobs: usize) -> Result<()> {
             configure_tree(paths, false)?;
         }
         let took = build_step(paths, jobs, &name, &rust_files)?;
+        let boot = boot_step(paths, &name)?;
         builds.push(BuildTime {
             what: name,
             seconds: took.as_secs_f64(),
+            boot_seconds: boot.as_secs_f64(),
         });
     }
     // The whole series: every fragment line must hold now.
@@ -217,9 +250,11 @@ pub fn each_patch(paths: &Paths, jobs: usize) -> Result<()> {
                 bail!("{SYMBOL}=m built no module at {}", ko.display());
             }
         }
+        let boot = boot_step(paths, &what)?;
         builds.push(BuildTime {
             what,
             seconds: took.as_secs_f64(),
+            boot_seconds: boot.as_secs_f64(),
         });
     }
     configure_tree(paths, true)?;
@@ -233,9 +268,9 @@ pub fn each_patch(paths: &Paths, jobs: usize) -> Result<()> {
     let out = paths.repo.join("target/series-build.json");
     std::fs::create_dir_all(out.parent().context("no target dir")?)?;
     std::fs::write(&out, serde_json::to_string_pretty(&report)?)?;
-    println!("{:<72} {:>8}", "after", "seconds");
+    println!("{:<72} {:>8} {:>8}", "after", "build s", "boot s");
     for b in &report.builds {
-        println!("{:<72} {:>8.0}", b.what, b.seconds);
+        println!("{:<72} {:>8.0} {:>8.0}", b.what, b.seconds, b.boot_seconds);
     }
     note(format!("written to {}", out.display()));
     std::fs::write(stamp(paths), hash)?;
