@@ -212,44 +212,41 @@ mod tests {
         );
     }
 
+    /// `(quick, reps, memory, no_kernel_build)` of a `bench` command line.
+    fn bench_opts(args: &[&str]) -> (bool, Option<u32>, String, bool) {
+        let cli = Cli::try_parse_from(args).expect("bench options parse");
+        let Cmd::Bench {
+            quick,
+            reps,
+            memory,
+            no_kernel_build,
+            ..
+        } = cli.command
+        else {
+            panic!("not the bench command");
+        };
+        (quick, reps, memory, no_kernel_build)
+    }
+
     #[test]
     fn bench_options() {
-        let cli = Cli::try_parse_from(["xtask", "bench"]).expect("defaults parse");
-        let Cmd::Bench {
-            quick,
-            reps,
-            memory,
-            no_kernel_build,
-            ..
-        } = cli.command
-        else {
-            panic!("not the bench command");
-        };
-        assert!(!quick && !no_kernel_build);
-        assert_eq!((reps, memory.as_str()), (None, "4G"));
-        let cli = Cli::try_parse_from([
-            "xtask",
-            "bench",
-            "--quick",
-            "--reps",
-            "3",
-            "--memory",
-            "6G",
-            "--no-kernel-build",
-        ])
-        .expect("options parse");
-        let Cmd::Bench {
-            quick,
-            reps,
-            memory,
-            no_kernel_build,
-            ..
-        } = cli.command
-        else {
-            panic!("not the bench command");
-        };
-        assert!(quick && no_kernel_build);
-        assert_eq!((reps, memory.as_str()), (Some(3), "6G"));
+        assert_eq!(
+            bench_opts(&["xtask", "bench"]),
+            (false, None, "4G".to_string(), false)
+        );
+        assert_eq!(
+            bench_opts(&[
+                "xtask",
+                "bench",
+                "--quick",
+                "--reps",
+                "3",
+                "--memory",
+                "6G",
+                "--no-kernel-build",
+            ]),
+            (true, Some(3), "6G".to_string(), true)
+        );
         assert!(Cli::try_parse_from(["xtask", "bench", "--reps", "0"]).is_err());
         assert!(
             Cli::try_parse_from(["xtask", "vm", "--name", "x", "--memory", "4G", "--", "true"])
