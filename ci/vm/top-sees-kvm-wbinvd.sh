@@ -5,6 +5,7 @@
 # the reports while the VM holds the file and after (see vmtests/src/kvmcheck.rs).
 # Usage: top-sees-kvm-wbinvd.sh BACKEND (type1 | iommufd) EXPECT (flip | never) [REMOVE (del | close)]
 set -eu
+. ci/vm/lib.sh
 backend=$1
 expect=$2
 remove=${3:-del}
@@ -14,16 +15,11 @@ out=${IOASID_VM_OUT:?run me through cargo xtask vm}
 ioasid-top --json --interval 0.25 > "$out/top.jsonl" 2> "$out/top.stderr" &
 top=$!
 # The probes are attached once every function (iommu and kvm: 6) has its `probe` line.
-tries=0
-until [ "$(grep -c '"type":"probe"' "$out/top.jsonl" 2>/dev/null || true)" -ge 6 ]; do
-    tries=$((tries + 1))
-    if [ $tries -gt 600 ] || ! kill -0 $top 2>/dev/null; then
-        echo "ioasid-top did not attach:" >&2
-        cat "$out/top.stderr" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+if ! wait_until $top probes_at_least "$out/top.jsonl" 6; then
+    echo "ioasid-top did not attach:" >&2
+    cat "$out/top.stderr" >&2
+    exit 1
+fi
 
 kvm-vfio-workload --backend "$backend" --remove "$remove" --hold-ms 1500 > "$out/workload.json"
 cat "$out/workload.json"

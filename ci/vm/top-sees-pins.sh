@@ -6,6 +6,7 @@
 # check-top-maps --pins compares both with the workload's own maps and VmPin/VmLck.
 # Usage: top-sees-pins.sh BACKEND (iommufd | type1 | ioasid) [MAPS SIZE]
 set -eu
+. ci/vm/lib.sh
 backend=$1
 maps=${2:-4}
 size=${3:-64K}
@@ -17,30 +18,20 @@ rm -f "$out/release"
 
 ioasid-top --once --json --interval 600 > "$out/pins-events.jsonl" 2> "$out/pins-events.stderr" &
 top=$!
-tries=0
-until grep -q '"fn":"iopt_pages_update_pinned"' "$out/pins-events.jsonl" 2>/dev/null; do
-    tries=$((tries + 1))
-    if [ $tries -gt 600 ] || ! kill -0 $top 2>/dev/null; then
-        echo "ioasid-top did not attach:" >&2
-        cat "$out/pins-events.stderr" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+if ! wait_until $top grep -qs '"fn":"iopt_pages_update_pinned"' "$out/pins-events.jsonl"; then
+    echo "ioasid-top did not attach:" >&2
+    cat "$out/pins-events.stderr" >&2
+    exit 1
+fi
 
 vfio-edu-workload --backend "$backend" --maps "$maps" --size "$size" $extra \
     --hold-until "$out/release" > "$out/pins-workload.json" &
 wl=$!
-tries=0
-until grep -q '"held":true' "$out/pins-workload.json" 2>/dev/null; do
-    tries=$((tries + 1))
-    if [ $tries -gt 600 ] || ! kill -0 $wl 2>/dev/null; then
-        echo "the workload did not reach its hold point" >&2
-        kill -INT $top || true
-        exit 1
-    fi
-    sleep 0.1
-done
+if ! wait_until $wl grep -qs '"held":true' "$out/pins-workload.json"; then
+    echo "the workload did not reach its hold point" >&2
+    kill -INT $top || true
+    exit 1
+fi
 ioasid-top --once --json --interval 0.5 > "$out/pins-start.jsonl" 2> "$out/pins-start.stderr"
 : > "$out/release"
 wait $wl

@@ -3,6 +3,7 @@
 # report exactly those areas mapped and unmapped, in one domain, with no lost events.
 # Usage: top-sees-vfio-maps.sh BACKEND (iommufd | type1 | ioasid) [MAPS SIZE]
 set -eu
+. ci/vm/lib.sh
 backend=$1
 maps=${2:-4}
 size=${3:-64K}
@@ -11,16 +12,11 @@ out=${IOASID_VM_OUT:?run me through cargo xtask vm}
 ioasid-top --once --json --interval 600 > "$out/top.jsonl" 2> "$out/top.stderr" &
 top=$!
 # The probes are attached once every function has its `probe` line.
-tries=0
-until [ "$(grep -c '"type":"probe"' "$out/top.jsonl" 2>/dev/null || true)" -ge 3 ]; do
-    tries=$((tries + 1))
-    if [ $tries -gt 600 ] || ! kill -0 $top 2>/dev/null; then
-        echo "ioasid-top did not attach:" >&2
-        cat "$out/top.stderr" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
+if ! wait_until $top probes_at_least "$out/top.jsonl" 3; then
+    echo "ioasid-top did not attach:" >&2
+    cat "$out/top.stderr" >&2
+    exit 1
+fi
 
 vfio-edu-workload --backend "$backend" --maps "$maps" --size "$size" > "$out/workload.json"
 kill -INT $top
