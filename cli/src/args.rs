@@ -26,6 +26,11 @@ pub struct Args {
     /// Only report calls made by this process (thread group id).
     #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
+
+    /// Attach kprobes/kretprobes only, never fexit: what a kernel without BTF (or one that
+    /// refuses fexit on a function) gets. For comparing the two and testing the fallback.
+    #[arg(long)]
+    pub kprobes_only: bool,
 }
 
 impl Args {
@@ -63,12 +68,22 @@ mod tests {
         assert!(!a.json);
         assert_eq!(a.interval(), Duration::from_secs(2));
         assert_eq!(a.pid, None);
+        assert!(!a.kprobes_only);
     }
 
     #[test]
     fn all_options() {
-        let a = parse(&["--once", "--json", "--interval", "0.5", "--pid", "1234"])
-            .expect("options parse");
+        let a = parse(&[
+            "--once",
+            "--json",
+            "--interval",
+            "0.5",
+            "--pid",
+            "1234",
+            "--kprobes-only",
+        ])
+        .expect("options parse");
+        assert!(a.kprobes_only);
         assert!(a.once);
         assert!(a.json);
         assert_eq!(a.interval(), Duration::from_millis(500));

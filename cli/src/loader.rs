@@ -252,7 +252,8 @@ fn one_line<E: std::fmt::Display + ?Sized>(err: &E) -> String {
 
 impl Session {
     /// Loads the object, sets the pid filter and attaches every probe it can.
-    pub fn load(pid_filter: Option<u32>) -> anyhow::Result<Self> {
+    /// With `kprobes_only`, fexit is not tried.
+    pub fn load(pid_filter: Option<u32>, kprobes_only: bool) -> anyhow::Result<Self> {
         if EBPF_OBJECT.is_empty() {
             bail!(
                 "this binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it"
@@ -267,9 +268,14 @@ impl Session {
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (creating maps)")?;
 
-        // Without kernel BTF there is no fexit: go straight to kprobes.
-        let btf = Btf::from_sys_fs();
-        let btf_error = btf.as_ref().err().map(one_line);
+        // Without kernel BTF there is no fexit: go straight to kprobes. The error says why
+        // fexit was not used.
+        let btf: Result<Btf, String> = if kprobes_only {
+            Err("not tried (--kprobes-only)".to_owned())
+        } else {
+            Btf::from_sys_fs().map_err(|e| format!("no kernel BTF ({})", one_line(&e)))
+        };
+        let btf_error = btf.as_ref().err().cloned();
 
         let mut probes = Vec::with_capacity(TARGETS.len());
         for t in &TARGETS {
@@ -285,10 +291,7 @@ impl Session {
                     }
                     Err(e) => one_line(&e),
                 },
-                Err(_) => format!(
-                    "no kernel BTF ({})",
-                    btf_error.as_deref().unwrap_or("unknown error")
-                ),
+                Err(why) => why.clone(),
             };
             match attach_kprobes(&mut ebpf, t) {
                 Ok(()) => probes.push(ProbeReport {
@@ -386,7 +389,7 @@ fn attach_pin(
                 Err(e) => one_line(&e),
             }
         }
-        None => format!("no kernel BTF ({})", btf_error.unwrap_or("unknown error")),
+        None => btf_error.unwrap_or("no kernel BTF").to_owned(),
     };
     match attach_kprobes(ebpf, t) {
         Ok(()) => ProbeReport {

@@ -63,7 +63,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     install_signal_handlers()?;
 
-    let mut session = Session::load(args.pid)?;
+    let mut session = Session::load(args.pid, args.kprobes_only)?;
     let mut ring = session.ring_buffer()?;
 
     let stdout = io::stdout();
