@@ -255,11 +255,33 @@ pub struct Args {
     /// devtmpfs mount point
     #[arg(long, default_value = "/dev", hide = true)]
     pub devfs: PathBuf,
+    /// instead: the cost of tracing iommu_map — a 4 KiB MAP+UNMAP loop on iommufd+domain, bare,
+    /// under ioasid-top and under an equivalent bpftrace program (JSON: overhead.json)
+    #[arg(long)]
+    pub overhead: bool,
+    /// --overhead: rounds, each running every mode once (default: 5; with --quick, 1)
+    #[arg(long, requires = "overhead", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub rounds: Option<u32>,
+    /// --overhead: 4 KiB mappings per loop (default: 16384; with --quick, 1024)
+    #[arg(long, requires = "overhead", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub maps: Option<u64>,
+    /// --overhead: keep the tracers' output in DIR (default: a temporary directory, removed)
+    #[arg(long, requires = "overhead", value_name = "DIR")]
+    pub trace_dir: Option<PathBuf>,
 }
 
 impl Args {
     pub fn reps(&self) -> u32 {
         self.reps.unwrap_or(if self.quick { 2 } else { 5 })
+    }
+
+    /// --overhead: (mappings per loop, rounds, loops per mode and round); --reps is the last
+    /// (default: 3; with --quick, 1).
+    pub fn overhead_sizes(&self) -> (u64, usize, u32) {
+        let maps = self.maps.unwrap_or(if self.quick { 1024 } else { 16384 });
+        let rounds = self.rounds.unwrap_or(if self.quick { 1 } else { 5 });
+        let loops = self.reps.unwrap_or(if self.quick { 1 } else { 3 });
+        (maps, rounds as usize, loops)
     }
 
     /// The chosen backends in report order, each once.
@@ -579,19 +601,19 @@ fn thp_info(buf: &DmaBuffer, madvise_hugepage: &std::io::Result<()>) -> Result<T
 }
 
 /// The edu device, bound to vfio-pci.
-struct Edu {
-    bdf: String,
-    cdev: PathBuf,
+pub(crate) struct Edu {
+    pub(crate) bdf: String,
+    pub(crate) cdev: PathBuf,
 }
 
 /// A HWPT (an IOMMU domain) of the edu device on each IOAS; `dev` holds the binding.
-struct Domain {
+pub(crate) struct Domain {
     dev: VfioDevice,
     hwpts: [u32; 2],
 }
 
 /// An open backend. iommufd ones have two IOASes: the second is COPY's destination.
-enum Mapper {
+pub(crate) enum Mapper {
     Iommufd {
         fd: Iommufd,
         ioas: [u32; 2],
@@ -605,7 +627,12 @@ enum Mapper {
 
 impl Mapper {
     /// Opens `kind`; `span` bytes from [`BASE_IOVA`] must be mappable.
-    fn open(kind: BackendKind, edu: Option<&Edu>, args: &Args, span: u64) -> Result<Self> {
+    pub(crate) fn open(
+        kind: BackendKind,
+        edu: Option<&Edu>,
+        args: &Args,
+        span: u64,
+    ) -> Result<Self> {
         let edu = || edu.context("the edu device is needed but was not set up");
         match kind {
             BackendKind::Ioasid => Self::open_iommufd(Path::new(DEV_IOASID), None, span),
@@ -754,7 +781,7 @@ impl Mapper {
     }
 
     /// Destroys what was created, in order (HWPTs before their IOASes), checking each step.
-    fn close(self) -> Result<()> {
+    pub(crate) fn close(self) -> Result<()> {
         match self {
             Mapper::Iommufd { fd, ioas, domain } => {
                 if let Some(d) = &domain {
@@ -785,7 +812,12 @@ fn elapsed_ns(start: Instant) -> u64 {
 }
 
 /// One repetition of `w` on `m`: (first phase, unmap) in nanoseconds.
-fn run_once(m: &Mapper, kind: BackendKind, w: &Workload, buf_addr: u64) -> Result<(u64, u64)> {
+pub(crate) fn run_once(
+    m: &Mapper,
+    kind: BackendKind,
+    w: &Workload,
+    buf_addr: u64,
+) -> Result<(u64, u64)> {
     let ranges = || (0..w.count).map(|i| (buf_addr + i * w.size, BASE_IOVA + i * w.size));
     let pins = |before, after, kib, when: &str| {
         check_pins(kind.pinning(), before, after, kib)
@@ -1003,6 +1035,9 @@ pub fn run(args: &Args) -> Result<Report> {
 
 /// `ioasid-bench`'s main: run, print the report, write the JSON.
 pub fn main_with(args: &Args) -> Result<()> {
+    if args.overhead {
+        return crate::overhead::main_with(args);
+    }
     let report = run(args)?;
     print!("{}", format_report(&report));
     let vm_out = std::env::var_os("IOASID_VM_OUT").map(PathBuf::from);
@@ -1032,6 +1067,26 @@ mod tests {
         assert_eq!(a.reps(), 7);
         assert!(Args::try_parse_from(["x", "--reps", "0"]).is_err());
         assert!(Args::try_parse_from(["x", "--backends", "vfio"]).is_err());
+        assert!(
+            Args::try_parse_from(["x", "--rounds", "2"]).is_err(),
+            "needs --overhead"
+        );
+        let o = Args::try_parse_from(["x", "--overhead"]).unwrap();
+        assert_eq!(o.overhead_sizes(), (16384, 5, 3));
+        let o = Args::try_parse_from(["x", "--overhead", "--quick"]).unwrap();
+        assert_eq!(o.overhead_sizes(), (1024, 1, 1));
+        let o = Args::try_parse_from([
+            "x",
+            "--overhead",
+            "--maps",
+            "8",
+            "--rounds",
+            "2",
+            "--reps",
+            "4",
+        ])
+        .unwrap();
+        assert_eq!(o.overhead_sizes(), (8, 2, 4));
         assert_eq!(
             a.json_path(Some(Path::new("/out"))),
             Some(PathBuf::from("/out/bench.json"))

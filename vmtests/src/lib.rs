@@ -24,6 +24,7 @@ pub mod errno;
 pub mod kvm;
 pub mod kvmcheck;
 pub mod memfd;
+pub mod overhead;
 pub mod pincheck;
 pub mod smoke;
 pub mod sysfs;

@@ -15,6 +15,8 @@ pub const BENCH_MEMORY: &str = "4G";
 
 pub struct BenchOpts {
     pub quick: bool,
+    /// `ioasid-bench --overhead`: the cost of tracing (bare, ioasid-top, bpftrace).
+    pub overhead: bool,
     pub reps: Option<u32>,
     /// Comma-separated backend names, passed to ioasid-bench as they are.
     pub backends: Option<String>,
@@ -27,12 +29,29 @@ pub struct BenchOpts {
 impl BenchOpts {
     /// The run's name: its directory under target/vm-run/ and its report under target/bench/.
     pub fn run_name(&self) -> &'static str {
-        if self.quick { "bench-quick" } else { "bench" }
+        match (self.overhead, self.quick) {
+            (false, false) => "bench",
+            (false, true) => "bench-quick",
+            (true, false) => "overhead",
+            (true, true) => "overhead-quick",
+        }
+    }
+
+    /// The report ioasid-bench writes into the run directory.
+    pub fn report_file(&self) -> &'static str {
+        if self.overhead {
+            "overhead.json"
+        } else {
+            "bench.json"
+        }
     }
 
     /// The command the guest runs.
     pub fn guest_command(&self) -> Vec<String> {
         let mut cmd = vec!["ioasid-bench".to_string()];
+        if self.overhead {
+            cmd.push("--overhead".into());
+        }
         if self.quick {
             cmd.push("--quick".into());
         }
@@ -44,6 +63,33 @@ impl BenchOpts {
         }
         cmd
     }
+}
+
+/// Checks that `json` is an `ioasid-bench --overhead` report: three modes and a verdict;
+/// returns the number of timed loops.
+pub fn check_overhead_report(json: &str) -> Result<usize> {
+    let v: serde_json::Value = serde_json::from_str(json).context("overhead.json is not JSON")?;
+    let modes = v
+        .get("modes")
+        .and_then(|m| m.as_array())
+        .context("overhead.json has no modes array")?;
+    ensure!(
+        modes.len() == 3,
+        "overhead.json has {} modes, not 3",
+        modes.len()
+    );
+    ensure!(
+        v.get("verdict").is_some_and(|x| x.is_object()),
+        "overhead.json has no verdict"
+    );
+    let loops = v
+        .get("round_results")
+        .and_then(|r| r.as_array())
+        .context("overhead.json has no round_results")?
+        .iter()
+        .filter_map(|r| r.get("loops_ns")?.as_array().map(Vec::len))
+        .sum();
+    Ok(loops)
 }
 
 /// Checks that `json` is an ioasid-bench report with results; returns how many.
@@ -67,6 +113,20 @@ pub fn bench(paths: &Paths, opts: &BenchOpts) -> Result<()> {
         "--bin",
         "ioasid-bench",
     ]))?;
+    if opts.overhead {
+        // The guest shares the host's root filesystem: the host's bpftrace is the guest's.
+        ensure!(
+            crate::util::have("bpftrace"),
+            "bpftrace is not installed: run `cargo xtask setup` (or apt-get install bpftrace)"
+        );
+        step("building ioasid-top");
+        run(Command::new("cargo").current_dir(&paths.repo).args([
+            "build",
+            "--release",
+            "-p",
+            "ioasid-top",
+        ]))?;
+    }
     if opts.no_kernel_build {
         step(format!(
             "using the kernel built now: {}",
@@ -107,16 +167,29 @@ pub fn bench(paths: &Paths, opts: &BenchOpts) -> Result<()> {
             out.dir.display()
         );
     }
-    let produced = out.dir.join("bench.json");
+    let produced = out.dir.join(opts.report_file());
     let json = std::fs::read_to_string(&produced)
         .with_context(|| format!("ioasid-bench left no report at {}", produced.display()))?;
-    let n = check_report(&json).with_context(|| format!("checking {}", produced.display()))?;
+    let n = if opts.overhead {
+        check_overhead_report(&json)
+    } else {
+        check_report(&json)
+    }
+    .with_context(|| format!("checking {}", produced.display()))?;
     let keep_dir = paths.repo.join("target/bench");
     std::fs::create_dir_all(&keep_dir)
         .with_context(|| format!("cannot create {}", keep_dir.display()))?;
     let kept: PathBuf = keep_dir.join(format!("{name}.json"));
     std::fs::write(&kept, json).with_context(|| format!("writing {}", kept.display()))?;
-    step(format!("{n} measurements; report in {}", kept.display()));
+    step(format!(
+        "{n} {}; report in {}",
+        if opts.overhead {
+            "timed loops"
+        } else {
+            "measurements"
+        },
+        kept.display()
+    ));
     Ok(())
 }
 
@@ -127,6 +200,7 @@ mod tests {
     fn opts(quick: bool) -> BenchOpts {
         BenchOpts {
             quick,
+            overhead: false,
             reps: None,
             backends: None,
             memory: BENCH_MEMORY.into(),
@@ -154,6 +228,28 @@ mod tests {
             ]
         );
         assert_eq!(o.run_name(), "bench-quick");
+        assert_eq!(o.report_file(), "bench.json");
+        let mut o = opts(false);
+        o.overhead = true;
+        assert_eq!(o.guest_command(), ["ioasid-bench", "--overhead"]);
+        assert_eq!(
+            (o.run_name(), o.report_file()),
+            ("overhead", "overhead.json")
+        );
+        o.quick = true;
+        assert_eq!(o.run_name(), "overhead-quick");
+    }
+
+    #[test]
+    fn an_overhead_report_needs_three_modes_and_a_verdict() {
+        let ok = r#"{"modes":[{},{},{}],"verdict":{"top_over_bare":1.0},
+            "round_results":[{"loops_ns":[[1,2],[3,4]]},{"loops_ns":[[1,2]]}]}"#;
+        assert_eq!(check_overhead_report(ok).unwrap(), 3);
+        assert!(
+            check_overhead_report(r#"{"modes":[{},{}],"verdict":{},"round_results":[]}"#).is_err()
+        );
+        assert!(check_overhead_report(r#"{"modes":[{},{},{}],"round_results":[]}"#).is_err());
+        assert!(check_overhead_report("nope").is_err());
     }
 
     #[test]

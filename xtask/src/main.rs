@@ -86,6 +86,10 @@ enum Cmd {
         /// Small sizes (what the bench-quick CI scenario runs).
         #[arg(long)]
         quick: bool,
+        /// Instead: the cost of tracing iommu_map — a 4 KiB MAP+UNMAP loop bare, under
+        /// ioasid-top and under an equivalent bpftrace program (target/bench/overhead.json).
+        #[arg(long, conflicts_with = "backends")]
+        overhead: bool,
         /// Repetitions of each measurement (ioasid-bench's default: 5, with --quick 2).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         reps: Option<u32>,
@@ -152,6 +156,7 @@ fn main() -> Result<()> {
         }
         Cmd::Bench {
             quick,
+            overhead,
             reps,
             backends,
             memory,
@@ -161,6 +166,7 @@ fn main() -> Result<()> {
             &paths,
             &bench::BenchOpts {
                 quick,
+                overhead,
                 reps,
                 backends,
                 memory,
@@ -248,6 +254,19 @@ mod tests {
             (true, Some(3), "6G".to_string(), true)
         );
         assert!(Cli::try_parse_from(["xtask", "bench", "--reps", "0"]).is_err());
+        let cli = Cli::try_parse_from(["xtask", "bench", "--overhead", "--quick"])
+            .expect("--overhead parses");
+        assert!(matches!(
+            cli.command,
+            Cmd::Bench {
+                overhead: true,
+                quick: true,
+                ..
+            }
+        ));
+        assert!(
+            Cli::try_parse_from(["xtask", "bench", "--overhead", "--backends", "type1"]).is_err()
+        );
         assert!(
             Cli::try_parse_from(["xtask", "vm", "--name", "x", "--memory", "4G", "--", "true"])
                 .is_ok()

@@ -51,6 +51,9 @@ const PACKAGES: &[&str] = &[
     "python3-git",
     "xz-utils",
     "zstd",
+    // `cargo xtask bench --overhead` compares ioasid-top with a bpftrace program; the guest
+    // runs the host's binaries (virtme-ng shares the root filesystem).
+    "bpftrace",
 ];
 
 /// A setup step: returns whether it changed the machine.

@@ -202,6 +202,13 @@ mod tests {
         assert_eq!(bench.command, ["ioasid-bench", "--quick"]);
         assert_eq!(bench.memory, crate::vm::DEFAULT_MEMORY);
         assert_eq!(bench.expect, Expect::Pass);
+        let overhead = all
+            .scenarios
+            .iter()
+            .find(|s| s.name == "bench-overhead-quick")
+            .expect("the bench-overhead-quick scenario exists");
+        assert_eq!(overhead.command, ["ioasid-bench", "--overhead", "--quick"]);
+        assert_eq!(overhead.expect, Expect::Pass);
         let custom: Scenarios =
             toml::from_str("[[scenario]]\nname = \"x\"\ncommand = [\"true\"]\nmemory = \"4G\"\n")
                 .expect("memory key parses");
