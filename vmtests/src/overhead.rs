@@ -222,7 +222,7 @@ pub fn parse_top(jsonl: &str, pid: u32) -> Result<Seen> {
     let mut last_summary = None;
     for line in jsonl.lines() {
         let is = |ty: &str| line.contains(&format!(r#""type":"{ty}""#));
-        if !(is("domain") || is("kind") || is("summary")) {
+        if !(is("domain") || is("kind") || is("pin_kind") || is("summary")) {
             continue;
         }
         let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
@@ -240,7 +240,9 @@ pub fn parse_top(jsonl: &str, pid: u32) -> Result<Seen> {
                     ],
                 );
             }
-            Some("kind") => {
+            // Every traced function's calls, the pinning ones (`pin_kind`) too: the summary's
+            // `events` counts them all.
+            Some("kind") | Some("pin_kind") => {
                 let f = v["fn"].as_str().context("kind line without fn")?;
                 seen.calls.insert(f.to_owned(), u64_of(&v, "calls")?);
             }
@@ -946,6 +948,21 @@ mod tests {
 {"v":1,"type":"domain","pid":7,"comm":"other","domain":"0xd2","maps":5,"unmaps":0,"mapped_bytes":20480,"failed_maps":0,"gross_mapped_bytes":20480,"gross_unmapped_bytes":0}
 {"v":1,"type":"summary","final":true,"elapsed_s":2.0,"events":6,"lost_events":0,"lost_ringbuf":0,"lost_no_entry":0,"undecodable":0,"pid_filter":null}
 "#;
+
+    #[test]
+    fn pinning_calls_are_traced_calls_too() {
+        // The final report of TOP plus two pinning functions' calls: the summary's 6 events are
+        // the 4 IOMMU calls and these 2.
+        let with_pins = TOP.replace(
+            r#"{"v":1,"type":"summary","final":true"#,
+            "{\"v\":1,\"type\":\"pin_kind\",\"fn\":\"pin_user_pages_fast\",\"calls\":1,\"failed\":0,\"pages\":1}\n\
+             {\"v\":1,\"type\":\"pin_kind\",\"fn\":\"unpin_user_pages\",\"calls\":1,\"failed\":0,\"pages\":1}\n\
+             {\"v\":1,\"type\":\"summary\",\"final\":true",
+        );
+        let seen = parse_top(&with_pins, 42).unwrap();
+        assert_eq!(seen.calls.values().sum::<u64>(), 6);
+        seen.verify(2, 4096, false).unwrap();
+    }
 
     #[test]
     fn top_report_of_one_pid() {
