@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Show what is mapped into the IOMMU: iommu_map/iommu_unmap calls per
 /// process and IOMMU domain, traced with eBPF.
@@ -12,30 +12,45 @@ use clap::Parser;
 #[command(name = "ioasid-top", version, about, long_about = None)]
 pub struct Args {
     /// Collect for --interval seconds, print once and exit.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub once: bool,
 
     /// Print JSON Lines (contract: docs/json-lines.md) instead of a table.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 
     /// Seconds between refreshes (or to collect for, with --once).
-    #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_interval)]
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 2.0, value_parser = parse_interval)]
     pub interval: f64,
 
     /// Only report calls made by this process (thread group id).
-    #[arg(long, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, global = true, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
 
     /// Attach kprobes/kretprobes only, never fexit: what a kernel without BTF (or one that
     /// refuses fexit on a function) gets. For comparing the two and testing the fallback.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub kprobes_only: bool,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Findings instead of numbers: each with a severity, its subject, the evidence, why it
+    /// matters and what to do. With --once the exit status is the worst finding's: 0 when
+    /// none is at warning or above, 3 for a warning, 4 for a critical one.
+    Audit,
 }
 
 impl Args {
     pub fn interval(&self) -> Duration {
         Duration::from_secs_f64(self.interval)
+    }
+
+    pub fn audit(&self) -> bool {
+        self.command == Some(Command::Audit)
     }
 }
 
@@ -69,6 +84,36 @@ mod tests {
         assert_eq!(a.interval(), Duration::from_secs(2));
         assert_eq!(a.pid, None);
         assert!(!a.kprobes_only);
+        assert!(!a.audit());
+    }
+
+    #[test]
+    fn audit_takes_the_live_view_options() {
+        for argv in [
+            &[
+                "audit",
+                "--once",
+                "--json",
+                "--interval",
+                "0.5",
+                "--kprobes-only",
+            ][..],
+            &[
+                "--once",
+                "--json",
+                "--kprobes-only",
+                "audit",
+                "--interval",
+                "0.5",
+            ],
+        ] {
+            let a = parse(argv).expect("audit parses");
+            assert!(a.audit(), "{argv:?}");
+            assert!(a.once && a.json && a.kprobes_only, "{argv:?}");
+            assert_eq!(a.interval(), Duration::from_millis(500));
+        }
+        assert!(parse(&["audit", "--bogus"]).is_err());
+        assert!(parse(&["audits"]).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::{
     aggregate::{Aggregator, Lost},
+    audit::Finding,
     event::{Event, comm_str, via},
     loader::ProbeReport,
     pins::{self, Class, FOLL_LONGTERM},
@@ -465,12 +466,59 @@ pub struct Summary {
 /// The aggregate block: one `kind` line per traced function, one `domain`
 /// line per (process, domain), one `kvm` line per KVM VM seen, the pinning
 /// lines (one `pin_kind` line per pinning function, one `pinned` line per
-/// process), then one `summary` line.
+/// process), then one `summary` line. (The program writes [`write_audit_report`] without
+/// findings for the live view.)
+#[cfg(test)]
 pub fn write_report<W: Write>(
     w: &mut W,
     agg: &Aggregator,
     start: &StartState,
     s: &Summary,
+) -> io::Result<()> {
+    write_audit_report(w, agg, start, s, &[])
+}
+
+/// One `finding` line.
+pub fn write_finding<W: Write>(w: &mut W, f: &Finding) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        rule: &'static str,
+        severity: &'static str,
+        title: &'static str,
+        subject: &'a str,
+        pid: Option<u32>,
+        kvm: Option<String>,
+        devices: &'a [String],
+        evidence: &'a str,
+        why: &'static str,
+        action: &'static str,
+    }
+    write_line(
+        w,
+        "finding",
+        Line {
+            rule: f.rule,
+            severity: f.severity.name(),
+            title: f.title,
+            subject: &f.subject,
+            pid: f.pid,
+            kvm: f.kvm.map(hex),
+            devices: &f.devices,
+            evidence: &f.evidence,
+            why: f.why,
+            action: f.action,
+        },
+    )
+}
+
+/// The report block of `ioasid-top audit`: [`write_report`]'s lines with one `finding` line
+/// per finding before the `summary` line.
+pub fn write_audit_report<W: Write>(
+    w: &mut W,
+    agg: &Aggregator,
+    start: &StartState,
+    s: &Summary,
+    findings: &[Finding],
 ) -> io::Result<()> {
     #[derive(Serialize)]
     struct Kind {
@@ -557,6 +605,10 @@ pub fn write_report<W: Write>(
     }
 
     write_pin_report(w, agg, start)?;
+
+    for f in findings {
+        write_finding(w, f)?;
+    }
 
     #[derive(Serialize)]
     struct SummaryLine {
@@ -1084,7 +1136,28 @@ mod tests {
             },
         );
         write_startup(&mut out, &start).expect("write");
-        write_report(
+        // A finding of each rule.
+        let mut snap = crate::audit::Snapshot {
+            page_size: 4096,
+            ..crate::audit::Snapshot::default()
+        };
+        snap.vfio_pci.push(crate::audit::PciDev {
+            bdf: "0000:00:03.0".into(),
+            no_snoop: crate::audit::NoSnoop::ConventionalPci,
+        });
+        snap.procs.insert(
+            2,
+            crate::audit::ProcMem {
+                comm: "q".into(),
+                vm_lck_pages: 100,
+                vm_pin_pages: 0,
+                memlock_soft: Some(4096),
+                memlock_hard: None,
+            },
+        );
+        let findings = crate::audit::evaluate(&agg, &snap);
+        assert_eq!(findings.len(), 2);
+        write_audit_report(
             &mut out,
             &agg,
             &start,
@@ -1094,6 +1167,7 @@ mod tests {
                 lost: Lost::default(),
                 pid_filter: None,
             },
+            &findings,
         )
         .expect("write");
 
@@ -1125,6 +1199,7 @@ mod tests {
             [
                 "account",
                 "domain",
+                "finding",
                 "kind",
                 "kvm",
                 "kvm_noncoherent_dma",
@@ -1139,6 +1214,58 @@ mod tests {
                 "unpin"
             ]
         );
+    }
+
+    #[test]
+    fn finding_lines_close_the_audit_block() {
+        let mut snap = crate::audit::Snapshot {
+            page_size: 4096,
+            ..crate::audit::Snapshot::default()
+        };
+        snap.procs.insert(
+            9,
+            crate::audit::ProcMem {
+                comm: "w".into(),
+                vm_lck_pages: 64,
+                vm_pin_pages: 0,
+                memlock_soft: Some(65536),
+                memlock_hard: Some(65536),
+            },
+        );
+        let agg = Aggregator::new();
+        let findings = crate::audit::evaluate(&agg, &snap);
+        let mut out = Vec::new();
+        write_audit_report(
+            &mut out,
+            &agg,
+            &StartState::default(),
+            &Summary {
+                is_final: true,
+                elapsed: Duration::ZERO,
+                lost: Lost::default(),
+                pid_filter: None,
+            },
+            &findings,
+        )
+        .expect("write");
+        let l = lines(&out);
+        // 6 kind lines, the pin_kind lines, 1 finding, 1 summary.
+        assert_eq!(l.len(), 8 + PIN_KINDS);
+        let f = &l[l.len() - 2];
+        check_envelope(f, "finding");
+        check_envelope(&l[l.len() - 1], "summary");
+        assert_eq!(
+            keys(f),
+            [
+                "action", "devices", "evidence", "kvm", "pid", "rule", "severity", "subject",
+                "title", "type", "v", "why"
+            ]
+        );
+        assert_eq!(f["rule"], "pins-over-memlock");
+        assert_eq!(f["severity"], "warning");
+        assert_eq!(f["pid"], 9);
+        assert_eq!(f["kvm"], Value::Null);
+        assert_eq!(f["devices"], serde_json::json!([]));
     }
 
     #[test]

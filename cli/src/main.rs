@@ -2,6 +2,7 @@
 
 mod aggregate;
 mod args;
+mod audit;
 mod event;
 mod jsonl;
 mod loader;
@@ -38,7 +39,7 @@ const DRAIN_BATCH: usize = 65_536;
 fn main() -> ExitCode {
     let args = Args::parse();
     match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("ioasid-top: {err:#}");
@@ -54,7 +55,23 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
-fn run(args: &Args) -> anyhow::Result<()> {
+/// The findings of `ioasid-top audit` now (None when not auditing).
+fn audit_now(args: &Args, agg: &Aggregator) -> anyhow::Result<Option<Vec<audit::Finding>>> {
+    if !args.audit() {
+        return Ok(None);
+    }
+    let snap = audit::read_snapshot(
+        std::path::Path::new("/sys"),
+        std::path::Path::new("/proc"),
+        args.pid,
+        startstate::page_size(),
+    )
+    .context("reading the audit's sysfs/procfs snapshot")?;
+    Ok(Some(audit::evaluate(agg, &snap)))
+}
+
+/// Runs; the exit status: 0, or for `audit --once` that of the worst finding.
+fn run(args: &Args) -> anyhow::Result<u8> {
     match privs::check() {
         Ok(Some(missing)) => bail!("{missing}"),
         Ok(None) => {}
@@ -149,9 +166,16 @@ fn run(args: &Args) -> anyhow::Result<()> {
                 lost: session.lost()?,
                 pid_filter: args.pid,
             };
+            let findings = audit_now(args, &agg)?;
             if args.json {
-                jsonl::write_report(&mut out, &agg, &start_state, &summary)
-                    .context("writing to stdout")?;
+                jsonl::write_audit_report(
+                    &mut out,
+                    &agg,
+                    &start_state,
+                    &summary,
+                    findings.as_deref().unwrap_or_default(),
+                )
+                .context("writing to stdout")?;
             } else {
                 redraw(
                     &mut out,
@@ -159,6 +183,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     &start_state,
                     &summary,
                     &session,
+                    findings.as_deref(),
                     screen.is_some(),
                 )?;
             }
@@ -183,20 +208,46 @@ fn run(args: &Args) -> anyhow::Result<()> {
         lost: session.lost()?,
         pid_filter: args.pid,
     };
+    let findings = audit_now(args, &agg)?;
     if args.json {
-        jsonl::write_report(&mut out, &agg, &start_state, &summary).context("writing to stdout")?;
+        jsonl::write_audit_report(
+            &mut out,
+            &agg,
+            &start_state,
+            &summary,
+            findings.as_deref().unwrap_or_default(),
+        )
+        .context("writing to stdout")?;
     } else {
         writeln!(
             out,
-            "{}\n{}\n{}",
+            "{}\n{}",
             table::render_status(&agg, &summary, &session.probes),
-            table::render_tables(&agg, term_width()),
-            table::render_pin_table(&agg, &start_state, term_width())
+            body(&agg, &start_state, findings.as_deref())
         )
         .context("writing to stdout")?;
     }
     out.flush().context("writing to stdout")?;
-    Ok(())
+    Ok(match &findings {
+        Some(f) if args.once => audit::exit_status(f),
+        _ => 0,
+    })
+}
+
+/// Under the status lines: the findings when auditing, else the tables.
+fn body(
+    agg: &Aggregator,
+    start: &startstate::StartState,
+    findings: Option<&[audit::Finding]>,
+) -> String {
+    match findings {
+        Some(f) => table::render_findings(f, term_width()),
+        None => format!(
+            "{}\n{}",
+            table::render_tables(agg, term_width()),
+            table::render_pin_table(agg, start, term_width())
+        ),
+    }
 }
 
 /// Decodes and accounts everything available (up to [`DRAIN_BATCH`]).
@@ -236,6 +287,7 @@ fn redraw<W: Write>(
     start: &startstate::StartState,
     summary: &Summary,
     session: &Session,
+    findings: Option<&[audit::Finding]>,
     on_alt_screen: bool,
 ) -> anyhow::Result<()> {
     if on_alt_screen {
@@ -244,10 +296,9 @@ fn redraw<W: Write>(
     }
     writeln!(
         out,
-        "{}\n{}\n{}\n(Ctrl-C to quit)",
+        "{}\n{}\n(Ctrl-C to quit)",
         table::render_status(agg, summary, &session.probes),
-        table::render_tables(agg, term_width()),
-        table::render_pin_table(agg, start, term_width())
+        body(agg, start, findings)
     )
     .context("writing to stdout")?;
     Ok(())

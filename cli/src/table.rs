@@ -5,6 +5,7 @@ use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 
 use crate::{
     aggregate::{Aggregator, Lost},
+    audit::Finding,
     event::KvmOp,
     jsonl::Summary,
     loader::ProbeReport,
@@ -189,6 +190,44 @@ pub fn render_pin_table(agg: &Aggregator, start: &StartState, width: Option<u16>
     out
 }
 
+pub const FINDING_COLUMNS: [&str; 6] = [
+    "SEVERITY",
+    "FINDING",
+    "SUBJECT",
+    "EVIDENCE",
+    "WHY IT MATTERS",
+    "WHAT TO DO",
+];
+
+/// The findings of `ioasid-top audit`, worst first (as given).
+pub fn render_findings(findings: &[Finding], width: Option<u16>) -> String {
+    if findings.is_empty() {
+        return "audit: no findings".to_owned();
+    }
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
+    if let Some(w) = width {
+        t.set_width(w);
+        t.set_content_arrangement(ContentArrangement::Dynamic);
+    }
+    t.set_header(FINDING_COLUMNS.to_vec());
+    for f in findings {
+        let mut subject = f.subject.clone();
+        if !f.devices.is_empty() {
+            subject.push_str(&format!("\ndevices {}", f.devices.join(" ")));
+        }
+        t.add_row(vec![
+            f.severity.name().to_uppercase(),
+            format!("{}\n[{}]", f.title, f.rule),
+            subject,
+            f.evidence.clone(),
+            f.why.to_owned(),
+            f.action.to_owned(),
+        ]);
+    }
+    format!("audit: {} finding(s)\n{t}", findings.len())
+}
+
 /// Status lines above the table (also printed after `--once`).
 pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> String {
     let Lost { ringbuf, no_entry } = s.lost;
@@ -232,6 +271,34 @@ mod tests {
     };
     use ioasid_ebpf_common::{KvmEvent, kind};
     use std::{mem::size_of, time::Duration};
+
+    #[test]
+    fn findings_table() {
+        assert_eq!(render_findings(&[], Some(80)), "audit: no findings");
+        let mut snap = crate::audit::Snapshot {
+            page_size: 4096,
+            ..crate::audit::Snapshot::default()
+        };
+        snap.procs.insert(
+            9,
+            crate::audit::ProcMem {
+                comm: "wl".into(),
+                vm_lck_pages: 64,
+                vm_pin_pages: 0,
+                memlock_soft: Some(4096),
+                memlock_hard: None,
+            },
+        );
+        let f = crate::audit::rule_pins_over_memlock(&snap);
+        let s = render_findings(&f, None);
+        assert!(s.starts_with("audit: 1 finding(s)"), "{s}");
+        for col in FINDING_COLUMNS {
+            assert!(s.contains(col), "{col} in {s}");
+        }
+        assert!(
+            s.contains("WARNING") && s.contains("[pins-over-memlock]") && s.contains("pid 9 wl")
+        );
+    }
 
     #[test]
     fn human_bytes_units() {
