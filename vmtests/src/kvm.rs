@@ -65,6 +65,10 @@ pub struct Args {
     /// milliseconds the VM holds the file
     #[arg(long, default_value_t = 1000)]
     pub hold_ms: u64,
+    /// hold the file until FILE exists instead of --hold-ms, printing a `{"held":true,...}`
+    /// line on stdout (flushed) once the VM holds it, so a script can wait for it
+    #[arg(long, value_name = "FILE", conflicts_with = "hold_ms")]
+    pub hold_until: Option<PathBuf>,
     /// PCI address of the edu device (default: the first 1234:11e8 found)
     #[arg(long)]
     pub bdf: Option<String>,
@@ -190,6 +194,34 @@ impl Summary {
     pub fn to_json_line(&self) -> Result<String> {
         serde_json::to_string(self).context("serializing summary")
     }
+}
+
+/// `--hold-until`: says the VM holds the file (stdout, flushed), then waits for `release`.
+fn hold_until(release: &Path, summary: &Summary) -> Result<()> {
+    use std::io::Write as _;
+    let line = serde_json::json!({
+        "held": true,
+        "pid": summary.pid,
+        "vfio_file": summary.vfio_file,
+    });
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .context("writing the held line to stdout")?;
+    }
+    let step = Duration::from_millis(20);
+    let mut waited = Duration::ZERO;
+    while !release.exists() {
+        ensure!(
+            waited < Duration::from_secs(600),
+            "{} did not appear within 600 s",
+            release.display()
+        );
+        std::thread::sleep(step);
+        waited += step;
+    }
+    Ok(())
 }
 
 /// `/dev/kvm`
@@ -518,7 +550,10 @@ pub fn run(args: &Args) -> Result<Summary> {
     )?;
     summary.added = true;
 
-    std::thread::sleep(Duration::from_millis(args.hold_ms));
+    match &args.hold_until {
+        Some(release) => hold_until(release, &summary)?,
+        None => std::thread::sleep(Duration::from_millis(args.hold_ms)),
+    }
 
     match args.remove {
         Remove::Del => {
@@ -583,6 +618,21 @@ mod tests {
         assert_eq!(
             (a.backend, a.remove, a.hold_ms),
             (Backend::Iommufd, Remove::Close, 5)
+        );
+        let a =
+            Args::try_parse_from(["x", "--backend", "type1", "--hold-until", "/tmp/r"]).unwrap();
+        assert_eq!(a.hold_until.as_deref(), Some(Path::new("/tmp/r")));
+        assert!(
+            Args::try_parse_from([
+                "x",
+                "--backend",
+                "type1",
+                "--hold-until",
+                "r",
+                "--hold-ms",
+                "5"
+            ])
+            .is_err()
         );
         assert!(Args::try_parse_from(["x"]).is_err());
         assert!(Args::try_parse_from(["x", "--backend", "ioasid"]).is_err());
