@@ -12,10 +12,13 @@
 //! * `kvm-vfio-workload` — gives the edu device's VFIO file (group or cdev) to
 //!   a KVM VM and takes it back; `check-top-kvm` checks what ioasid-top saw
 //!   of KVM's non-coherent DMA (wbinvd) state meanwhile.
+//! * `check-audit` — checks that `ioasid-top audit --once --json` reported
+//!   exactly the findings a scenario provokes, with the matching exit status.
 //!
 //! All ioctl numbers and structures come from `ioasid-uapi`.
 
 pub mod accounting;
+pub mod auditcheck;
 pub mod bench;
 pub mod difftest;
 pub mod dmabuf;

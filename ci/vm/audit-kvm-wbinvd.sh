@@ -1,0 +1,54 @@
+#!/bin/sh
+# `ioasid-top audit --once --json` started before kvm-vfio-workload gives the edu device's
+# VFIO file to a KVM VM and holds it there; stopped (SIGINT: its one, final report) while the
+# VM holds it. check-audit asserts the exact findings and the exit status:
+#   finding: exactly unneeded-wbinvd-exposure about the workload's VM, exit status 3
+#            (snoop-control=off: KVM registers non-coherent DMA from the IOMMU alone, and edu
+#            is conventional PCI, so it cannot issue no-snoop);
+#   clean:   no finding, exit status 0 (snoop-control=on: KVM never registers).
+# Usage: audit-kvm-wbinvd.sh BACKEND (type1 | iommufd) EXPECT (finding | clean)
+set -eu
+. ci/vm/lib.sh
+backend=$1
+expect=$2
+out=${IOASID_VM_OUT:?run me through cargo xtask vm}
+rm -f "$out/release"
+
+ioasid-top audit --once --json --interval 600 > "$out/audit.jsonl" 2> "$out/audit.stderr" &
+top=$!
+if ! wait_until $top probes_at_least "$out/audit.jsonl" 6; then
+    echo "ioasid-top audit did not attach:" >&2
+    cat "$out/audit.stderr" >&2
+    exit 1
+fi
+
+kvm-vfio-workload --backend "$backend" --hold-until "$out/release" > "$out/workload.json" &
+wl=$!
+if ! wait_until $wl grep -qs '"held":true' "$out/workload.json"; then
+    echo "kvm-vfio-workload did not reach its hold point" >&2
+    kill -INT $top || true
+    exit 1
+fi
+pid=$(grep '"held":true' "$out/workload.json" | grep -o '"pid":[0-9]*' | head -1 | cut -d: -f2)
+if [ "$expect" = finding ]; then
+    # The register call is reported as it is seen: wait for it before the report.
+    if ! wait_until $top grep -qs '"op":"register"' "$out/audit.jsonl"; then
+        echo "ioasid-top audit saw no kvm_arch_register_noncoherent_dma call" >&2
+        kill -INT $top || true
+        : > "$out/release"
+        exit 1
+    fi
+fi
+kill -INT $top
+status=0
+wait $top || status=$?
+: > "$out/release"
+wait $wl
+cat "$out/audit.stderr" >&2
+grep '"type":"finding"' "$out/audit.jsonl" || true
+echo "ioasid-top audit exit status: $status"
+case $expect in
+finding) check-audit "$out/audit.jsonl" "$status" "unneeded-wbinvd-exposure@$pid" ;;
+clean) check-audit "$out/audit.jsonl" "$status" ;;
+*) echo "unknown expectation $expect" >&2; exit 1 ;;
+esac
