@@ -1,7 +1,9 @@
 #!/bin/sh
 # `ioasid-top audit --once --json` started before kvm-vfio-workload gives the edu device's
 # VFIO file to a KVM VM and holds it there; stopped (SIGINT: its one, final report) while the
-# VM holds it. check-audit asserts the exact findings and the exit status:
+# VM holds it. A second audit, beside it, prints the table. check-audit asserts the exact
+# findings and the exit status of the JSON one; the table's must say as many, with the same
+# status:
 #   finding: exactly unneeded-wbinvd-exposure about the workload's VM, exit status 3
 #            (snoop-control=off: KVM registers non-coherent DMA from the IOMMU alone, and edu
 #            is conventional PCI, so it cannot issue no-snoop);
@@ -16,9 +18,17 @@ rm -f "$out/release"
 
 ioasid-top audit --once --json --interval 600 > "$out/audit.jsonl" 2> "$out/audit.stderr" &
 top=$!
+ioasid-top audit --once --interval 600 > "$out/audit.txt" 2> "$out/audit-table.stderr" &
+table=$!
 if ! wait_until $top probes_at_least "$out/audit.jsonl" 6; then
     echo "ioasid-top audit did not attach:" >&2
     cat "$out/audit.stderr" >&2
+    exit 1
+fi
+# The table audit says so on stderr once its probes are attached (the last, iopt_pages_update_pinned).
+if ! wait_until $table grep -qs 'iopt_pages_update_pinned' "$out/audit-table.stderr"; then
+    echo "ioasid-top audit (table) did not attach:" >&2
+    cat "$out/audit-table.stderr" >&2
     exit 1
 fi
 
@@ -39,16 +49,30 @@ if [ "$expect" = finding ]; then
         exit 1
     fi
 fi
-kill -INT $top
+kill -INT $top $table
 status=0
 wait $top || status=$?
+table_status=0
+wait $table || table_status=$?
 : > "$out/release"
 wait $wl
 cat "$out/audit.stderr" >&2
 grep '"type":"finding"' "$out/audit.jsonl" || true
 echo "ioasid-top audit exit status: $status"
+cat "$out/audit.txt"
 case $expect in
-finding) check-audit "$out/audit.jsonl" "$status" "unneeded-wbinvd-exposure@$pid" ;;
-clean) check-audit "$out/audit.jsonl" "$status" ;;
+finding)
+    check-audit "$out/audit.jsonl" "$status" "unneeded-wbinvd-exposure@$pid"
+    header='audit: 1 finding(s)'
+    ;;
+clean)
+    check-audit "$out/audit.jsonl" "$status"
+    header='audit: no findings'
+    ;;
 *) echo "unknown expectation $expect" >&2; exit 1 ;;
 esac
+if [ "$table_status" != "$status" ] || ! grep -qx "$header" "$out/audit.txt"; then
+    echo "the table audit (exit status $table_status) does not say '$header' with status $status" >&2
+    exit 1
+fi
+echo "ok - the table audit says '$header', exit status $table_status"

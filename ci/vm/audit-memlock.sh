@@ -2,7 +2,8 @@
 # vfio-edu-workload --backend type1 (charges its mappings to VmLck) under RLIMIT_MEMLOCK
 # LIMIT bytes (prlimit), holding 4 × 64 KiB = 256 KiB of mappings: as root it has
 # CAP_IPC_LOCK, so type1 charges past a lower limit. `ioasid-top audit --once --json` runs
-# while it holds them; check-audit asserts the exact findings and the exit status:
+# while it holds them, then again printing the table; check-audit asserts the exact findings
+# and the exit status of the JSON one, the table's must say as many with the same status:
 #   finding: exactly pins-over-memlock about the workload, exit status 3 (LIMIT < 256 KiB);
 #   clean:   no finding, exit status 0 (LIMIT >= 256 KiB).
 # Usage: audit-memlock.sh LIMIT EXPECT (finding | clean)
@@ -26,13 +27,27 @@ grep VmLck "/proc/$pid/status"
 status=0
 ioasid-top audit --once --json --interval 0.5 > "$out/audit.jsonl" 2> "$out/audit.stderr" \
     || status=$?
+table_status=0
+ioasid-top audit --once --interval 0.5 > "$out/audit.txt" 2> /dev/null || table_status=$?
 : > "$out/release"
 wait $wl
 cat "$out/audit.stderr" >&2
 grep '"type":"finding"' "$out/audit.jsonl" || true
 echo "ioasid-top audit exit status: $status"
+cat "$out/audit.txt"
 case $expect in
-finding) check-audit "$out/audit.jsonl" "$status" "pins-over-memlock@$pid" ;;
-clean) check-audit "$out/audit.jsonl" "$status" ;;
+finding)
+    check-audit "$out/audit.jsonl" "$status" "pins-over-memlock@$pid"
+    header='audit: 1 finding(s)'
+    ;;
+clean)
+    check-audit "$out/audit.jsonl" "$status"
+    header='audit: no findings'
+    ;;
 *) echo "unknown expectation $expect" >&2; exit 1 ;;
 esac
+if [ "$table_status" != "$status" ] || ! grep -qx "$header" "$out/audit.txt"; then
+    echo "the table audit (exit status $table_status) does not say '$header' with status $status" >&2
+    exit 1
+fi
+echo "ok - the table audit says '$header', exit status $table_status"

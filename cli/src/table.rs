@@ -206,10 +206,9 @@ pub fn render_findings(findings: &[Finding], width: Option<u16>) -> String {
     }
     let mut t = Table::new();
     t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
-    if let Some(w) = width {
-        t.set_width(w);
-        t.set_content_arrangement(ContentArrangement::Dynamic);
-    }
+    // Evidence runs to hundreds of characters: wrap at 120 columns when the width is unknown.
+    t.set_width(width.unwrap_or(120));
+    t.set_content_arrangement(ContentArrangement::Dynamic);
     t.set_header(FINDING_COLUMNS.to_vec());
     for f in findings {
         let mut subject = f.subject.clone();
