@@ -1,7 +1,7 @@
 //! Human output: a comfy-table of the per (process, domain) aggregate with a
 //! short status header.
 
-use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
+use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table, Width, presets};
 
 use crate::{
     aggregate::{Aggregator, Lost},
@@ -223,6 +223,12 @@ pub fn render_findings(findings: &[Finding], width: Option<u16>) -> String {
             f.why.to_owned(),
             f.action.to_owned(),
         ]);
+    }
+    // Keep rule ids whole: they are what scripts and people grep for. The width counts the
+    // brackets and the cell's padding.
+    let id_width = findings.iter().map(|f| f.rule.len() + 4).max().unwrap_or(0);
+    if let (Some(c), Ok(w)) = (t.column_mut(1), u16::try_from(id_width)) {
+        c.set_constraint(ColumnConstraint::LowerBoundary(Width::Fixed(w)));
     }
     format!("audit: {} finding(s)\n{t}", findings.len())
 }
