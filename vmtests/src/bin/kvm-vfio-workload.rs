@@ -1,6 +1,7 @@
-//! `kvm-vfio-workload --backend type1|iommufd [--remove del|close] [--hold-ms N]`: gives the
-//! edu device's VFIO file to a KVM VM (KVM-VFIO device) and takes it back; prints one JSON
-//! summary line (see `ioasid_vmtests::kvm`). Exit status: 0 when every step succeeded.
+//! `kvm-vfio-workload --backend type1|iommufd [--remove del|close] [--hold-ms N | --hold-until
+//! FILE]`: gives the edu device's VFIO file to a KVM VM (KVM-VFIO device) and takes it back;
+//! prints one JSON summary line (see `ioasid_vmtests::kvm`), after a `{"held":true,...}` line
+//! with `--hold-until`. Exit status: 0 when every step succeeded.
 
 use clap::Parser;
 use ioasid_vmtests::kvm::{Args, run};
