@@ -20,3 +20,31 @@ wait_until() {
 probes_at_least() {
     [ "$(grep -c '"type":"probe"' "$1" 2>/dev/null || true)" -ge "$2" ]
 }
+
+# check_audit_outcome DIR STATUS TABLE_STATUS EXPECT FINDING: the JSON audit in DIR/audit.jsonl
+# (exit status STATUS) has exactly FINDING (`rule@pid`) when EXPECT is `finding`, none when it
+# is `clean` (check-audit); the table audit in DIR/audit.txt says as much, with the same status.
+check_audit_outcome() {
+    _dir=$1
+    _status=$2
+    _table_status=$3
+    case $4 in
+    finding)
+        check-audit "$_dir/audit.jsonl" "$_status" "$5" || return 1
+        _header='audit: 1 finding(s)'
+        ;;
+    clean)
+        check-audit "$_dir/audit.jsonl" "$_status" || return 1
+        _header='audit: no findings'
+        ;;
+    *)
+        echo "unknown expectation $4" >&2
+        return 1
+        ;;
+    esac
+    if [ "$_table_status" != "$_status" ] || ! grep -qx "$_header" "$_dir/audit.txt"; then
+        echo "the table audit (exit status $_table_status) does not say '$_header' with status $_status" >&2
+        return 1
+    fi
+    echo "ok - the table audit says '$_header', exit status $_table_status"
+}

@@ -243,14 +243,7 @@ pub fn read_snapshot(
         Err(e) => return Err(e).with_context(|| format!("listing {}", drv.display())),
     }
 
-    let pids: Vec<u32> = match pid {
-        Some(p) => vec![p],
-        None => fs::read_dir(proc_root)
-            .with_context(|| format!("listing {}", proc_root.display()))?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect(),
-    };
-    for pid in pids {
+    for pid in startstate::proc_pids(proc_root, pid)? {
         match read_proc_mem(&proc_root.join(pid.to_string()), page_size) {
             Ok(Some(p)) => {
                 snap.procs.insert(pid, p);

@@ -141,17 +141,21 @@ fn read_proc(dir: &Path, page_size: u64) -> anyhow::Result<Option<ProcStart>> {
     Ok(Some(p))
 }
 
-/// Scans `proc_root` (normally /proc). `pid`: only that process.
-pub fn scan(proc_root: &Path, pid: Option<u32>, page_size: u64) -> anyhow::Result<StartState> {
-    let mut state = StartState::default();
-    let pids: Vec<u32> = match pid {
+/// The processes of `proc_root` (normally /proc); with `pid`, only that one.
+pub fn proc_pids(proc_root: &Path, pid: Option<u32>) -> anyhow::Result<Vec<u32>> {
+    Ok(match pid {
         Some(p) => vec![p],
         None => fs::read_dir(proc_root)
             .with_context(|| format!("listing {}", proc_root.display()))?
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect(),
-    };
-    for pid in pids {
+    })
+}
+
+/// Scans `proc_root` (normally /proc). `pid`: only that process.
+pub fn scan(proc_root: &Path, pid: Option<u32>, page_size: u64) -> anyhow::Result<StartState> {
+    let mut state = StartState::default();
+    for pid in proc_pids(proc_root, pid)? {
         let dir: PathBuf = proc_root.join(pid.to_string());
         match read_proc(&dir, page_size) {
             Ok(Some(p)) => {
