@@ -455,6 +455,20 @@ pub fn check_device(dev: &VfioDevice) -> Result<()> {
     Ok(())
 }
 
+/// Opens the backend's iommufd device (/dev/iommu or /dev/ioasid) and records it in `summary`;
+/// `missing` says why a backend without one cannot go on.
+fn open_iommu(
+    args: &Args,
+    summary: &mut Summary,
+    missing: &'static str,
+) -> Result<(std::path::PathBuf, Iommufd)> {
+    let iommu_dev = args.iommu_dev().context(missing)?;
+    let fd =
+        Iommufd::open(&iommu_dev).with_context(|| format!("opening {}", iommu_dev.display()))?;
+    summary.iommu_dev = Some(iommu_dev.display().to_string());
+    Ok((iommu_dev, fd))
+}
+
 /// `--no-device`: an IOAS of the iommufd device and the plan's maps, nothing else.
 fn run_ioas_only(
     args: &Args,
@@ -462,12 +476,11 @@ fn run_ioas_only(
     summary: &mut Summary,
     hold: &mut Hold<'_>,
 ) -> Result<bool> {
-    let iommu_dev = args
-        .iommu_dev()
-        .context("--no-device needs an iommufd backend (iommufd or ioasid), not type1")?;
-    let fd =
-        Iommufd::open(&iommu_dev).with_context(|| format!("opening {}", iommu_dev.display()))?;
-    summary.iommu_dev = Some(iommu_dev.display().to_string());
+    let (_, fd) = open_iommu(
+        args,
+        summary,
+        "--no-device needs an iommufd backend (iommufd or ioasid), not type1",
+    )?;
     let ioas = fd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
     summary.ioas_id = Some(ioas);
     let ok = dma_round_trip(
@@ -516,13 +529,8 @@ fn run_cdev(
     summary: &mut Summary,
     hold: &mut Hold<'_>,
 ) -> Result<bool> {
-    let iommu_dev = args
-        .iommu_dev()
-        .context("cdev backend without an iommufd path")?;
     let (dev, cdev) = open_cdev(&args.sysfs, &args.devfs, bdf)?;
-    let fd =
-        Iommufd::open(&iommu_dev).with_context(|| format!("opening {}", iommu_dev.display()))?;
-    summary.iommu_dev = Some(iommu_dev.display().to_string());
+    let (iommu_dev, fd) = open_iommu(args, summary, "cdev backend without an iommufd path")?;
 
     let dev_id = dev.bind_iommufd(fd.as_fd()).with_context(|| {
         format!(

@@ -282,19 +282,29 @@ fn map_kprobe(ctx: &ProbeContext, args_map: &HashMap<u64, MapArgs>) {
     let _ = args_map.insert(pid_tgid, args, 0);
 }
 
+/// The arguments the entry kprobe saved for this thread, taken out of `args_map`. None, counted
+/// as a lost event, when there are none (the kprobe's insert failed or it missed the entry).
+#[inline(always)]
+fn take_saved<T: Copy>(args_map: &HashMap<u64, T>, pid_tgid: u64) -> Option<T> {
+    let Some(p) = args_map.get_ptr(pid_tgid) else {
+        count_lost(lost::NO_ENTRY);
+        return None;
+    };
+    // SAFETY: p points to a value of this map; only this thread uses its key.
+    let args = unsafe { *p };
+    let _ = args_map.remove(pid_tgid);
+    Some(args)
+}
+
 #[inline(always)]
 fn map_kretprobe(ctx: &RetProbeContext, args_map: &HashMap<u64, MapArgs>, kind: u16) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !wanted(pid_tgid) {
         return;
     }
-    let Some(p) = args_map.get_ptr(pid_tgid) else {
-        count_lost(lost::NO_ENTRY);
+    let Some(args) = take_saved(args_map, pid_tgid) else {
         return;
     };
-    // SAFETY: p points to a value of this map; only this thread uses its key.
-    let args = unsafe { *p };
-    let _ = args_map.remove(pid_tgid);
     let ret = ctx.ret::<u64>() as i32;
     emit_map(kind, flags::VIA_KPROBE, pid_tgid, &args, ret);
 }
@@ -344,13 +354,9 @@ fn unmap_kretprobe(ctx: &RetProbeContext, args_map: &HashMap<u64, UnmapArgs>, ki
     if !wanted(pid_tgid) {
         return;
     }
-    let Some(p) = args_map.get_ptr(pid_tgid) else {
-        count_lost(lost::NO_ENTRY);
+    let Some(args) = take_saved(args_map, pid_tgid) else {
         return;
     };
-    // SAFETY: as in map_kretprobe.
-    let args = unsafe { *p };
-    let _ = args_map.remove(pid_tgid);
     emit_unmap(kind, flags::VIA_KPROBE, pid_tgid, &args, ctx.ret::<u64>());
 }
 
@@ -606,13 +612,9 @@ fn ret_kretprobe(ctx: &RetProbeContext, map: &HashMap<u64, PinArgs>, kind: u16, 
     if !wanted(pid_tgid) {
         return;
     }
-    let Some(p) = map.get_ptr(pid_tgid) else {
-        count_lost(lost::NO_ENTRY);
+    let Some(args) = take_saved(map, pid_tgid) else {
         return;
     };
-    // SAFETY: p points to a value of this map; only this thread uses its key.
-    let args = unsafe { *p };
-    let _ = map.remove(pid_tgid);
     emit_pin(
         kind,
         flags::VIA_KPROBE,
