@@ -8,7 +8,7 @@
 #            (snoop-control=off: KVM registers non-coherent DMA from the IOMMU alone, and edu
 #            is conventional PCI, so it cannot issue no-snoop);
 #   clean:   no finding, exit status 0 (snoop-control=on: KVM never registers).
-# Usage: audit-kvm-wbinvd.sh BACKEND (type1 | iommufd) EXPECT (finding | clean)
+# Usage: audit-kvm-wbinvd.sh BACKEND (type1 | iommufd | ioasid) EXPECT (finding | clean)
 set -eu
 . ci/vm/lib.sh
 backend=$1

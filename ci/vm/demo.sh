@@ -1,8 +1,9 @@
 #!/bin/sh
 # The main job: ioasid-top watching real VFIO and KVM work in the patched kernel (QEMU's edu
 # device bound to vfio-pci behind intel-iommu with snoop-control off): DMA mappings and pinned
-# pages through mainline iommufd and /dev/ioasid, then a KVM VM that gets the device and, with
-# it, wbinvd (noncoherent DMA). Then /dev/ioasid's own smoke test.
+# pages through mainline iommufd and /dev/ioasid, then a KVM VM that gets the device: through
+# iommufd it gets wbinvd (non-coherent DMA) although edu cannot issue no-snoop; through
+# /dev/ioasid it does not. Then /dev/ioasid's own smoke test.
 set -eu
 out=${IOASID_VM_OUT:?run me through cargo xtask vm}
 echo "== kernel: $(uname -r); /dev/ioasid: $(ls /dev/ioasid 2>/dev/null || echo missing)"
@@ -11,10 +12,12 @@ top=$!
 sleep 5
 echo "== vfio-edu-workload --backend iommufd --maps 4 --size 64K (DMA through mainline iommufd)"
 vfio-edu-workload --backend iommufd --maps 4 --size 64K
-echo "== vfio-edu-workload --backend ioasid --no-device --maps 4 --size 64K (maps into a /dev/ioasid IOAS)"
-vfio-edu-workload --backend ioasid --no-device --maps 4 --size 64K
-echo "== kvm-vfio-workload --backend iommufd (the device in a KVM VM for a second)"
+echo "== vfio-edu-workload --backend ioasid --maps 4 --size 64K (DMA through /dev/ioasid)"
+vfio-edu-workload --backend ioasid --maps 4 --size 64K
+echo "== kvm-vfio-workload --backend iommufd (the device in a KVM VM for a second: wbinvd on)"
 kvm-vfio-workload --backend iommufd --hold-ms 1000
+echo "== kvm-vfio-workload --backend ioasid (the same through /dev/ioasid: edu cannot issue no-snoop, wbinvd stays off)"
+kvm-vfio-workload --backend ioasid --hold-ms 1000
 kill -INT $top
 wait $top || true
 echo "== ioasid-top --once (what the IOMMU, the pinning paths and KVM saw)"

@@ -3,7 +3,7 @@
 # device's VFIO file to a KVM VM for 1.5 s and takes it back: check-top-kvm asserts the exact
 # kvm_arch_{,un}register_noncoherent_dma calls and the VM's noncoherent_dma (wbinvd) state in
 # the reports while the VM holds the file and after (see vmtests/src/kvmcheck.rs).
-# Usage: top-sees-kvm-wbinvd.sh BACKEND (type1 | iommufd) EXPECT (flip | never) [REMOVE (del | close)]
+# Usage: top-sees-kvm-wbinvd.sh BACKEND (type1 | iommufd | ioasid) EXPECT (flip | never) [REMOVE (del | close)]
 set -eu
 . ci/vm/lib.sh
 backend=$1

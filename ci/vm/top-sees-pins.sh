@@ -11,9 +11,6 @@ backend=$1
 maps=${2:-4}
 size=${3:-64K}
 out=${IOASID_VM_OUT:?run me through cargo xtask vm}
-extra=""
-# /dev/ioasid has no devices yet: maps into an IOAS only.
-[ "$backend" = ioasid ] && extra="--no-device"
 rm -f "$out/release"
 
 ioasid-top --once --json --interval 600 > "$out/pins-events.jsonl" 2> "$out/pins-events.stderr" &
@@ -24,7 +21,7 @@ if ! wait_until $top grep -qs '"fn":"iopt_pages_update_pinned"' "$out/pins-event
     exit 1
 fi
 
-vfio-edu-workload --backend "$backend" --maps "$maps" --size "$size" $extra \
+vfio-edu-workload --backend "$backend" --maps "$maps" --size "$size" \
     --hold-until "$out/release" > "$out/pins-workload.json" &
 wl=$!
 if ! wait_until $wl grep -qs '"held":true' "$out/pins-workload.json"; then

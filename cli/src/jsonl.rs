@@ -1143,7 +1143,7 @@ mod tests {
         };
         snap.vfio_pci.push(crate::audit::PciDev {
             bdf: "0000:00:03.0".into(),
-            no_snoop: crate::audit::NoSnoop::ConventionalPci,
+            no_snoop: ioasid_uapi::pci::NoSnoop::ConventionalPci,
         });
         snap.procs.insert(
             2,

@@ -16,6 +16,7 @@ pub mod ioctl;
 pub mod iommufd;
 mod iommufd_fd;
 pub mod kvm;
+pub mod pci;
 pub mod vfio;
 
 pub use iommufd_fd::{DEV_IOASID, DEV_IOMMU, Iommufd, IovaRanges, struct_bytes};

@@ -99,6 +99,10 @@ pub struct Args {
     /// this file exists before unmapping: lets a tool look at the pinned state from outside
     #[arg(long, value_name = "FILE")]
     pub hold_until: Option<PathBuf>,
+    /// after unmapping, DMA the device's buffer to IOVA B again: the IOMMU must block it and
+    /// leave the memory unchanged (`dma_blocked_after_unmap` in the summary)
+    #[arg(long)]
+    pub dma_after_unmap: bool,
 }
 
 impl Args {
@@ -201,6 +205,9 @@ pub struct Summary {
     pub pid: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub vm: Option<VmCounters>,
+    /// With `--dma-after-unmap`: whether the DMA to the unmapped IOVA B left memory unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dma_blocked_after_unmap: Option<bool>,
 }
 
 /// `VmPin` and `VmLck` of /proc/self/status, in KiB, at the three points of a held run.
@@ -379,6 +386,7 @@ fn dma_round_trip(
     mapper: &mut dyn Mapper,
     timeout: Duration,
     hold: &mut Hold<'_>,
+    blocked_after_unmap: Option<&mut Option<bool>>,
 ) -> Result<bool> {
     let buf = DmaBuffer::new(usize::try_from(plan.total)?, 0x5a)
         .with_context(|| format!("mmap of {:#x} bytes of anonymous memory", plan.total))?;
@@ -435,8 +443,30 @@ fn dma_round_trip(
     if let Err(e) = hold.after() {
         result = result.and(Err(e));
     }
+    if let (Some(dev), Some(blocked), Ok(true)) = (dev, blocked_after_unmap, &result) {
+        match dma_to_unmapped(dev, plan, &buf, timeout) {
+            Ok(b) => *blocked = Some(b),
+            Err(e) => result = Err(e),
+        }
+    }
     drop(buf);
     result
+}
+
+/// With everything unmapped, DMA the device's buffer (still holding the pattern) to IOVA B
+/// again. Returns whether the memory behind B stayed as it was: the IOMMU blocked the write.
+fn dma_to_unmapped(dev: &VfioDevice, plan: &Plan, buf: &DmaBuffer, timeout: Duration) -> Result<bool> {
+    let dst_off = plan.buf_offset_of(plan.dst_iova) as usize;
+    let fill = vec![0x3c_u8; plan.xfer as usize];
+    buf.fill(dst_off, plan.xfer as usize, 0x3c)?;
+    let bar = dev.region(VFIO_PCI_BAR0_REGION_INDEX).context("edu BAR0")?;
+    let mut edu = Edu::new(bar);
+    edu.timeout = timeout;
+    // edu completes a transfer whether or not the IOMMU let its writes through.
+    edu.device_to_ram(0, plan.dst_iova, plan.xfer)
+        .with_context(|| format!("DMA device -> unmapped RAM {:#x}", plan.dst_iova))?;
+    let got = buf.read(dst_off, plan.xfer as usize)?;
+    Ok(got == fill)
 }
 
 /// The device is a vfio-pci device with config space (what the workloads rely on).
@@ -489,6 +519,8 @@ fn run_ioas_only(
         &mut IommufdMapper { fd: &fd, ioas },
         Duration::from_millis(args.timeout_ms),
         hold,
+        args.dma_after_unmap
+            .then_some(&mut summary.dma_blocked_after_unmap),
     );
     let destroy = fd
         .destroy(ioas)
@@ -570,6 +602,8 @@ fn run_cdev(
         &mut IommufdMapper { fd: &fd, ioas },
         Duration::from_millis(args.timeout_ms),
         hold,
+        args.dma_after_unmap
+            .then_some(&mut summary.dma_blocked_after_unmap),
     );
     let detach = dev.detach_pt().context("VFIO_DEVICE_DETACH_IOMMUFD_PT");
     let destroy = fd
@@ -619,7 +653,13 @@ pub fn open_type1(
     Ok((container, grp))
 }
 
-fn run_type1(args: &Args, bdf: &str, plan: &Plan, hold: &mut Hold<'_>) -> Result<bool> {
+fn run_type1(
+    args: &Args,
+    bdf: &str,
+    plan: &Plan,
+    summary: &mut Summary,
+    hold: &mut Hold<'_>,
+) -> Result<bool> {
     let (container, grp) = open_type1(&args.sysfs, &args.devfs, bdf)?;
     let dev = grp
         .device(bdf)
@@ -633,6 +673,8 @@ fn run_type1(args: &Args, bdf: &str, plan: &Plan, hold: &mut Hold<'_>) -> Result
         },
         Duration::from_millis(args.timeout_ms),
         hold,
+        args.dma_after_unmap
+            .then_some(&mut summary.dma_blocked_after_unmap),
     )?;
     drop(dev);
     drop(grp);
@@ -658,6 +700,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         hwpt_id: None,
         pid: None,
         vm: None,
+        dma_blocked_after_unmap: None,
     };
     if args.no_device {
         summary.dma_ok = run_ioas_only(args, &plan, &mut summary, &mut hold)?;
@@ -671,7 +714,7 @@ pub fn run(args: &Args) -> Result<Summary> {
             Backend::Iommufd | Backend::Ioasid => {
                 run_cdev(args, &bdf, &plan, &mut summary, &mut hold)?
             }
-            Backend::Type1 => run_type1(args, &bdf, &plan, &mut hold)?,
+            Backend::Type1 => run_type1(args, &bdf, &plan, &mut summary, &mut hold)?,
         };
     }
     if args.hold_until.is_some() {
@@ -786,6 +829,7 @@ mod tests {
             hwpt_id: Some(3),
             pid: None,
             vm: None,
+            dma_blocked_after_unmap: None,
         };
         assert_eq!(
             s.to_json_line().unwrap(),

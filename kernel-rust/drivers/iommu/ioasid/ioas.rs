@@ -10,6 +10,11 @@ use kernel::{
         Capability, //
     },
     fs::LocalFile,
+    iommu::domain::{
+        Domain,
+        Mapping,
+        Prot, //
+    },
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,
@@ -91,6 +96,10 @@ const MAP_FLAGS: u32 = MAP_FIXED_IOVA | MAP_WRITEABLE | MAP_READABLE;
 /// The `last - first + 1` bytes starting `start_byte` bytes into `pages` are within `pages`,
 /// where `first` is the key of the area in [`IoPagetable::areas`].
 pub(crate) struct Area {
+    /// The area mapped in each IOMMU domain of the IOAS, in the order of
+    /// [`IoPagetable::domains`]. Dropped first, so the pages are unmapped before they are
+    /// released.
+    mappings: KVVec<Mapping>,
     /// The last IOVA of the area, inclusive.
     last: u64,
     /// The pinned memory the area maps, shared with the areas copied from it.
@@ -107,8 +116,12 @@ pub(crate) struct Area {
 ///
 /// - The areas are disjoint, keyed by their first IOVA.
 /// - `allowed` is sorted by start and its ranges are disjoint, with `start < last`.
+/// - Every area is mapped in every domain of `domains`: its `mappings` are one per domain, in
+///   the same order, and every area lies within the aperture of every domain.
 struct IoPagetable {
     areas: RBTree<u64, Area>,
+    /// The IOMMU domains of the hardware page tables of the IOAS, iommufd's `iopt->domains`.
+    domains: KVVec<Arc<Domain>>,
     /// The ranges of `IOMMU_IOAS_ALLOW_IOVAS`, `(start, last)`. Empty allows all IOVAs.
     allowed: KVVec<(u64, u64)>,
     /// `IOMMU_OPTION_HUGE_PAGES` set to 0.
@@ -141,6 +154,7 @@ impl Ioas {
             // INVARIANT: Empty.
             iopt <- new_mutex!(IoPagetable {
                 areas: RBTree::new(),
+                domains: KVVec::new(),
                 allowed: KVVec::new(),
                 disable_large_pages: false,
             }),
@@ -159,6 +173,128 @@ impl Ioas {
             });
         }
     }
+
+    /// Maps every area of the IOAS into `domain` and keeps the areas mapped there from now on,
+    /// like `iopt_table_add_domain()`.
+    ///
+    /// Fails with [`EADDRINUSE`] if an area lies outside the aperture of the domain, and with
+    /// the error of the IOMMU driver if a map fails; then nothing stays mapped in `domain`.
+    pub(crate) fn add_domain(&self, domain: &Arc<Domain>) -> Result {
+        let mut iopt = self.iopt.lock();
+        let (aperture_start, aperture_last) = domain.aperture();
+        for (&first, area) in iopt.areas.iter() {
+            if first < aperture_start || area.last > aperture_last {
+                return Err(EADDRINUSE);
+            }
+        }
+        iopt.domains.reserve(1, GFP_KERNEL_ACCOUNT)?;
+        // Fill the domain area by area; on failure, drop what this domain got so far.
+        let mut failed = None;
+        for (&first, area) in iopt.areas.iter_mut() {
+            let mapped = area
+                .mappings
+                .reserve(1, GFP_KERNEL_ACCOUNT)
+                .map_err(Error::from)
+                .and_then(|()| {
+                    map_area(
+                        domain,
+                        first,
+                        area.last,
+                        &area.pages,
+                        area.start_byte,
+                        area.prot,
+                    )
+                })
+                .and_then(|mapping| {
+                    area.mappings
+                        .push_within_capacity(mapping)
+                        .map_err(|_| ENOMEM)
+                });
+            if let Err(e) = mapped {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            let n = iopt.domains.len();
+            for (_, area) in iopt.areas.iter_mut() {
+                if area.mappings.len() > n {
+                    area.mappings.truncate(n);
+                }
+            }
+            return Err(e);
+        }
+        // INVARIANT: Every area got one mapping in `domain`, last in its `mappings`.
+        iopt.domains
+            .push_within_capacity(domain.clone())
+            .map_err(|_| ENOMEM)
+    }
+
+    /// Unmaps every area of the IOAS from `domain` and stops keeping them mapped there, like
+    /// `iopt_table_remove_domain()`. Does nothing if `domain` is not a domain of the IOAS.
+    pub(crate) fn remove_domain(&self, domain: &Arc<Domain>) {
+        let mut iopt = self.iopt.lock();
+        let Some(index) = iopt.domains.iter().position(|d| Arc::ptr_eq(d, domain)) else {
+            return;
+        };
+        for (_, area) in iopt.areas.iter_mut() {
+            // INVARIANT: The mappings stay in the order of the domains.
+            drop(area.mappings.remove(index));
+        }
+        drop(iopt.domains.remove(index));
+    }
+}
+
+/// The IOMMU protection of an area with `IOMMU_IOAS_MAP_*` flags `prot`: iommufd maps with
+/// `IOMMU_CACHE` always, which an IOMMU that enforces coherency turns into snooped DMA.
+fn iommu_prot(prot: u32) -> Prot {
+    let mut iommu_prot = Prot::CACHE;
+    if prot & MAP_READABLE != 0 {
+        iommu_prot = iommu_prot | Prot::READ;
+    }
+    if prot & MAP_WRITEABLE != 0 {
+        iommu_prot = iommu_prot | Prot::WRITE;
+    }
+    iommu_prot
+}
+
+/// Maps the area `[first, last]`, of the bytes of `pages` from `start_byte` on, into `domain`.
+fn map_area(
+    domain: &Arc<Domain>,
+    first: u64,
+    last: u64,
+    pages: &Arc<Pages>,
+    start_byte: usize,
+    prot: u32,
+) -> Result<Mapping> {
+    // CAST: An area's length fits in the `usize` of the pages it maps.
+    let npages = ((last - first) as usize + 1) / PAGE_SIZE;
+    domain.map_pins(
+        first,
+        pages.pins(),
+        start_byte / PAGE_SIZE,
+        npages,
+        iommu_prot(prot),
+        GFP_KERNEL_ACCOUNT,
+    )
+}
+
+/// Maps the area `[first, last]` into every domain of `domains`, for a new area.
+fn map_area_everywhere(
+    domains: &[Arc<Domain>],
+    first: u64,
+    last: u64,
+    pages: &Arc<Pages>,
+    start_byte: usize,
+    prot: u32,
+) -> Result<KVVec<Mapping>> {
+    let mut mappings = KVVec::with_capacity(domains.len(), GFP_KERNEL_ACCOUNT)?;
+    for domain in domains {
+        // On failure, `mappings` is dropped, which unmaps the area from the domains before.
+        let mapping = map_area(domain, first, last, pages, start_byte, prot)?;
+        mappings.push_within_capacity(mapping).map_err(|_| ENOMEM)?;
+    }
+    Ok(mappings)
 }
 
 /// Returns the lowest IOVA of `[start, last]` that is aligned to `align` (a power of two) but
@@ -378,13 +514,18 @@ fn map_pages(
     }
 
     let (pages, start_byte) = pin()?;
+    let last = iova + (length - 1);
+    let prot = flags & (MAP_READABLE | MAP_WRITEABLE);
+    let mappings = map_area_everywhere(&iopt.domains, iova, last, &pages, start_byte, prot)?;
     // INVARIANT: `pages` covers `length` bytes from `start_byte`. `check_iova()` or
-    // `alloc_iova()` checked that the range is free and does not wrap.
+    // `alloc_iova()` checked that the range is free and does not wrap. The area is mapped in
+    // every domain.
     let area = Area {
-        last: iova + (length - 1),
+        mappings,
+        last,
         pages,
         start_byte,
-        prot: flags & (MAP_READABLE | MAP_WRITEABLE),
+        prot,
     };
     iopt.areas.insert(node.into_node(iova, area));
     Ok(iova)
@@ -566,20 +707,30 @@ pub(crate) fn copy(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasCopy>) -> Result {
         }
     }
 
+    // Map every piece in every domain before inserting any, so that a failure leaves nothing.
+    let mut areas = KVVec::with_capacity(pieces.len(), GFP_KERNEL_ACCOUNT)?;
     let mut next = iova;
     for (pages, start_byte, length) in pieces.drain_all() {
-        let Some(node) = nodes.pop() else { break };
         // INVARIANT: The piece is within the source area, so within `pages`. The range
         // `[iova, iova + cmd.length - 1]` is free and does not wrap, and the pieces tile it.
         kernel::warn_on!(start_byte as u64 + length > pages.len_bytes() as u64);
+        let last = next + (length - 1);
+        let mappings = map_area_everywhere(&iopt.domains, next, last, &pages, start_byte, prot)?;
         let area = Area {
-            last: next + (length - 1),
+            mappings,
+            last,
             pages,
             start_byte,
             prot,
         };
-        iopt.areas.insert(node.into_node(next, area));
+        areas
+            .push_within_capacity((next, area))
+            .map_err(|_| ENOMEM)?;
         next = next.wrapping_add(length);
+    }
+    for (first, area) in areas.drain_all() {
+        let Some(node) = nodes.pop() else { break };
+        iopt.areas.insert(node.into_node(first, area));
     }
     drop(iopt);
 

@@ -11,8 +11,9 @@
 //!
 //! Each open file has a context, [`IoasidCtx`] (iommufd's `struct iommufd_ctx`), holding a table
 //! of objects that userspace names by id. The kinds of object are the variants of
-//! [`object::Object`]: IO address spaces (IOAS) so far, with hardware page tables and devices to
-//! follow.
+//! [`object::Object`]: IO address spaces (IOAS), paging hardware page tables (HWPT, an IOMMU
+//! domain that maps what its IOAS maps, see [`hwpt`]) and VFIO devices bound to the file (see
+//! [`device`], which also explains when KVM is told that a device's DMA is not coherent).
 //!
 //! An ioctl is dispatched like `iommufd_fops_ioctl()` does it:
 //!
@@ -83,8 +84,11 @@
 //! - The accounting mode only changes while the file has no pinned pages and no objects.
 //! - Each pinned page holds one `FOLL_PIN` reference each time a [`pages::Pages`] pinned it; the
 //!   table only decides what is charged, never what is pinned.
-//! - Locks nest in this order: the object table, an IOAS, the table of pinned pages. Nothing
-//!   takes the object table with an IOAS locked, or an IOAS with the pinned-page table locked.
+//! - Locks nest in this order: the attachment of a device, the object table, an IOAS, the table
+//!   of pinned pages. Nothing takes a lock of this list with a later one held.
+//! - Every area of an IOAS is mapped in every IOMMU domain of the IOAS (one per HWPT), with
+//!   `IOMMU_CACHE`; a domain's mappings of an area hold the pins of its pages and are dropped,
+//!   which unmaps them and flushes the IOTLB, before the pages can be unpinned.
 //!
 //! The charge goes to the user and the mm of the task that opened the file, whoever maps: the
 //! charge of a page must be undone where it was made, and one page may be pinned by mappings made
@@ -99,18 +103,20 @@
 //!   then [`object::NewObject::finalize`], which cannot fail, publishes the object. Until then the
 //!   id is taken but lookups, `IOMMU_DESTROY` and fdinfo do not see it; if the ioctl fails, the id
 //!   is freed again.
-//! - `IOMMU_DESTROY` destroys an object of any kind, and fails with `ENOENT` if there is no
-//!   published object with the id. Once objects refer to each other (a page table to its IOAS, a
-//!   device to its page table), a referenced object will count its users and refuse destruction
-//!   with `EBUSY`, as in `iommufd_object_remove()`; today no object refers to another.
-//! - Closing the file destroys the objects left in the table. When objects refer to each other,
-//!   this will have to go leaves first, as in `iommufd_fops_release()`.
+//! - `IOMMU_DESTROY` fails with `ENOENT` if there is no published object with the id, and with
+//!   `EBUSY` for an object others use, as in `iommufd_object_remove()`: an IOAS with HWPTs, a
+//!   HWPT with devices attached (counted under the table lock), and a device, which only its
+//!   unbinding removes.
+//! - Objects hold references to what they use (a HWPT its IOAS, a device its HWPT), so closing
+//!   the file, which can only happen once vfio has unbound every device of the file, tears the
+//!   rest down in any order.
 //!
 //! # fdinfo
 //!
 //! `/proc/<pid>/fdinfo/<fd>` of a `/dev/ioasid` file has, after the generic lines, three lines
 //! on the pinned memory of the file, then one line per published object, in ascending order of
-//! id, each followed by the lines of its areas, in ascending order of IOVA:
+//! id, each followed by a line on the HWPT or device, or by the lines of the areas of the IOAS,
+//! in ascending order of IOVA:
 //!
 //! ```text
 //! ioasid-account-mode:\t<mode>
@@ -118,6 +124,8 @@
 //! ioasid-charged-pages:\t<pages>
 //! ioasid-object:\t<id> <kind>
 //! ioasid-area:\t<id> <iova> <length> <prot>
+//! ioasid-hwpt:\t<id> <origin> <coherency>
+//! ioasid-device:\t<id> <hwpt>
 //! ```
 //!
 //! - `ioasid-account-mode`: where pinned pages are charged: `user` for the `locked_vm` of the
@@ -127,10 +135,14 @@
 //! - `ioasid-charged-pages`: how many of them are charged to `RLIMIT_MEMLOCK`, in decimal: all
 //!   but those first pinned by a task with `CAP_IPC_LOCK`.
 //! - `ioasid-object`: `<id>` is the object id in decimal, `<kind>` the name of iommufd's
-//!   `IOMMUFD_OBJ_*` type of the object in lower case: `ioas` is the only kind so far.
+//!   `IOMMUFD_OBJ_*` type of the object in lower case: `ioas`, `hwpt_paging` or `device`.
 //! - `ioasid-area`: an area of the IOAS `<id>` (decimal): its first IOVA and its length in bytes,
 //!   in hexadecimal with a `0x` prefix, and `<prot>`, `r` or `-` then `w` or `-`, for
 //!   `IOMMU_IOAS_MAP_READABLE` and `IOMMU_IOAS_MAP_WRITEABLE`.
+//! - `ioasid-hwpt`: the HWPT `<id>`: `<origin>` is `auto` for one made by attaching a device to
+//!   an IOAS; `<coherency>` is `coherent` if its IOMMU domain enforces cache coherency (no-snoop
+//!   DMA is snooped all the same), else `noncoherent`.
+//! - `ioasid-device`: the device `<id>` and the id of the HWPT it is attached to, 0 for none.
 //!
 //! Parsers should skip kinds and keys they do not know, as more will come.
 //!
@@ -143,9 +155,14 @@
 //!   above).
 //! - `IOMMU_IOAS_MAP_FILE` maps memfds (shmem and hugetlbfs) only; a dma-buf, which iommufd maps
 //!   for the VFIO devices that export one, fails with `EINVAL` like any other file.
-//! - There are no devices or hardware page tables yet, so an IOAS has no reserved IOVA ranges.
-//!   Its IOVA alignment is `PAGE_SIZE`, as that of an iommufd IOAS with an IOMMU domain attached
-//!   (1 with nothing attached): IOVAs, lengths and user addresses are whole pages.
+//! - VFIO devices bind through vfio's IOMMU provider registry, one device per IOMMU group.
+//!   `IOMMU_HWPT_ALLOC`, `IOMMU_GET_HW_INFO` and PASIDs are not implemented, and the reserved
+//!   IOVA regions of attached devices are not applied yet, so an IOAS has no reserved ranges.
+//!   An automatic HWPT is shared only by devices of the same coherency: iommufd also puts a
+//!   device whose IOMMU could enforce coherency on a HWPT that does not.
+//! - The IOVA alignment of an IOAS is `PAGE_SIZE`, as that of an iommufd IOAS with an IOMMU
+//!   domain attached (1 with nothing attached): IOVAs, lengths and user addresses are whole
+//!   pages.
 //! - `IOMMU_IOAS_MAP` pins and charges the memory at once, where iommufd pins only once an
 //!   IOMMU domain or an in-kernel access needs the pages. So a map of memory that is not mapped
 //!   (or not writable, for a writable map) fails with `EFAULT`, and one beyond `RLIMIT_MEMLOCK`
@@ -161,6 +178,7 @@
 use core::ops::RangeInclusive;
 use kernel::{
     alloc::KVVec,
+    device::Device,
     fs::File,
     ioctl::{
         _IO,
@@ -177,9 +195,14 @@ use kernel::{
     seq_print,
     sync::{
         Arc,
+        ArcBorrow,
         Mutex, //
     },
     uapi,
+    vfio::{
+        IommuProvider,
+        ProviderRegistration, //
+    },
 };
 
 use object::{
@@ -192,6 +215,8 @@ use ucmd::{
     Ucmd, //
 };
 
+mod device;
+mod hwpt;
 mod ioas;
 mod object;
 mod pages;
@@ -244,14 +269,27 @@ const IOMMU_OPTION: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_OPTIO
 
 #[pin_data]
 struct IoasidModule {
+    /// Lets VFIO device cdevs bind to the files of `miscdev`. Declared first, so that it is
+    /// unregistered first.
+    provider: Option<Pin<KBox<ProviderRegistration<IoasidCtx>>>>,
     #[pin]
-    _miscdev: MiscDeviceRegistration<IoasidCtx>,
+    miscdev: MiscDeviceRegistration<IoasidCtx>,
 }
 
 impl kernel::InPlaceModule for IoasidModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
-            _miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"ioasid" }),
+            miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"ioasid" }),
+            provider: None,
+        })
+        .pin_chain(|module| {
+            // The provider is registered for the files of the registered misc device.
+            let module = module.project();
+            *module.provider = Some(KBox::pin_init(
+                ProviderRegistration::register(&module.miscdev),
+                GFP_KERNEL,
+            )?);
+            Ok(())
         })
     }
 }
@@ -301,14 +339,35 @@ impl IoasidCtx {
     }
 }
 
+impl IommuProvider for IoasidCtx {
+    type Binding = device::Binding;
+
+    fn bind(ctx: ArcBorrow<'_, IoasidCtx>, dev: &Device) -> Result<(KBox<Self::Binding>, u32)> {
+        device::bind(ctx.into(), dev)
+    }
+
+    fn attach(binding: &Self::Binding, pt_id: &mut u32) -> Result {
+        binding.attach(pt_id)
+    }
+
+    fn detach(binding: &Self::Binding) {
+        binding.detach()
+    }
+
+    fn enforced_coherent(binding: &Self::Binding) -> bool {
+        binding.enforced_coherent()
+    }
+}
+
 #[vtable]
 impl MiscDevice for IoasidCtx {
-    type Ptr = Pin<KBox<Self>>;
+    // Reference counted: a bound VFIO device holds the context of its file.
+    type Ptr = Arc<Self>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<Self::Ptr> {
         // Charged to the opener, like all memory a file holds for its objects.
         let account = PinAccount::new()?;
-        KBox::pin_init(
+        Arc::pin_init(
             try_pin_init!(IoasidCtx {
                 objects <- new_mutex!(ObjectTable::new()),
                 account,
@@ -317,7 +376,7 @@ impl MiscDevice for IoasidCtx {
         )
     }
 
-    fn ioctl(ctx: Pin<&IoasidCtx>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(ctx: ArcBorrow<'_, IoasidCtx>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
         ctx.ioctl(cmd, arg)?;
         Ok(0)
     }
@@ -325,32 +384,62 @@ impl MiscDevice for IoasidCtx {
     // iommufd has no compat_ioctl handler; without this one, the miscdevice abstraction would
     // install `compat_ptr_ioctl()` and let 32-bit processes in.
     #[cfg(CONFIG_COMPAT)]
-    fn compat_ioctl(_ctx: Pin<&IoasidCtx>, _file: &File, _cmd: u32, _arg: usize) -> Result<isize> {
+    fn compat_ioctl(
+        _ctx: ArcBorrow<'_, IoasidCtx>,
+        _file: &File,
+        _cmd: u32,
+        _arg: usize,
+    ) -> Result<isize> {
         Err(ENOTTY)
     }
 
-    fn show_fdinfo(ctx: Pin<&IoasidCtx>, m: &SeqFile, _file: &File) {
+    fn show_fdinfo(ctx: ArcBorrow<'_, IoasidCtx>, m: &SeqFile, _file: &File) {
         // The format is documented at the top of this file.
         let stats = ctx.account.stats();
         seq_print!(m, "ioasid-account-mode:\t{}\n", stats.mode.name());
         seq_print!(m, "ioasid-pinned-pages:\t{}\n", stats.pinned);
         seq_print!(m, "ioasid-charged-pages:\t{}\n", stats.charged);
 
-        // The IOASes are locked without the table lock held, from references taken under it.
+        // The objects are locked without the table lock held, from references taken under it.
         let mut objects = KVVec::new();
         for (&id, object) in ctx.objects.lock().iter() {
-            let ioas = match object {
-                Object::Ioas(ioas) => ioas.clone(),
+            let object = match object {
+                Object::Ioas(ioas) => Object::Ioas(ioas.clone()),
+                Object::HwptPaging(hwpt) => Object::HwptPaging(hwpt.clone()),
+                Object::Device(device) => Object::Device(device.clone()),
             };
-            if objects
-                .push((id, object.kind_name(), ioas), GFP_KERNEL)
-                .is_err()
-            {
+            if objects.push((id, object), GFP_KERNEL).is_err() {
                 break;
             }
         }
-        for (id, kind, ioas) in &objects {
-            seq_print!(m, "ioasid-object:\t{} {}\n", id, kind);
+        for (id, object) in &objects {
+            seq_print!(m, "ioasid-object:\t{} {}\n", id, object.kind_name());
+            let ioas = match object {
+                Object::Ioas(ioas) => ioas,
+                Object::HwptPaging(hwpt) => {
+                    seq_print!(
+                        m,
+                        "ioasid-hwpt:\t{} {} {}\n",
+                        id,
+                        if hwpt.is_auto() { "auto" } else { "user" },
+                        if hwpt.domain().enforces_coherency() {
+                            "coherent"
+                        } else {
+                            "noncoherent"
+                        }
+                    );
+                    continue;
+                }
+                Object::Device(device) => {
+                    seq_print!(
+                        m,
+                        "ioasid-device:\t{} {}\n",
+                        id,
+                        device.attached_hwpt().unwrap_or(0)
+                    );
+                    continue;
+                }
+            };
             ioas.for_each_area(|area| {
                 seq_print!(
                     m,

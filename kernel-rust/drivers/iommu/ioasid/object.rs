@@ -17,7 +17,11 @@ use kernel::{
     },
 };
 
-use crate::ioas::Ioas;
+use crate::{
+    device::IoasidDevice,
+    hwpt::Hwpt,
+    ioas::Ioas, //
+};
 
 /// The smallest object id, as with `XA_FLAGS_ALLOC1` in iommufd: 0 is never a valid id.
 const FIRST_ID: usize = 1;
@@ -28,6 +32,11 @@ pub(crate) enum Object {
     /// An IO address space. Ioctls working on it hold a reference, so that they run without
     /// the table lock.
     Ioas(Arc<Ioas>),
+    /// A hardware page table of an IOAS: an IOMMU paging domain that maps what the IOAS maps.
+    HwptPaging(Arc<Hwpt>),
+    /// A VFIO device bound to the file. Only unbinding, when vfio closes the device, removes
+    /// it.
+    Device(Arc<IoasidDevice>),
 }
 
 impl Object {
@@ -35,6 +44,8 @@ impl Object {
     pub(crate) fn kind_name(&self) -> &'static str {
         match self {
             Object::Ioas(_) => "ioas",
+            Object::HwptPaging(_) => "hwpt_paging",
+            Object::Device(_) => "device",
         }
     }
 }
@@ -85,10 +96,38 @@ impl ObjectTable {
     /// Fails with [`ENOENT`] if there is no such object, including when `id` is still being
     /// created, like `iommufd_object_remove()`.
     pub(crate) fn remove(&mut self, id: u32) -> Result<Object> {
+        // An object that others use cannot go, as in `iommufd_object_remove()`: an IOAS with
+        // hardware page tables, a hardware page table with devices attached, or a device.
+        match self.objects.get(&id).ok_or(ENOENT)? {
+            Object::Ioas(ioas) => {
+                if self.iter().any(|(_, object)| {
+                    matches!(object, Object::HwptPaging(hwpt) if Arc::ptr_eq(hwpt.ioas(), ioas))
+                }) {
+                    return Err(EBUSY);
+                }
+            }
+            Object::HwptPaging(hwpt) => {
+                if hwpt.users() > 0 {
+                    return Err(EBUSY);
+                }
+            }
+            Object::Device(_) => return Err(EBUSY),
+        }
+        self.remove_unchecked(id)
+    }
+
+    /// Removes the object `id` whoever uses it, for the owner of a reference that keeps it
+    /// alive: unbinding removes its device, the last detach an automatic page table.
+    pub(crate) fn remove_unchecked(&mut self, id: u32) -> Result<Object> {
         let object = self.objects.remove(&id).ok_or(ENOENT)?;
         // INVARIANT: `id` is no longer a key of `objects`.
         self.ids.release_id(id as usize);
         Ok(object)
+    }
+
+    /// Returns the object `id`.
+    pub(crate) fn get(&self, id: u32) -> Option<&Object> {
+        self.objects.get(&id)
     }
 
     /// Returns the IOAS `id`, like `iommufd_get_ioas()`.
@@ -97,7 +136,8 @@ impl ObjectTable {
     pub(crate) fn get_ioas(&self, id: u32) -> Result<Arc<Ioas>> {
         match self.objects.get(&id) {
             Some(Object::Ioas(ioas)) => Ok(ioas.clone()),
-            None => Err(ENOENT),
+            // `iommufd_get_object()` fails with `ENOENT` for an object of the wrong type too.
+            Some(_) | None => Err(ENOENT),
         }
     }
 

@@ -459,7 +459,9 @@ pub(crate) struct Pages {
     addr: u64,
     /// The page frames of `pins`, as runs `(first pfn, number)`.
     pfn_runs: KVVec<(usize, usize)>,
-    pins: LongTermPins,
+    /// The pins, shared with the IOMMU mappings of the pages, which keep them until the pages
+    /// are unmapped.
+    pins: Arc<LongTermPins>,
 }
 
 impl Pages {
@@ -542,6 +544,7 @@ impl Pages {
         runs.truncate(merged);
 
         // On failure `pins` is dropped, which unpins the pages.
+        let pins = Arc::new(pins, GFP_KERNEL_ACCOUNT)?;
         account.add(&runs)?;
 
         // INVARIANT: `runs` are the page frames of `pins` and were just added to `account`. If
@@ -570,6 +573,11 @@ impl Pages {
     /// The number of bytes the pages span.
     pub(crate) fn len_bytes(&self) -> usize {
         self.pins.len() * PAGE_SIZE
+    }
+
+    /// The pinned pages, for IOMMU mappings of them.
+    pub(crate) fn pins(&self) -> &Arc<LongTermPins> {
+        &self.pins
     }
 }
 
