@@ -575,6 +575,23 @@ const CHECKPATCH_ALLOWED: &[Allowed] = &[
         kind: "FILE_PATH_CHANGES",
         reason: "Documentation/userspace-api/ioasid.rst is covered by the IOMMU IOASID entry",
     },
+    Allowed {
+        subject: "rust: iommu: add paging domains, mappings, group attachment and DMA ownership",
+        kind: "FILE_PATH_CHANGES",
+        reason: "rust/kernel/iommu/ is covered by IOMMU SUBSYSTEM (F: rust/kernel/iommu/), \
+                 rust/helpers/ by RUST (F: rust/)",
+    },
+    Allowed {
+        subject: "rust: vfio: add IOMMU provider registration",
+        kind: "FILE_PATH_CHANGES",
+        reason: "rust/kernel/vfio.rs is covered by RUST (F: rust/)",
+    },
+    Allowed {
+        subject: "iommu/ioasid: bind VFIO devices and map IOASes into their IOMMU domains",
+        kind: "FILE_PATH_CHANGES",
+        reason: "drivers/iommu/ioasid/device.rs and hwpt.rs are covered by the IOMMU IOASID entry \
+                 (F: drivers/iommu/ioasid/)",
+    },
 ];
 
 /// One ERROR, WARNING or CHECK line of `checkpatch.pl --terse --show-types`.
@@ -669,11 +686,17 @@ pub fn undocumented_functions(c: &str) -> Vec<String> {
             continue;
         }
         let first = line.chars().next();
-        let definition = first.is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let declarator = first.is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && !line.starts_with("static")
             && !line.starts_with("struct ")
-            && !line.trim_end().ends_with(';')
-            && line.contains('(');
+            && !line.trim_end().ends_with(';');
+        // The return type on a line of its own, as in `__rust_helper bool\nname(...)`: the
+        // comment still documents the function on the next line.
+        if declarator && !line.contains('(') && doc_ended_on == Some(i.wrapping_sub(1)) {
+            doc_ended_on = Some(i);
+            continue;
+        }
+        let definition = declarator && line.contains('(');
         if !in_doc && definition && doc_ended_on != Some(i.wrapping_sub(1)) {
             let name = line
                 .split('(')
@@ -908,7 +931,25 @@ static int local(void)
 {
 \treturn 0;
 }
+
+/**
+ * rust_helper_c() - documented, with the return type on a line of its own.
+ */
+__rust_helper bool
+rust_helper_c(struct iommu_domain *domain)
+{
+\treturn false;
+}
+
+__rust_helper bool
+rust_helper_d(struct iommu_domain *domain)
+{
+\treturn false;
+}
 ";
-        assert_eq!(undocumented_functions(c), vec!["rust_helper_b"]);
+        assert_eq!(
+            undocumented_functions(c),
+            vec!["rust_helper_b", "rust_helper_d"]
+        );
     }
 }
