@@ -489,8 +489,8 @@ fn expect_noncoherent(
         return Ok(Some(!sc));
     }
     let cfg_path = sysfs_root.join("bus/pci/devices").join(bdf).join("config");
-    let cfg = std::fs::read(&cfg_path)
-        .with_context(|| format!("reading {}", cfg_path.display()))?;
+    let cfg =
+        std::fs::read(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
     let no_snoop = parse_pci_config(&cfg);
     Ok(Some(!sc && !no_snoop.cannot()))
 }

@@ -455,7 +455,12 @@ fn dma_round_trip(
 
 /// With everything unmapped, DMA the device's buffer (still holding the pattern) to IOVA B
 /// again. Returns whether the memory behind B stayed as it was: the IOMMU blocked the write.
-fn dma_to_unmapped(dev: &VfioDevice, plan: &Plan, buf: &DmaBuffer, timeout: Duration) -> Result<bool> {
+fn dma_to_unmapped(
+    dev: &VfioDevice,
+    plan: &Plan,
+    buf: &DmaBuffer,
+    timeout: Duration,
+) -> Result<bool> {
     let dst_off = plan.buf_offset_of(plan.dst_iova) as usize;
     let fill = vec![0x3c_u8; plan.xfer as usize];
     buf.fill(dst_off, plan.xfer as usize, 0x3c)?;
