@@ -482,7 +482,10 @@ mod tests {
         fs::write(drv.join("bind"), "").expect("write");
         let dev = sys.join("bus/pci/devices/0000:00:03.0");
         fs::create_dir_all(&dev).expect("mkdir");
-        fs::write(dev.join("config"), edu_config()).expect("write");
+        // QEMU's edu device: 1234:11e8, no capability list (conventional PCI).
+        let mut edu_config = vec![0u8; 256];
+        edu_config[0..4].copy_from_slice(&[0x34, 0x12, 0xe8, 0x11]);
+        fs::write(dev.join("config"), edu_config).expect("write");
         for (pid, lck) in [(7, 64), (8, 0)] {
             let d = proc_.join(pid.to_string());
             fs::create_dir_all(&d).expect("mkdir");

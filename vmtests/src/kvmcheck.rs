@@ -17,7 +17,7 @@
 //! snoop control agrees with the scenario (so a VM booted with the wrong snoop-control fails
 //! with that message rather than a confusing count).
 
-use crate::kvm::Summary;
+use crate::kvm::{Backend, Summary};
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 
@@ -191,6 +191,28 @@ fn check_vm_line(
     Ok(())
 }
 
+/// Why the workload predicts what it does: the IOMMU's snoop control, and for /dev/ioasid
+/// whether the device can issue no-snoop at all.
+fn why(w: &Summary) -> String {
+    let iommu = format!(
+        "IOMMU {} ecap {} has snoop control {}",
+        w.iommu,
+        w.iommu_ecap.as_deref().unwrap_or("?"),
+        match w.snoop_control {
+            Some(true) => "on",
+            Some(false) => "off",
+            None => "unknown",
+        }
+    );
+    match (w.backend, w.expect_noncoherent, w.snoop_control) {
+        (Backend::Ioasid, Some(false), Some(false)) => format!(
+            "{iommu}, but the device cannot issue no-snoop and /dev/ioasid asks both (is \
+             the guest booted with snoop-control=off?)"
+        ),
+        _ => format!("{iommu} (is the guest booted with the scenario's snoop-control?)"),
+    }
+}
+
 /// The verdict: Ok with a one-line description, or what differs.
 pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
     ensure!(
@@ -205,13 +227,10 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
     })?;
     ensure!(
         predicted == (expect == Expect::Flip),
-        "the scenario expects {expect:?}, but {}'s IOMMU {} has snoop control {} (ecap {}): is the \
-         guest booted with intel-iommu snoop-control={}?",
+        "the scenario expects {expect:?}, but the workload predicts {} for {}: {}",
+        if predicted { "Flip" } else { "Never" },
         w.bdf,
-        w.iommu,
-        if predicted { "off" } else { "on" },
-        w.iommu_ecap.as_deref().unwrap_or("?"),
-        if expect == Expect::Flip { "off" } else { "on" },
+        why(w),
     );
 
     let pid = u64::from(w.pid);
@@ -248,7 +267,8 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
         Expect::Never => {
             ensure!(
                 p.calls.is_empty(),
-                "KVM changed the non-coherent DMA state although the IOMMU enforces snooping: {:?}",
+                "KVM changed the non-coherent DMA state although {}: {:?}",
+                why(w),
                 p.calls
             );
             if let Some(b) = p.blocks.iter().find(|b| !b.kvm_lines.is_empty()) {
@@ -261,10 +281,9 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
                 last.unregister_calls
             );
             Ok(format!(
-                "no register/unregister of non-coherent DMA for pid {pid}'s VM (IOMMU {} ecap {} \
-                 enforces snooping) in {} report blocks",
-                w.iommu,
-                w.iommu_ecap.as_deref().unwrap_or("?"),
+                "no register/unregister of non-coherent DMA for pid {pid}'s VM ({}) in {} report \
+                 blocks",
+                why(w),
                 p.blocks.len()
             ))
         }
@@ -433,10 +452,31 @@ mod tests {
     fn a_flip_where_none_was_expected_fails() {
         // The scenario says snoop control is on but the workload's IOMMU says off.
         let e = check(&flip_run(), &workload(true), Expect::Never).unwrap_err();
-        assert!(e.to_string().contains("snoop-control=on"), "{e}");
+        assert!(
+            e.to_string().contains("predicts Flip") && e.to_string().contains("snoop control off"),
+            "{e}"
+        );
         // And with a consistent prediction, the calls themselves fail it.
         let e = check(&flip_run(), &workload(false), Expect::Never).unwrap_err();
-        assert!(e.to_string().contains("although the IOMMU enforces"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("KVM changed the non-coherent DMA state although"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ioasid_never_with_snoop_control_off_is_explained_by_the_device() {
+        // /dev/ioasid with snoop control off: no-snoop is let through, but the device cannot
+        // issue it, so the workload predicts no registration.
+        let mut w = workload(false);
+        w.backend = Backend::Ioasid;
+        w.snoop_control = Some(false);
+        let ok = check(&never_run(), &w, Expect::Never).unwrap();
+        assert!(ok.contains("cannot issue no-snoop"), "{ok}");
+        // A registration there is a failure, with the same reason.
+        let e = check(&flip_run(), &w, Expect::Never).unwrap_err();
+        assert!(e.to_string().contains("cannot issue no-snoop"), "{e}");
     }
 
     #[test]
