@@ -277,8 +277,7 @@ fn drain<W: Write>(
                 }
                 let seen = agg.observe(&ev);
                 if args.json {
-                    jsonl::write_event(out, &ev, seen.wraps_nosync)
-                        .context("writing to stdout")?;
+                    jsonl::write_event(out, &ev, seen.wraps_nosync).context("writing to stdout")?;
                 }
             }
             Err(_) => agg.undecodable(),

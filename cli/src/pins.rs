@@ -188,11 +188,13 @@ pub struct PinKindStats {
 impl PinKindStats {
     /// Sum of one function's per-CPU counters.
     pub fn sum<'a>(per_cpu: impl IntoIterator<Item = &'a PinKindCounters>) -> Self {
-        per_cpu.into_iter().fold(Self::default(), |a, c| PinKindStats {
-            calls: a.calls.saturating_add(c.calls),
-            failed: a.failed.saturating_add(c.failed),
-            pages: a.pages.saturating_add(c.pages),
-        })
+        per_cpu
+            .into_iter()
+            .fold(Self::default(), |a, c| PinKindStats {
+                calls: a.calls.saturating_add(c.calls),
+                failed: a.failed.saturating_add(c.failed),
+                pages: a.pages.saturating_add(c.pages),
+            })
     }
 }
 
@@ -331,9 +333,6 @@ pub(crate) mod tests {
         assert_eq!(rows[0].0, "pin_user_pages_fast");
         let acct = rows[pin_fn::ACCOUNT_LOCKED_VM as usize];
         assert_eq!(acct.0, "__account_locked_vm");
-        assert_eq!(
-            (acct.1.calls, acct.1.failed, acct.1.pages),
-            (3, 1, 80)
-        );
+        assert_eq!((acct.1.calls, acct.1.failed, acct.1.pages), (3, 1, 80));
     }
 }

@@ -562,7 +562,15 @@ const PIN_REMOTE: Spec = spec(pin_fn::PIN_USER_PAGES_REMOTE, Class::Pin, 0, 1, 2
 // long pin_user_pages(unsigned long start, unsigned long nr_pages, unsigned int gup_flags, struct page **pages)
 const PIN: Spec = spec(pin_fn::PIN_USER_PAGES, Class::Pin, NONE, 0, 1, 2, 4);
 // long pin_user_pages_unlocked(unsigned long start, unsigned long nr_pages, struct page **pages, unsigned int gup_flags)
-const PIN_UNLOCKED: Spec = spec(pin_fn::PIN_USER_PAGES_UNLOCKED, Class::Pin, NONE, 0, 1, 3, 4);
+const PIN_UNLOCKED: Spec = spec(
+    pin_fn::PIN_USER_PAGES_UNLOCKED,
+    Class::Pin,
+    NONE,
+    0,
+    1,
+    3,
+    4,
+);
 // long memfd_pin_folios(struct file *memfd, loff_t start, loff_t end, struct folio **folios,
 //                       unsigned int max_folios, pgoff_t *offset)
 const MEMFD_PIN: Spec = spec(pin_fn::MEMFD_PIN_FOLIOS, Class::Pin, 0, 1, 4, NONE, 6);
@@ -604,7 +612,15 @@ const ACCOUNT: Spec = Spec {
 const IOPT_UPDATE: Spec = Spec {
     flags_bool: true,
     ret_int: true,
-    ..spec(pin_fn::IOPT_PAGES_UPDATE_PINNED, Class::Account, 0, NONE, 1, 2, 4)
+    ..spec(
+        pin_fn::IOPT_PAGES_UPDATE_PINNED,
+        Class::Account,
+        0,
+        NONE,
+        1,
+        2,
+        4,
+    )
 };
 
 /// Builds the arguments of a record from a reader of argument `n`.
