@@ -308,7 +308,7 @@ fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -
         start_ioasid_pinned_pages: Option<u64>,
         start_ioasid_charged_pages: Option<u64>,
     }
-    let empty = pins::PinStats::default();
+    let empty = ioasid_ebpf_common::PinCounters::default();
     let pids: std::collections::BTreeSet<u32> = agg
         .pins()
         .procs()
@@ -320,17 +320,16 @@ fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -
         let e = agg.pins().procs().get(&pid).unwrap_or(&empty);
         let s = start.procs.get(&pid);
         let has_ioasid = s.is_some_and(|s| !s.ioasid_files.is_empty());
-        let comm = if e.comm.is_empty() {
-            s.map_or("", |s| s.comm.as_str())
-        } else {
-            e.comm.as_str()
-        };
+        let mut comm = pins::comm(e);
+        if comm.is_empty() {
+            comm = s.map_or_else(String::new, |s| s.comm.clone());
+        }
         write_line(
             w,
             "pinned",
             Pinned {
                 pid,
-                comm,
+                comm: &comm,
                 pinned_pages: clamp_i64(e.net_pinned()),
                 gross_pinned_pages: e.pinned,
                 longterm_pinned_pages: e.longterm,

@@ -344,14 +344,18 @@ impl Session {
         RingBuf::try_from(map).context("opening the EVENTS ring buffer")
     }
 
-    /// Reads the per-CPU lost-event counters, summed over CPUs.
-    pub fn lost(&self) -> anyhow::Result<Lost> {
+    /// The per-CPU array map `name` of the object.
+    fn per_cpu_array<V: aya::Pod>(&self, name: &str) -> anyhow::Result<PerCpuArray<&MapData, V>> {
         let map = self
             .ebpf
-            .map("LOST")
-            .ok_or_else(|| anyhow!("eBPF object has no LOST map"))?;
-        let arr: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).context("opening the LOST per-CPU array")?;
+            .map(name)
+            .ok_or_else(|| anyhow!("eBPF object has no {name} map"))?;
+        PerCpuArray::try_from(map).with_context(|| format!("opening the {name} per-CPU array"))
+    }
+
+    /// Reads the per-CPU lost-event counters, summed over CPUs.
+    pub fn lost(&self) -> anyhow::Result<Lost> {
+        let arr = self.per_cpu_array::<u64>("LOST")?;
         let read = |slot: u32| -> anyhow::Result<u64> {
             let values = arr
                 .get(&slot, 0)
@@ -371,12 +375,7 @@ impl Session {
     pub fn read_pins(&mut self, pins: &mut PinAggregator, proc_root: &Path) -> anyhow::Result<()> {
         let mut kinds = [PinKindStats::default(); PIN_FUNCTIONS.len()];
         {
-            let map = self
-                .ebpf
-                .map("PIN_KINDS")
-                .ok_or_else(|| anyhow!("eBPF object has no PIN_KINDS map"))?;
-            let arr: PerCpuArray<_, PinKindCounters> =
-                PerCpuArray::try_from(map).context("opening the PIN_KINDS per-CPU array")?;
+            let arr = self.per_cpu_array::<PinKindCounters>("PIN_KINDS")?;
             for (k, (name, index, _)) in kinds.iter_mut().zip(PIN_FUNCTIONS) {
                 let values = arr
                     .get(&index, 0)

@@ -92,89 +92,6 @@ pub fn function_of_name(name: &str) -> Option<Class> {
     PIN_FUNCTIONS.iter().find(|f| f.0 == name).map(|f| f.2)
 }
 
-/// Per-process counters (cumulative since attach): the kernel's
-/// [`PinCounters`] with `comm` as text.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PinStats {
-    pub comm: String,
-    /// Pin calls (successful or not).
-    pub pin_calls: u64,
-    /// Pin calls that failed (negative return).
-    pub failed_pins: u64,
-    /// Pins taken.
-    pub pinned: u64,
-    /// ... of which by a call with `FOLL_LONGTERM` (`memfd_pin_folios` and
-    /// `folio_add_pins` pins are long-term by definition).
-    pub longterm: u64,
-    /// Pins dropped (not counting nested or inside-pin unpins).
-    pub unpinned: u64,
-    /// Pins dropped by GUP inside a pin call (not in `unpinned`).
-    pub unpinned_inside_pin: u64,
-    /// `__account_locked_vm` pages charged / uncharged (mm `locked_vm`, VmLck).
-    pub locked_vm_charged: u64,
-    pub locked_vm_uncharged: u64,
-    /// `iopt_pages_update_pinned` pages added / removed (iommufd's `pinned_vm`).
-    pub iommufd_added: u64,
-    pub iommufd_removed: u64,
-}
-
-impl From<&PinCounters> for PinStats {
-    fn from(c: &PinCounters) -> Self {
-        PinStats {
-            comm: crate::event::comm_str(&c.comm),
-            pin_calls: c.pin_calls,
-            failed_pins: c.failed_pins,
-            pinned: c.pinned,
-            longterm: c.longterm,
-            unpinned: c.unpinned,
-            unpinned_inside_pin: c.unpinned_inside_pin,
-            locked_vm_charged: c.locked_vm_charged,
-            locked_vm_uncharged: c.locked_vm_uncharged,
-            iommufd_added: c.iommufd_added,
-            iommufd_removed: c.iommufd_removed,
-        }
-    }
-}
-
-impl PinStats {
-    /// Long-term pins held now, as far as events tell: long-term pins taken
-    /// minus pins dropped by the process. Short-term pins (I/O in flight:
-    /// 9p, O_DIRECT) are left out: whoever completes the I/O drops them,
-    /// often a kworker, so they would never net out in the pinning process.
-    /// Negative when the process drops pins taken before attach (or drops its
-    /// own short-term pins itself: unpins do not say which kind they drop).
-    pub fn net_pinned(&self) -> i128 {
-        i128::from(self.longterm) - i128::from(self.unpinned)
-    }
-    pub fn net_locked_vm(&self) -> i128 {
-        i128::from(self.locked_vm_charged) - i128::from(self.locked_vm_uncharged)
-    }
-    pub fn net_iommufd(&self) -> i128 {
-        i128::from(self.iommufd_added) - i128::from(self.iommufd_removed)
-    }
-
-    /// Adds `other`'s counts; `other`'s comm wins when it has one (it is newer).
-    fn add(&mut self, other: &PinStats) {
-        if !other.comm.is_empty() {
-            self.comm.clone_from(&other.comm);
-        }
-        for (a, b) in [
-            (&mut self.pin_calls, other.pin_calls),
-            (&mut self.failed_pins, other.failed_pins),
-            (&mut self.pinned, other.pinned),
-            (&mut self.longterm, other.longterm),
-            (&mut self.unpinned, other.unpinned),
-            (&mut self.unpinned_inside_pin, other.unpinned_inside_pin),
-            (&mut self.locked_vm_charged, other.locked_vm_charged),
-            (&mut self.locked_vm_uncharged, other.locked_vm_uncharged),
-            (&mut self.iommufd_added, other.iommufd_added),
-            (&mut self.iommufd_removed, other.iommufd_removed),
-        ] {
-            *a = a.saturating_add(b);
-        }
-    }
-}
-
 /// Per-function counters (every call, nested or not).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PinKindStats {
@@ -198,13 +115,18 @@ impl PinKindStats {
     }
 }
 
+/// A process's task name at its last pinning call ("" when none was recorded).
+pub fn comm(c: &PinCounters) -> String {
+    crate::event::comm_str(&c.comm)
+}
+
 /// The kernel's pinning counters as of the last read.
 #[derive(Debug, Default)]
 pub struct PinAggregator {
     /// Per process: `exited` plus the live map entries.
-    procs: BTreeMap<u32, PinStats>,
+    procs: BTreeMap<u32, PinCounters>,
     /// Counts of the map entries removed (processes that exited), for good.
-    exited: BTreeMap<u32, PinStats>,
+    exited: BTreeMap<u32, PinCounters>,
     /// In [`PIN_FUNCTIONS`] order.
     kinds: [PinKindStats; PIN_FUNCTIONS.len()],
 }
@@ -220,17 +142,17 @@ impl PinAggregator {
         removed: &[(u32, PinCounters)],
     ) {
         for (tgid, c) in removed {
-            self.exited.entry(*tgid).or_default().add(&c.into());
+            self.exited.entry(*tgid).or_default().add(c);
         }
         self.procs.clone_from(&self.exited);
         for (tgid, c) in live {
-            self.procs.entry(*tgid).or_default().add(&c.into());
+            self.procs.entry(*tgid).or_default().add(c);
         }
         self.kinds = kinds;
     }
 
-    /// Per-process rows by pid.
-    pub fn procs(&self) -> &BTreeMap<u32, PinStats> {
+    /// Per-process rows by pid (`comm`: see [`comm`]).
+    pub fn procs(&self) -> &BTreeMap<u32, PinCounters> {
         &self.procs
     }
 
@@ -247,12 +169,10 @@ impl PinAggregator {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::event::tests::comm;
-
     /// A PINS map value of process `comm`, the other counters zero.
     pub(crate) fn counters(name: &str) -> PinCounters {
         PinCounters {
-            comm: comm(name),
+            comm: crate::event::tests::comm(name),
             ..PinCounters::default()
         }
     }
@@ -283,7 +203,7 @@ pub(crate) mod tests {
         a.update(Default::default(), &[(9, c)], &[]);
         let p = &a.procs()[&9];
         assert_eq!((p.net_pinned(), p.net_iommufd(), p.unpinned), (0, 0, 16));
-        assert_eq!(p.comm, "vfio-edu-worklo");
+        assert_eq!(comm(p), "vfio-edu-worklo");
         // Reading the same counters again does not count them twice.
         a.update(Default::default(), &[(9, c)], &[]);
         assert_eq!(a.procs()[&9].pinned, 16);
@@ -300,15 +220,15 @@ pub(crate) mod tests {
         assert_eq!(a.procs()[&7].pinned, 8);
         a.update(Default::default(), &[(8, counters("other"))], &[]);
         assert_eq!(a.procs()[&7].net_locked_vm(), 8);
-        assert_eq!(a.procs()[&7].comm, "short-lived");
-        assert_eq!(a.procs()[&8].comm, "other");
+        assert_eq!(comm(&a.procs()[&7]), "short-lived");
+        assert_eq!(comm(&a.procs()[&8]), "other");
         // A new process with pid 7: its entry starts from zero, the row continues.
         let mut n = counters("reused");
         (n.unpinned, n.locked_vm_uncharged) = (8, 8);
         a.update(Default::default(), &[(7, n)], &[]);
         let p = &a.procs()[&7];
         assert_eq!((p.net_pinned(), p.net_locked_vm()), (0, 0));
-        assert_eq!(p.comm, "reused");
+        assert_eq!(comm(p), "reused");
     }
 
     #[test]

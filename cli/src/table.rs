@@ -144,15 +144,14 @@ pub fn render_pin_table(agg: &Aggregator, start: &StartState, width: Option<u16>
     let procs = agg.pins().procs();
     let pids: std::collections::BTreeSet<u32> =
         procs.keys().chain(start.procs.keys()).copied().collect();
-    let empty = crate::pins::PinStats::default();
+    let empty = ioasid_ebpf_common::PinCounters::default();
     for pid in &pids {
         let e = procs.get(pid).unwrap_or(&empty);
         let s = start.procs.get(pid);
-        let comm = if e.comm.is_empty() {
-            s.map_or(String::new(), |s| s.comm.clone())
-        } else {
-            e.comm.clone()
-        };
+        let mut comm = crate::pins::comm(e);
+        if comm.is_empty() {
+            comm = s.map_or_else(String::new, |s| s.comm.clone());
+        }
         t.add_row(vec![
             pid.to_string(),
             comm,

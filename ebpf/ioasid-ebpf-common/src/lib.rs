@@ -134,6 +134,50 @@ pub struct PinCounters {
     pub comm: [u8; COMM_LEN],
 }
 
+impl PinCounters {
+    /// Long-term pins held now, as far as the calls tell: long-term pins taken
+    /// minus pins dropped by the process. Short-term pins (I/O in flight:
+    /// 9p, O_DIRECT) are left out: whoever completes the I/O drops them,
+    /// often a kworker, so they would never net out in the pinning process.
+    /// Negative when the process drops pins taken before attach (or drops its
+    /// own short-term pins itself: unpins do not say which kind they drop).
+    pub fn net_pinned(&self) -> i128 {
+        self.longterm as i128 - self.unpinned as i128
+    }
+
+    /// Net pages charged to `locked_vm` through `__account_locked_vm`.
+    pub fn net_locked_vm(&self) -> i128 {
+        self.locked_vm_charged as i128 - self.locked_vm_uncharged as i128
+    }
+
+    /// Net pages counted through `iopt_pages_update_pinned`.
+    pub fn net_iommufd(&self) -> i128 {
+        self.iommufd_added as i128 - self.iommufd_removed as i128
+    }
+
+    /// Adds `other`'s counts (saturating); `other`'s comm wins when it has one
+    /// (userspace: folding an exited process's counts with a newer entry's).
+    pub fn add(&mut self, other: &PinCounters) {
+        if other.comm[0] != 0 {
+            self.comm = other.comm;
+        }
+        for (a, b) in [
+            (&mut self.pin_calls, other.pin_calls),
+            (&mut self.failed_pins, other.failed_pins),
+            (&mut self.pinned, other.pinned),
+            (&mut self.longterm, other.longterm),
+            (&mut self.unpinned, other.unpinned),
+            (&mut self.unpinned_inside_pin, other.unpinned_inside_pin),
+            (&mut self.locked_vm_charged, other.locked_vm_charged),
+            (&mut self.locked_vm_uncharged, other.locked_vm_uncharged),
+            (&mut self.iommufd_added, other.iommufd_added),
+            (&mut self.iommufd_removed, other.iommufd_removed),
+        ] {
+            *a = a.saturating_add(b);
+        }
+    }
+}
+
 /// Per pinning function counters (every call, nested or not): the value of the
 /// per-CPU `PIN_KINDS` array, indexed by [`pin_fn`]; userspace sums the CPUs.
 #[repr(C)]
