@@ -1118,6 +1118,45 @@ mod tests {
         );
     }
 
+    /// A `pinned` line carries the kernel's counters of the process: gross and net, of a
+    /// process that exited (folded) and of a live one.
+    #[test]
+    fn pinned_lines_carry_the_kernel_counters() {
+        let mut agg = Aggregator::new();
+        let mut gone = crate::pins::tests::counters("vfio-edu-worklo");
+        (gone.pin_calls, gone.pinned, gone.longterm, gone.unpinned) = (3, 72, 64, 64);
+        (gone.locked_vm_charged, gone.locked_vm_uncharged) = (64, 60);
+        (gone.iommufd_added, gone.iommufd_removed) = (8, 16);
+        let mut live = crate::pins::tests::counters("kworker/u8:0");
+        live.unpinned = 40;
+        agg.pins_mut()
+            .update(Default::default(), &[(10, live)], &[(77, gone)]);
+        let l = report(&agg);
+        let pinned: Vec<&Value> = l.iter().filter(|v| v["type"] == "pinned").collect();
+        assert_eq!(pinned.len(), 2);
+        let (k, w) = (pinned[0], pinned[1]);
+        check_envelope(w, "pinned");
+        assert_eq!((&k["pid"], &k["pinned_pages"]), (&10.into(), &(-40).into()));
+        assert_eq!(k["comm"], "kworker/u8:0");
+        assert_eq!(w["pid"], 77);
+        assert_eq!(w["comm"], "vfio-edu-worklo");
+        for (key, want) in [
+            ("pinned_pages", 0),
+            ("gross_pinned_pages", 72),
+            ("longterm_pinned_pages", 64),
+            ("gross_unpinned_pages", 64),
+            ("pin_calls", 3),
+            ("locked_vm_pages", 4),
+            ("iommufd_pinned_pages", -8),
+            ("locked_vm_charged_pages", 64),
+            ("locked_vm_uncharged_pages", 60),
+            ("iommufd_added_pages", 8),
+            ("iommufd_removed_pages", 16),
+        ] {
+            assert_eq!(w[key], want, "{key}: {w}");
+        }
+    }
+
     #[test]
     fn finding_lines_close_the_audit_block() {
         let mut snap = crate::audit::Snapshot {
