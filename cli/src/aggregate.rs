@@ -122,9 +122,6 @@ pub struct Observed {
     /// An `iommu_map` record whose inner `iommu_map_nosync` call was already
     /// reported (and counted) just before on the same thread.
     pub wraps_nosync: bool,
-    /// A pin record counted elsewhere (see `crate::pins`): an unpin inside a
-    /// pin call, or the outer call of a nested unpin.
-    pub nested: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,13 +148,19 @@ impl From<&MapEvent> for MapArgsKey {
 pub struct Lost {
     /// Ring buffer full: record dropped.
     pub ringbuf: u64,
-    /// kretprobe without the arguments of its kprobe: record not made.
+    /// kretprobe without the arguments of its kprobe: record not made (or,
+    /// for a pinning function, call not counted).
     pub no_entry: u64,
+    /// Pinning calls of a process the full `PINS` map had no entry for: not
+    /// counted for that process (the per-function counts have them).
+    pub pin_map_full: u64,
 }
 
 impl Lost {
     pub fn total(&self) -> u64 {
-        self.ringbuf.saturating_add(self.no_entry)
+        self.ringbuf
+            .saturating_add(self.no_entry)
+            .saturating_add(self.pin_map_full)
     }
 }
 
@@ -169,7 +172,7 @@ pub struct Aggregator {
     kinds: BTreeMap<&'static str, KindStats>,
     /// Last iommu_map_nosync per thread, to recognise the wrapping iommu_map.
     last_nosync: HashMap<u32, MapArgsKey>,
-    /// Pin, unpin and accounting records.
+    /// Pinning counters, read from the kernel at each report.
     pins: PinAggregator,
     events: u64,
     undecodable: u64,
@@ -247,7 +250,6 @@ impl Aggregator {
                     }
                 }
             }
-            Event::Pin(p) => observed.nested = self.pins.observe(p).nested,
         }
         observed
     }
@@ -300,6 +302,11 @@ impl Aggregator {
     /// The pinning aggregate.
     pub fn pins(&self) -> &PinAggregator {
         &self.pins
+    }
+
+    /// The pinning aggregate, to update from the kernel's counters.
+    pub fn pins_mut(&mut self) -> &mut PinAggregator {
+        &mut self.pins
     }
 
     /// Per KVM VM rows, by `struct kvm *`.

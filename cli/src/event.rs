@@ -2,7 +2,7 @@
 
 use std::mem::size_of;
 
-use ioasid_ebpf_common::{EventHeader, KvmEvent, MapEvent, PinEvent, UnmapEvent, flags, kind};
+use ioasid_ebpf_common::{EventHeader, KvmEvent, MapEvent, UnmapEvent, flags, kind};
 
 /// Which map function a [`MapEvent`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -67,8 +67,6 @@ pub enum Event {
     Map(MapFn, MapEvent),
     Unmap(UnmapFn, UnmapEvent),
     Kvm(KvmOp, KvmEvent),
-    /// A pin, unpin or accounting call (`crate::pins::PIN_FUNCTIONS`).
-    Pin(PinEvent),
 }
 
 impl Event {
@@ -77,7 +75,6 @@ impl Event {
             Event::Map(_, e) => &e.header,
             Event::Unmap(_, e) => &e.header,
             Event::Kvm(_, e) => &e.header,
-            Event::Pin(e) => &e.header,
         }
     }
 }
@@ -124,7 +121,6 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::IOMMU_UNMAP_FAST => Ok(Event::Unmap(UnmapFn::IommuUnmapFast, read(record)?)),
         kind::KVM_REGISTER_NONCOHERENT_DMA => Ok(Event::Kvm(KvmOp::Register, read(record)?)),
         kind::KVM_UNREGISTER_NONCOHERENT_DMA => Ok(Event::Kvm(KvmOp::Unregister, read(record)?)),
-        other if crate::pins::function_of(other).is_some() => Ok(Event::Pin(read(record)?)),
         other => Err(DecodeError::UnknownKind(other)),
     }
 }

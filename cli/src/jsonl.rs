@@ -17,13 +17,15 @@ use crate::{
     audit::Finding,
     event::{Event, comm_str, via},
     loader::ProbeReport,
-    pins::{self, Class, FOLL_LONGTERM},
+    pins,
     startstate::StartState,
 };
 
 /// Version of the JSON Lines contract. Bump on incompatible changes only;
 /// adding fields or line types is compatible (consumers ignore unknown ones).
-pub const VERSION: u32 = 1;
+/// 2: no per-call `pin`, `unpin` and `account` lines (pinning is counted in the
+/// kernel); `lost_events` includes `lost_pin_map_full`.
+pub const VERSION: u32 = 2;
 
 /// `prot` bits and their names, as printed in `prot_flags`.
 const PROT_NAMES: [(i32, &str); 6] = [
@@ -100,17 +102,14 @@ struct Common {
     via: &'static str,
 }
 
-/// One line per traced call: `map`, `unmap`, `kvm_noncoherent_dma`, `pin`,
-/// `unpin` or `account`. `counted_elsewhere`: for `map`, `wraps_nosync`; for
-/// `unpin`, `nested` (see `crate::aggregate::Observed`).
-pub fn write_event<W: Write>(w: &mut W, ev: &Event, counted_elsewhere: bool) -> io::Result<()> {
-    let wraps_nosync = counted_elsewhere;
+/// One line per traced call: `map`, `unmap` or `kvm_noncoherent_dma`.
+/// `wraps_nosync`: see `crate::aggregate::Observed`.
+pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::Result<()> {
     let h = ev.header();
     let function = match ev {
         Event::Map(f, _) => f.name(),
         Event::Unmap(f, _) => f.name(),
         Event::Kvm(op, _) => op.function(),
-        Event::Pin(p) => pins::function_of(p.header.kind).map_or("unknown", |f| f.0),
     };
     let common = Common {
         ts_ns: h.ts_ns,
@@ -190,110 +189,6 @@ pub fn write_event<W: Write>(w: &mut W, ev: &Event, counted_elsewhere: bool) -> 
                     common,
                     op: op.name(),
                     kvm: hex(k.kvm),
-                },
-            )
-        }
-        Event::Pin(p) => write_pin_event(w, common, p, counted_elsewhere),
-    }
-}
-
-fn write_pin_event<W: Write>(
-    w: &mut W,
-    common: Common,
-    p: &ioasid_ebpf_common::PinEvent,
-    nested: bool,
-) -> io::Result<()> {
-    let class = pins::function_of(p.header.kind).map_or(Class::Pin, |f| f.1);
-    match class {
-        Class::Pin => {
-            #[derive(Serialize)]
-            struct Pin {
-                #[serde(flatten)]
-                common: Common,
-                obj: String,
-                start: String,
-                requested: u64,
-                gup_flags: u32,
-                longterm: bool,
-                ret: i64,
-                pinned: u64,
-            }
-            let add_pins = p.header.kind == ioasid_ebpf_common::kind::FOLIO_ADD_PINS;
-            let pinned = if add_pins {
-                if p.ret == 0 { p.count } else { 0 }
-            } else {
-                u64::try_from(p.ret).unwrap_or(0)
-            };
-            let longterm = add_pins
-                || p.header.kind == ioasid_ebpf_common::kind::MEMFD_PIN_FOLIOS
-                || p.flags & FOLL_LONGTERM != 0;
-            write_line(
-                w,
-                "pin",
-                Pin {
-                    common,
-                    obj: hex(p.obj),
-                    start: hex(p.start),
-                    requested: p.count,
-                    gup_flags: p.flags,
-                    longterm,
-                    ret: p.ret,
-                    pinned,
-                },
-            )
-        }
-        Class::Unpin => {
-            #[derive(Serialize)]
-            struct Unpin {
-                #[serde(flatten)]
-                common: Common,
-                obj: String,
-                pages: u64,
-                make_dirty: bool,
-                inside_pin: bool,
-                nested: bool,
-            }
-            let inside_pin = p.header.flags & ioasid_ebpf_common::flags::INSIDE_PIN != 0;
-            write_line(
-                w,
-                "unpin",
-                Unpin {
-                    common,
-                    obj: hex(p.obj),
-                    pages: p.count,
-                    make_dirty: p.flags != 0,
-                    inside_pin,
-                    // Inside-pin unpins are nested too: neither counts.
-                    nested: nested || inside_pin,
-                },
-            )
-        }
-        Class::Account => {
-            #[derive(Serialize)]
-            struct Account {
-                #[serde(flatten)]
-                common: Common,
-                target: &'static str,
-                obj: String,
-                pages: u64,
-                inc: bool,
-                ret: i64,
-            }
-            let target = if p.header.kind == ioasid_ebpf_common::kind::ACCOUNT_LOCKED_VM {
-                "locked_vm"
-            } else {
-                "iommufd_pinned"
-            };
-            write_line(
-                w,
-                "account",
-                Account {
-                    common,
-                    target,
-                    obj: hex(p.obj),
-                    pages: p.count,
-                    inc: p.flags != 0,
-                    ret: p.ret,
                 },
             )
         }
@@ -404,12 +299,16 @@ fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -
         failed_pins: u64,
         locked_vm_pages: i64,
         iommufd_pinned_pages: i64,
+        locked_vm_charged_pages: u64,
+        locked_vm_uncharged_pages: u64,
+        iommufd_added_pages: u64,
+        iommufd_removed_pages: u64,
         start_vm_pin_pages: Option<u64>,
         start_vm_lck_pages: Option<u64>,
         start_ioasid_pinned_pages: Option<u64>,
         start_ioasid_charged_pages: Option<u64>,
     }
-    let empty = pins::PinStats::default();
+    let empty = ioasid_ebpf_common::PinCounters::default();
     let pids: std::collections::BTreeSet<u32> = agg
         .pins()
         .procs()
@@ -421,17 +320,16 @@ fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -
         let e = agg.pins().procs().get(&pid).unwrap_or(&empty);
         let s = start.procs.get(&pid);
         let has_ioasid = s.is_some_and(|s| !s.ioasid_files.is_empty());
-        let comm = if e.comm.is_empty() {
-            s.map_or("", |s| s.comm.as_str())
-        } else {
-            e.comm.as_str()
-        };
+        let mut comm = pins::comm(e);
+        if comm.is_empty() {
+            comm = s.map_or_else(String::new, |s| s.comm.clone());
+        }
         write_line(
             w,
             "pinned",
             Pinned {
                 pid,
-                comm,
+                comm: &comm,
                 pinned_pages: clamp_i64(e.net_pinned()),
                 gross_pinned_pages: e.pinned,
                 longterm_pinned_pages: e.longterm,
@@ -441,6 +339,10 @@ fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -
                 failed_pins: e.failed_pins,
                 locked_vm_pages: clamp_i64(e.net_locked_vm()),
                 iommufd_pinned_pages: clamp_i64(e.net_iommufd()),
+                locked_vm_charged_pages: e.locked_vm_charged,
+                locked_vm_uncharged_pages: e.locked_vm_uncharged,
+                iommufd_added_pages: e.iommufd_added,
+                iommufd_removed_pages: e.iommufd_removed,
                 start_vm_pin_pages: s.map(|s| s.vm_pin_pages),
                 start_vm_lck_pages: s.map(|s| s.vm_lck_pages),
                 start_ioasid_pinned_pages: has_ioasid
@@ -619,6 +521,7 @@ pub fn write_audit_report<W: Write>(
         lost_events: u64,
         lost_ringbuf: u64,
         lost_no_entry: u64,
+        lost_pin_map_full: u64,
         undecodable: u64,
         startup_unreadable: u64,
         pid_filter: Option<u32>,
@@ -633,6 +536,7 @@ pub fn write_audit_report<W: Write>(
             lost_events: s.lost.total(),
             lost_ringbuf: s.lost.ringbuf,
             lost_no_entry: s.lost.no_entry,
+            lost_pin_map_full: s.lost.pin_map_full,
             undecodable: agg.undecodable_records(),
             startup_unreadable: start.unreadable,
             pid_filter: s.pid_filter,
@@ -668,10 +572,10 @@ mod tests {
             .collect()
     }
 
-    /// Every line: an object with v == 1 and a string type.
+    /// Every line: an object with v == VERSION (2) and a string type.
     fn check_envelope(v: &Value, ty: &str) {
         let o = v.as_object().expect("line is an object");
-        assert_eq!(o["v"], 1);
+        assert_eq!(o["v"], 2);
         assert_eq!(o["type"], ty);
     }
 
@@ -890,6 +794,7 @@ mod tests {
                 lost: Lost {
                     ringbuf: 3,
                     no_entry: 1,
+                    pin_map_full: 2,
                 },
                 pid_filter: Some(50),
             },
@@ -935,9 +840,10 @@ mod tests {
         assert_eq!(s["final"], true);
         assert_eq!(s["elapsed_s"], 2.004);
         assert_eq!(s["events"], 4);
-        assert_eq!(s["lost_events"], 4);
+        assert_eq!(s["lost_events"], 6);
         assert_eq!(s["lost_ringbuf"], 3);
         assert_eq!(s["lost_no_entry"], 1);
+        assert_eq!(s["lost_pin_map_full"], 2);
         assert_eq!(s["undecodable"], 1);
         assert_eq!(s["pid_filter"], 50);
     }
@@ -1079,7 +985,10 @@ mod tests {
     #[test]
     fn every_printed_field_is_in_the_contract() {
         let doc = include_str!("../../docs/json-lines.md");
-        assert!(doc.contains("version 1"), "doc names the contract version");
+        assert!(
+            doc.contains(&format!("version {VERSION}")),
+            "doc names the contract version"
+        );
 
         let mut out = Vec::new();
         let m = map_event(MapFn::IommuMap, 1, 1, 1, 1, 1, 0);
@@ -1109,16 +1018,12 @@ mod tests {
         let mut agg = Aggregator::new();
         agg.observe(&Event::Map(MapFn::IommuMap, m));
         agg.observe(&Event::Kvm(KvmOp::Register, k));
-        // One line of each pinning class, a start-up line and its `pinned` line.
-        for k in [
-            kind::PIN_USER_PAGES_FAST,
-            kind::UNPIN_USER_PAGES,
-            kind::ACCOUNT_LOCKED_VM,
-        ] {
-            let p = crate::pins::tests::pin_event(k, 1, 1, 1, 1, 1, 1);
-            write_event(&mut out, &Event::Pin(p), false).expect("write");
-            agg.observe(&Event::Pin(p));
-        }
+        // A process's pinning counters, a start-up line and their `pinned` lines.
+        agg.pins_mut().update(
+            Default::default(),
+            &[(1, crate::pins::tests::counters("p"))],
+            &[],
+        );
         let mut start = StartState::default();
         start.procs.insert(
             2,
@@ -1197,23 +1102,59 @@ mod tests {
         assert_eq!(
             types.into_iter().collect::<Vec<_>>(),
             [
-                "account",
                 "domain",
                 "finding",
                 "kind",
                 "kvm",
                 "kvm_noncoherent_dma",
                 "map",
-                "pin",
                 "pin_kind",
                 "pinned",
                 "probe",
                 "startup",
                 "summary",
-                "unmap",
-                "unpin"
+                "unmap"
             ]
         );
+    }
+
+    /// A `pinned` line carries the kernel's counters of the process: gross and net, of a
+    /// process that exited (folded) and of a live one.
+    #[test]
+    fn pinned_lines_carry_the_kernel_counters() {
+        let mut agg = Aggregator::new();
+        let mut gone = crate::pins::tests::counters("vfio-edu-worklo");
+        (gone.pin_calls, gone.pinned, gone.longterm, gone.unpinned) = (3, 72, 64, 64);
+        (gone.locked_vm_charged, gone.locked_vm_uncharged) = (64, 60);
+        (gone.iommufd_added, gone.iommufd_removed) = (8, 16);
+        let mut live = crate::pins::tests::counters("kworker/u8:0");
+        live.unpinned = 40;
+        agg.pins_mut()
+            .update(Default::default(), &[(10, live)], &[(77, gone)]);
+        let l = report(&agg);
+        let pinned: Vec<&Value> = l.iter().filter(|v| v["type"] == "pinned").collect();
+        assert_eq!(pinned.len(), 2);
+        let (k, w) = (pinned[0], pinned[1]);
+        check_envelope(w, "pinned");
+        assert_eq!((&k["pid"], &k["pinned_pages"]), (&10.into(), &(-40).into()));
+        assert_eq!(k["comm"], "kworker/u8:0");
+        assert_eq!(w["pid"], 77);
+        assert_eq!(w["comm"], "vfio-edu-worklo");
+        for (key, want) in [
+            ("pinned_pages", 0),
+            ("gross_pinned_pages", 72),
+            ("longterm_pinned_pages", 64),
+            ("gross_unpinned_pages", 64),
+            ("pin_calls", 3),
+            ("locked_vm_pages", 4),
+            ("iommufd_pinned_pages", -8),
+            ("locked_vm_charged_pages", 64),
+            ("locked_vm_uncharged_pages", 60),
+            ("iommufd_added_pages", 8),
+            ("iommufd_removed_pages", 16),
+        ] {
+            assert_eq!(w[key], want, "{key}: {w}");
+        }
     }
 
     #[test]

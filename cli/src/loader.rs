@@ -2,14 +2,20 @@
 //! fexit first, kprobe (+ kretprobe) as the fallback, skipped with a report
 //! when neither attaches.
 
+use std::path::Path;
+
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe},
 };
+use ioasid_ebpf_common::{PinCounters, PinKindCounters};
 
-use crate::aggregate::Lost;
+use crate::{
+    aggregate::Lost,
+    pins::{PIN_FUNCTIONS, PinAggregator, PinKindStats},
+};
 
 /// The eBPF object built by build.rs (empty when built with AYA_BUILD_SKIP).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ioasid-ebpf"));
@@ -99,9 +105,10 @@ const TARGETS: [Target; 6] = [
     },
 ];
 
-/// A pinning function: a [`Target`] plus, for functions with a return value, an
-/// fentry program that marks the thread as inside the call (and saves the
-/// arguments) for the unpins GUP makes inside it. None for the void unpins.
+/// A pinning function: a [`Target`] plus, for the pin functions, an fentry
+/// program that marks the thread as inside the call (and saves the arguments)
+/// for the unpins GUP makes inside it. None for the unpins and the accounting
+/// functions (their fexit has all it needs).
 struct PinTarget {
     target: Target,
     fentry: Option<&'static str>,
@@ -221,18 +228,18 @@ const PIN_TARGETS: [PinTarget; 15] = [
         "unpin_folios_kprobe",
         None,
     ),
-    // The accounting functions save their arguments in maps of their own (one may call
-    // the other), not in the pin map: their fentry marks nothing.
+    // The accounting functions mark nothing: no fentry. Their kprobe fallback saves the
+    // arguments in maps of their own (one may call the other), not in the pin map.
     pin_target(
         "__account_locked_vm",
-        Some("acct_fentry"),
+        None,
         "acct_fexit",
         "acct_kprobe",
         Some("acct_kretprobe"),
     ),
     pin_target(
         "iopt_pages_update_pinned",
-        Some("iopt_fentry"),
+        None,
         "iopt_fexit",
         "iopt_kprobe",
         Some("iopt_kretprobe"),
@@ -337,14 +344,18 @@ impl Session {
         RingBuf::try_from(map).context("opening the EVENTS ring buffer")
     }
 
-    /// Reads the per-CPU lost-event counters, summed over CPUs.
-    pub fn lost(&self) -> anyhow::Result<Lost> {
+    /// The per-CPU array map `name` of the object.
+    fn per_cpu_array<V: aya::Pod>(&self, name: &str) -> anyhow::Result<PerCpuArray<&MapData, V>> {
         let map = self
             .ebpf
-            .map("LOST")
-            .ok_or_else(|| anyhow!("eBPF object has no LOST map"))?;
-        let arr: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).context("opening the LOST per-CPU array")?;
+            .map(name)
+            .ok_or_else(|| anyhow!("eBPF object has no {name} map"))?;
+        PerCpuArray::try_from(map).with_context(|| format!("opening the {name} per-CPU array"))
+    }
+
+    /// Reads the per-CPU lost-event counters, summed over CPUs.
+    pub fn lost(&self) -> anyhow::Result<Lost> {
+        let arr = self.per_cpu_array::<u64>("LOST")?;
         let read = |slot: u32| -> anyhow::Result<u64> {
             let values = arr
                 .get(&slot, 0)
@@ -354,7 +365,58 @@ impl Session {
         Ok(Lost {
             ringbuf: read(ioasid_ebpf_common::lost::RINGBUF_FULL)?,
             no_entry: read(ioasid_ebpf_common::lost::NO_ENTRY)?,
+            pin_map_full: read(ioasid_ebpf_common::lost::PIN_MAP_FULL)?,
         })
+    }
+
+    /// Reads the kernel's pinning counters into `pins`: `PIN_KINDS` summed over
+    /// CPUs, and every `PINS` entry. The entries of processes gone from `proc_root`
+    /// are removed from the map (bounded: `PINS_MAX_ENTRIES`) and kept in `pins`.
+    pub fn read_pins(&mut self, pins: &mut PinAggregator, proc_root: &Path) -> anyhow::Result<()> {
+        let mut kinds = [PinKindStats::default(); PIN_FUNCTIONS.len()];
+        {
+            let arr = self.per_cpu_array::<PinKindCounters>("PIN_KINDS")?;
+            for (k, (name, index, _)) in kinds.iter_mut().zip(PIN_FUNCTIONS) {
+                let values = arr
+                    .get(&index, 0)
+                    .with_context(|| format!("reading PIN_KINDS[{index}] ({name})"))?;
+                *k = PinKindStats::sum(values.iter());
+            }
+        }
+        let map = self
+            .ebpf
+            .map_mut("PINS")
+            .ok_or_else(|| anyhow!("eBPF object has no PINS map"))?;
+        let mut procs: HashMap<_, u32, PinCounters> =
+            HashMap::try_from(map).context("opening the PINS hash map")?;
+        let entries = procs
+            .iter()
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading the PINS hash map")?;
+        let (mut live, mut removed) = (Vec::new(), Vec::new());
+        for (tgid, counters) in entries {
+            // A process that cannot be looked up is kept: removing a live one's entry
+            // could lose the counts it adds meanwhile.
+            let gone = !proc_root
+                .join(tgid.to_string())
+                .try_exists()
+                .unwrap_or(true);
+            if gone {
+                // Read again now that the process is gone: the first read may miss what
+                // it counted while it exited.
+                let last = procs
+                    .get(&tgid, 0)
+                    .with_context(|| format!("reading PINS entry of exited process {tgid}"))?;
+                procs
+                    .remove(&tgid)
+                    .with_context(|| format!("removing PINS entry of exited process {tgid}"))?;
+                removed.push((tgid, last));
+            } else {
+                live.push((tgid, counters));
+            }
+        }
+        pins.update(kinds, &live, &removed);
+        Ok(())
     }
 }
 
@@ -516,9 +578,10 @@ mod tests {
         assert_eq!(names, want);
         for pt in &PIN_TARGETS {
             let class = crate::pins::function_of_name(pt.target.function);
-            // Void unpins have neither fentry nor kretprobe; the others both.
+            // Void unpins have no kretprobe; only pins have an fentry (the inside-pin mark).
             let void = class == Some(crate::pins::Class::Unpin);
-            assert_eq!(pt.fentry.is_none(), void, "{}", pt.target.function);
+            let pin = class == Some(crate::pins::Class::Pin);
+            assert_eq!(pt.fentry.is_some(), pin, "{}", pt.target.function);
             assert_eq!(
                 pt.target.kretprobe.is_none(),
                 void,

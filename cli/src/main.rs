@@ -160,6 +160,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         let stop = STOP.load(Ordering::Relaxed);
         let now = Instant::now();
         if now >= next_tick && !args.once {
+            session
+                .read_pins(agg.pins_mut(), std::path::Path::new("/proc"))
+                .context("reading the pinning counters")?;
             let summary = Summary {
                 is_final: false,
                 elapsed: now - start,
@@ -202,6 +205,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     if let Some(s) = screen.take() {
         s.leave(&mut out)?;
     }
+    session
+        .read_pins(agg.pins_mut(), std::path::Path::new("/proc"))
+        .context("reading the pinning counters")?;
     let summary = Summary {
         is_final: true,
         elapsed: start.elapsed(),
@@ -271,8 +277,7 @@ fn drain<W: Write>(
                 }
                 let seen = agg.observe(&ev);
                 if args.json {
-                    jsonl::write_event(out, &ev, seen.wraps_nosync || seen.nested)
-                        .context("writing to stdout")?;
+                    jsonl::write_event(out, &ev, seen.wraps_nosync).context("writing to stdout")?;
                 }
             }
             Err(_) => agg.undecodable(),

@@ -144,15 +144,14 @@ pub fn render_pin_table(agg: &Aggregator, start: &StartState, width: Option<u16>
     let procs = agg.pins().procs();
     let pids: std::collections::BTreeSet<u32> =
         procs.keys().chain(start.procs.keys()).copied().collect();
-    let empty = crate::pins::PinStats::default();
+    let empty = ioasid_ebpf_common::PinCounters::default();
     for pid in &pids {
         let e = procs.get(pid).unwrap_or(&empty);
         let s = start.procs.get(pid);
-        let comm = if e.comm.is_empty() {
-            s.map_or(String::new(), |s| s.comm.clone())
-        } else {
-            e.comm.clone()
-        };
+        let mut comm = crate::pins::comm(e);
+        if comm.is_empty() {
+            comm = s.map_or_else(String::new, |s| s.comm.clone());
+        }
         t.add_row(vec![
             pid.to_string(),
             comm,
@@ -235,14 +234,19 @@ pub fn render_findings(findings: &[Finding], width: Option<u16>) -> String {
 
 /// Status lines above the table (also printed after `--once`).
 pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> String {
-    let Lost { ringbuf, no_entry } = s.lost;
+    let Lost {
+        ringbuf,
+        no_entry,
+        pin_map_full,
+    } = s.lost;
     let mut out = format!(
-        "ioasid-top  {:.0}s  events {}  lost {} (ring buffer full {}, kretprobe without entry {})",
+        "ioasid-top  {:.0}s  events {}  lost {} (ring buffer full {}, kretprobe without entry {}, pin map full {})",
         s.elapsed.as_secs_f64(),
         agg.events(),
         s.lost.total(),
         ringbuf,
-        no_entry
+        no_entry,
+        pin_map_full
     );
     if let Some(pid) = s.pid_filter {
         out.push_str(&format!("  pid {pid}"));
@@ -346,18 +350,11 @@ mod tests {
 
     #[test]
     fn pin_table_shows_events_and_start_state() {
-        use crate::pins::tests::pin_event;
         use crate::startstate::{IoasidFile, ProcStart};
         let mut agg = Aggregator::new();
-        agg.observe(&Event::Pin(pin_event(
-            ioasid_ebpf_common::kind::PIN_USER_PAGES_REMOTE,
-            77,
-            77,
-            0,
-            16,
-            crate::pins::FOLL_LONGTERM,
-            16,
-        )));
+        let mut c = crate::pins::tests::counters("vfio-edu-worklo");
+        (c.pin_calls, c.pinned, c.longterm) = (1, 16, 16);
+        agg.pins_mut().update(Default::default(), &[(77, c)], &[]);
         let mut start = StartState::default();
         let info = ioasid_uapi::fdinfo::IoasidFdinfo {
             account_mode: "user".into(),
@@ -430,6 +427,7 @@ mod tests {
             lost: Lost {
                 ringbuf: 2,
                 no_entry: 1,
+                pin_map_full: 4,
             },
             pid_filter: Some(9),
         };
@@ -446,7 +444,8 @@ mod tests {
             },
         ];
         let st = render_status(&Aggregator::new(), &s, &probes);
-        assert!(st.contains("lost 3"), "{st}");
+        assert!(st.contains("lost 7"), "{st}");
+        assert!(st.contains("pin map full 4"), "{st}");
         assert!(st.contains("iommu_map=fexit"));
         assert!(st.contains("iommu_unmap=kprobe"));
         assert!(st.contains("pid 9"));

@@ -187,21 +187,21 @@ pub fn check(jsonl: &str, status: i32, expected: &[Expected]) -> Result<String> 
 mod tests {
     use super::*;
 
-    const PROBE_LINES: &str = r#"{"v":1,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"iommu_map_nosync","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"iommu_unmap","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"iommu_unmap_fast","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"kvm_arch_register_noncoherent_dma","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"kvm_arch_unregister_noncoherent_dma","attach":"fexit","error":null}
-{"v":1,"type":"kind","fn":"iommu_map","calls":0,"failed":0,"bytes":0}
+    const PROBE_LINES: &str = r#"{"v":2,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"iommu_map_nosync","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"iommu_unmap","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"iommu_unmap_fast","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"kvm_arch_register_noncoherent_dma","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"kvm_arch_unregister_noncoherent_dma","attach":"fexit","error":null}
+{"v":2,"type":"kind","fn":"iommu_map","calls":0,"failed":0,"bytes":0}
 "#;
-    const KVM_ON: &str = r#"{"v":1,"type":"kvm","kvm":"0xffffc90000a41000","pid":77,"comm":"kvm-vfio-worklo","noncoherent_dma":true,"registers":1,"unregisters":0,"last_op":"register","last_ts_ns":1}
+    const KVM_ON: &str = r#"{"v":2,"type":"kvm","kvm":"0xffffc90000a41000","pid":77,"comm":"kvm-vfio-worklo","noncoherent_dma":true,"registers":1,"unregisters":0,"last_op":"register","last_ts_ns":1}
 "#;
-    const WBINVD: &str = r#"{"v":1,"type":"finding","rule":"unneeded-wbinvd-exposure","severity":"warning","title":"t","subject":"s","pid":77,"kvm":"0xffffc90000a41000","devices":["0000:00:03.0"],"evidence":"bound to vfio-pci","why":"w","action":"a"}
+    const WBINVD: &str = r#"{"v":2,"type":"finding","rule":"unneeded-wbinvd-exposure","severity":"warning","title":"t","subject":"s","pid":77,"kvm":"0xffffc90000a41000","devices":["0000:00:03.0"],"evidence":"bound to vfio-pci","why":"w","action":"a"}
 "#;
-    const MEMLOCK: &str = r#"{"v":1,"type":"finding","rule":"pins-over-memlock","severity":"warning","title":"t","subject":"s","pid":88,"kvm":null,"devices":[],"evidence":"e","why":"w","action":"a"}
+    const MEMLOCK: &str = r#"{"v":2,"type":"finding","rule":"pins-over-memlock","severity":"warning","title":"t","subject":"s","pid":88,"kvm":null,"devices":[],"evidence":"e","why":"w","action":"a"}
 "#;
-    const SUMMARY: &str = r#"{"v":1,"type":"summary","final":true,"elapsed_s":1.0,"events":2,"lost_events":0}
+    const SUMMARY: &str = r#"{"v":2,"type":"summary","final":true,"elapsed_s":1.0,"events":2,"lost_events":0}
 "#;
 
     fn out(parts: &[&str]) -> String {

@@ -101,7 +101,12 @@ fn parse(top: &str, pid: u64) -> Result<Parsed> {
     for (n, line) in top.lines().enumerate() {
         let v: Value = serde_json::from_str(line)
             .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
-        ensure!(v["v"] == 1, "line {} has no \"v\":1: {line}", n + 1);
+        ensure!(
+            v["v"] == crate::TOP_JSON_VERSION,
+            "line {} is not of version {}: {line}",
+            n + 1,
+            crate::TOP_JSON_VERSION
+        );
         let ty = str_field(&v, "type")?;
         match ty {
             "probe" => p.probes.push((
@@ -386,31 +391,31 @@ mod tests {
         }
     }
 
-    const PROBES: &str = r#"{"v":1,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"kvm_arch_register_noncoherent_dma","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"kvm_arch_unregister_noncoherent_dma","attach":"fexit","error":null}
+    const PROBES: &str = r#"{"v":2,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"kvm_arch_register_noncoherent_dma","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"kvm_arch_unregister_noncoherent_dma","attach":"fexit","error":null}
 "#;
 
     fn block(reg: u64, unreg: u64, kvm: Option<(bool, u64, u64)>, is_final: bool) -> String {
         let mut s = format!(
-            "{{\"v\":1,\"type\":\"kind\",\"fn\":\"kvm_arch_register_noncoherent_dma\",\"calls\":{reg},\"failed\":0,\"bytes\":0}}\n\
-             {{\"v\":1,\"type\":\"kind\",\"fn\":\"kvm_arch_unregister_noncoherent_dma\",\"calls\":{unreg},\"failed\":0,\"bytes\":0}}\n"
+            "{{\"v\":2,\"type\":\"kind\",\"fn\":\"kvm_arch_register_noncoherent_dma\",\"calls\":{reg},\"failed\":0,\"bytes\":0}}\n\
+             {{\"v\":2,\"type\":\"kind\",\"fn\":\"kvm_arch_unregister_noncoherent_dma\",\"calls\":{unreg},\"failed\":0,\"bytes\":0}}\n"
         );
         if let Some((on, r, u)) = kvm {
             let op = if on { "register" } else { "unregister" };
             s.push_str(&format!(
-                "{{\"v\":1,\"type\":\"kvm\",\"kvm\":\"0xffffc90000a41000\",\"pid\":70,\"comm\":\"kvm-vfio-worklo\",\"noncoherent_dma\":{on},\"registers\":{r},\"unregisters\":{u},\"last_op\":\"{op}\",\"last_ts_ns\":5}}\n"
+                "{{\"v\":2,\"type\":\"kvm\",\"kvm\":\"0xffffc90000a41000\",\"pid\":70,\"comm\":\"kvm-vfio-worklo\",\"noncoherent_dma\":{on},\"registers\":{r},\"unregisters\":{u},\"last_op\":\"{op}\",\"last_ts_ns\":5}}\n"
             ));
         }
         s.push_str(&format!(
-            "{{\"v\":1,\"type\":\"summary\",\"final\":{is_final},\"lost_events\":0}}\n"
+            "{{\"v\":2,\"type\":\"summary\",\"final\":{is_final},\"lost_events\":0}}\n"
         ));
         s
     }
 
     fn call(op: &str, pid: u32) -> String {
         format!(
-            "{{\"v\":1,\"type\":\"kvm_noncoherent_dma\",\"fn\":\"kvm_arch_{op}_noncoherent_dma\",\"pid\":{pid},\"op\":\"{op}\",\"kvm\":\"0xffffc90000a41000\"}}\n"
+            "{{\"v\":2,\"type\":\"kvm_noncoherent_dma\",\"fn\":\"kvm_arch_{op}_noncoherent_dma\",\"pid\":{pid},\"op\":\"{op}\",\"kvm\":\"0xffffc90000a41000\"}}\n"
         )
     }
 

@@ -35,3 +35,6 @@ pub mod tap;
 pub mod topcheck;
 pub mod vfio;
 pub mod workload;
+
+/// The version of ioasid-top's JSON Lines contract (`docs/json-lines.md`) these checks read.
+pub const TOP_JSON_VERSION: u64 = 2;

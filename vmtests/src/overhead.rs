@@ -135,8 +135,19 @@ pub struct Seen {
     pub events: u64,
     /// Records lost (ioasid-top: its lost-event counters; bpftrace: its "Lost N events").
     pub lost: u64,
-    /// Calls per traced function (all processes).
+    /// Calls per traced function (all processes) of which the tracer makes one record each.
     pub calls: BTreeMap<String, u64>,
+    /// ioasid-top only: the process's pinning as counted in the kernel (its last `pinned`
+    /// line): long-term pins taken, pages iommufd counted in and out of `pinned_vm`.
+    pub pins: Option<PinsSeen>,
+}
+
+/// What ioasid-top's `pinned` line says about the bench's process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PinsSeen {
+    pub longterm_pinned_pages: u64,
+    pub iommufd_added_pages: u64,
+    pub iommufd_removed_pages: u64,
 }
 
 impl Seen {
@@ -181,6 +192,17 @@ impl Seen {
             "the maps went to {} domains, expected one",
             self.domains
         );
+        // Every MAP of a page pins it long-term and counts it in iommufd's pinned_vm; every
+        // UNMAP counts it out (the in-kernel pin counters must not miss a call either).
+        if let Some(p) = self.pins {
+            let pages = bytes / 4096;
+            let want = PinsSeen {
+                longterm_pinned_pages: pages,
+                iommufd_added_pages: pages,
+                iommufd_removed_pages: pages,
+            };
+            ensure!(p == want, "pinning counted {p:?}, expected {want:?}");
+        }
         Ok(())
     }
 }
@@ -222,7 +244,7 @@ pub fn parse_top(jsonl: &str, pid: u32) -> Result<Seen> {
     let mut last_summary = None;
     for line in jsonl.lines() {
         let is = |ty: &str| line.contains(&format!(r#""type":"{ty}""#));
-        if !(is("domain") || is("kind") || is("pin_kind") || is("summary")) {
+        if !(is("domain") || is("kind") || is("pinned") || is("summary")) {
             continue;
         }
         let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
@@ -240,11 +262,18 @@ pub fn parse_top(jsonl: &str, pid: u32) -> Result<Seen> {
                     ],
                 );
             }
-            // Every traced function's calls, the pinning ones (`pin_kind`) too: the summary's
-            // `events` counts them all.
-            Some("kind") | Some("pin_kind") => {
+            // The calls of the functions with one record each (the summary's `events`); the
+            // pinning functions' calls are counted in the kernel (`pin_kind`, `pinned`).
+            Some("kind") => {
                 let f = v["fn"].as_str().context("kind line without fn")?;
                 seen.calls.insert(f.to_owned(), u64_of(&v, "calls")?);
+            }
+            Some("pinned") if v["pid"].as_u64() == Some(u64::from(pid)) => {
+                seen.pins = Some(PinsSeen {
+                    longterm_pinned_pages: u64_of(&v, "longterm_pinned_pages")?,
+                    iommufd_added_pages: u64_of(&v, "iommufd_added_pages")?,
+                    iommufd_removed_pages: u64_of(&v, "iommufd_removed_pages")?,
+                });
             }
             Some("summary") => last_summary = Some(v),
             _ => {}
@@ -936,32 +965,53 @@ pub fn main_with(args: &crate::bench::Args) -> Result<()> {
 mod tests {
     use super::*;
 
-    const TOP: &str = r#"{"v":1,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
-{"v":1,"type":"probe","fn":"iommu_map_nosync","attach":"fexit","error":null}
-{"v":1,"type":"map","fn":"iommu_map_nosync","pid":42,"comm":"ioasid-bench","domain":"0xd1","iova":"0x100000000","size":4096,"ret":0}
-{"v":1,"type":"kind","fn":"iommu_map","calls":1,"failed":0,"bytes":4096}
-{"v":1,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":1,"unmaps":0,"mapped_bytes":4096,"failed_maps":0,"gross_mapped_bytes":4096,"gross_unmapped_bytes":0}
-{"v":1,"type":"summary","final":false,"elapsed_s":1.0,"events":2,"lost_events":0,"lost_ringbuf":0,"lost_no_entry":0,"undecodable":0,"pid_filter":null}
-{"v":1,"type":"kind","fn":"iommu_map","calls":2,"failed":0,"bytes":8192}
-{"v":1,"type":"kind","fn":"iommu_unmap","calls":2,"failed":0,"bytes":8192}
-{"v":1,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":2,"unmaps":2,"mapped_bytes":0,"failed_maps":0,"gross_mapped_bytes":8192,"gross_unmapped_bytes":8192}
-{"v":1,"type":"domain","pid":7,"comm":"other","domain":"0xd2","maps":5,"unmaps":0,"mapped_bytes":20480,"failed_maps":0,"gross_mapped_bytes":20480,"gross_unmapped_bytes":0}
-{"v":1,"type":"summary","final":true,"elapsed_s":2.0,"events":6,"lost_events":0,"lost_ringbuf":0,"lost_no_entry":0,"undecodable":0,"pid_filter":null}
+    const TOP: &str = r#"{"v":2,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
+{"v":2,"type":"probe","fn":"iommu_map_nosync","attach":"fexit","error":null}
+{"v":2,"type":"map","fn":"iommu_map_nosync","pid":42,"comm":"ioasid-bench","domain":"0xd1","iova":"0x100000000","size":4096,"ret":0}
+{"v":2,"type":"kind","fn":"iommu_map","calls":1,"failed":0,"bytes":4096}
+{"v":2,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":1,"unmaps":0,"mapped_bytes":4096,"failed_maps":0,"gross_mapped_bytes":4096,"gross_unmapped_bytes":0}
+{"v":2,"type":"summary","final":false,"elapsed_s":1.0,"events":2,"lost_events":0,"lost_ringbuf":0,"lost_no_entry":0,"undecodable":0,"pid_filter":null}
+{"v":2,"type":"kind","fn":"iommu_map","calls":2,"failed":0,"bytes":8192}
+{"v":2,"type":"kind","fn":"iommu_unmap","calls":2,"failed":0,"bytes":8192}
+{"v":2,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":2,"unmaps":2,"mapped_bytes":0,"failed_maps":0,"gross_mapped_bytes":8192,"gross_unmapped_bytes":8192}
+{"v":2,"type":"domain","pid":7,"comm":"other","domain":"0xd2","maps":5,"unmaps":0,"mapped_bytes":20480,"failed_maps":0,"gross_mapped_bytes":20480,"gross_unmapped_bytes":0}
+{"v":2,"type":"summary","final":true,"elapsed_s":2.0,"events":6,"lost_events":0,"lost_ringbuf":0,"lost_no_entry":0,"undecodable":0,"pid_filter":null}
 "#;
 
     #[test]
-    fn pinning_calls_are_traced_calls_too() {
-        // The final report of TOP plus two pinning functions' calls: the summary's 6 events are
-        // the 4 IOMMU calls and these 2.
-        let with_pins = TOP.replace(
-            r#"{"v":1,"type":"summary","final":true"#,
-            "{\"v\":1,\"type\":\"pin_kind\",\"fn\":\"pin_user_pages_fast\",\"calls\":1,\"failed\":0,\"pages\":1}\n\
-             {\"v\":1,\"type\":\"pin_kind\",\"fn\":\"unpin_user_pages\",\"calls\":1,\"failed\":0,\"pages\":1}\n\
-             {\"v\":1,\"type\":\"summary\",\"final\":true",
-        );
+    fn pinning_is_counted_not_recorded() {
+        // The final report of TOP plus the pinning lines: pinning calls are not events (the
+        // summary's 6 events are not 4 + 2 pin calls), and the process's pinned line must
+        // have exactly one long-term pin and one iommufd page in and out per mapped page.
+        let pinned = |longterm: u64| {
+            format!(
+                "{{\"v\":2,\"type\":\"pin_kind\",\"fn\":\"pin_user_pages_fast\",\"calls\":2,\"failed\":0,\"pages\":2}}\n\
+                 {{\"v\":2,\"type\":\"pinned\",\"pid\":42,\"longterm_pinned_pages\":{longterm},\"iommufd_added_pages\":2,\"iommufd_removed_pages\":2}}\n\
+                 {{\"v\":2,\"type\":\"summary\",\"final\":true"
+            )
+        };
+        let with_pins = TOP
+            .replace(r#"{"v":2,"type":"summary","final":true"#, &pinned(2))
+            .replace(
+                r#""final":true,"elapsed_s":2.0,"events":6"#,
+                r#""final":true,"elapsed_s":2.0,"events":4"#,
+            );
         let seen = parse_top(&with_pins, 42).unwrap();
-        assert_eq!(seen.calls.values().sum::<u64>(), 6);
+        assert_eq!(seen.calls.values().sum::<u64>(), 4);
+        assert_eq!(seen.pins.map(|p| p.longterm_pinned_pages), Some(2));
         seen.verify(2, 4096, false).unwrap();
+        let one_missing = TOP
+            .replace(r#"{"v":2,"type":"summary","final":true"#, &pinned(1))
+            .replace(
+                r#""final":true,"elapsed_s":2.0,"events":6"#,
+                r#""final":true,"elapsed_s":2.0,"events":4"#,
+            );
+        let err = parse_top(&one_missing, 42)
+            .unwrap()
+            .verify(2, 4096, false)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pinning counted"), "{err}");
     }
 
     #[test]

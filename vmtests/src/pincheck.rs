@@ -37,7 +37,12 @@ fn lines(text: &str) -> Result<Vec<Value>> {
         .map(|(n, l)| {
             let v: Value = serde_json::from_str(l)
                 .with_context(|| format!("line {} is not JSON: {l}", n + 1))?;
-            ensure!(v["v"] == 1, "line {} has no \"v\":1: {l}", n + 1);
+            ensure!(
+                v["v"] == crate::TOP_JSON_VERSION,
+                "line {} is not of version {}: {l}",
+                n + 1,
+                crate::TOP_JSON_VERSION
+            );
             Ok(v)
         })
         .collect()
@@ -132,29 +137,30 @@ pub fn check(events_jsonl: &str, start_jsonl: &str, workload: &str) -> Result<St
         i(&p, "pinned_pages")? == 0,
         "events: net pinned_pages is not 0: {p}"
     );
-    // The accounting calls, from the per-call lines of the workload's process.
-    let account = |target: &str, inc: bool| -> Result<u64> {
-        ev.iter()
-            .filter(|v| {
-                v["type"] == "account"
-                    && v["pid"] == pid
-                    && v["target"] == target
-                    && v["inc"] == inc
-                    && v["ret"] == 0
-            })
-            .map(|v| u(v, "pages"))
-            .sum()
-    };
+    // The accounting calls of the workload's process, gross: what was charged and uncharged.
     let (want_locked, want_iommufd) = match fin.backend.as_str() {
         "type1" => (pages, 0),
         "iommufd" => (0, pages),
         _ => (0, 0),
     };
-    for (target, want) in [("locked_vm", want_locked), ("iommufd_pinned", want_iommufd)] {
-        let (up, down) = (account(target, true)?, account(target, false)?);
+    for (target, up, down, want) in [
+        (
+            "locked_vm",
+            "locked_vm_charged_pages",
+            "locked_vm_uncharged_pages",
+            want_locked,
+        ),
+        (
+            "iommufd_pinned",
+            "iommufd_added_pages",
+            "iommufd_removed_pages",
+            want_iommufd,
+        ),
+    ] {
+        let (up, down) = (u(&p, up)?, u(&p, down)?);
         ensure!(
             up == want && down == want,
-            "events: {target} accounted +{up} -{down} pages, expected +{want} -{want}"
+            "events: {target} accounted +{up} -{down} pages, expected +{want} -{want}: {p}"
         );
     }
     ensure!(
@@ -246,28 +252,37 @@ mod tests {
         )
     }
 
-    const PINNED: &str = r#"{"v":1,"type":"pinned","pid":42,"comm":"vfio-edu-worklo","pinned_pages":0,"gross_pinned_pages":32,"longterm_pinned_pages":32,"gross_unpinned_pages":32,"failed_pins":0,"locked_vm_pages":0,"iommufd_pinned_pages":0,"start_vm_pin_pages":null,"start_vm_lck_pages":null}"#;
-    const SUMMARY: &str = r#"{"v":1,"type":"summary","final":true,"lost_events":0}"#;
+    const PINNED: &str = r#"{"v":2,"type":"pinned","pid":42,"comm":"vfio-edu-worklo","pinned_pages":0,"gross_pinned_pages":32,"longterm_pinned_pages":32,"gross_unpinned_pages":32,"failed_pins":0,"locked_vm_pages":0,"iommufd_pinned_pages":0,"locked_vm_charged_pages":0,"locked_vm_uncharged_pages":0,"iommufd_added_pages":0,"iommufd_removed_pages":0,"start_vm_pin_pages":null,"start_vm_lck_pages":null}"#;
+    const SUMMARY: &str = r#"{"v":2,"type":"summary","final":true,"lost_events":0}"#;
 
-    fn events(account: &str) -> String {
-        if account.is_empty() {
-            format!("{PINNED}\n{SUMMARY}\n")
-        } else {
-            format!("{account}\n{PINNED}\n{SUMMARY}\n")
-        }
-    }
-
-    fn acct(target: &str) -> String {
-        format!(
-            r#"{{"v":1,"type":"account","pid":42,"target":"{target}","inc":true,"pages":32,"ret":0}}
-{{"v":1,"type":"account","pid":42,"target":"{target}","inc":false,"pages":32,"ret":0}}"#
-        )
+    /// ioasid-top's events output: the workload's `pinned` line with 32 pages charged and
+    /// uncharged through `target` (`locked_vm`, `iommufd_pinned`, or none for "").
+    fn events(target: &str) -> String {
+        let pinned = match target {
+            "locked_vm" => PINNED
+                .replace(
+                    "\"locked_vm_charged_pages\":0",
+                    "\"locked_vm_charged_pages\":32",
+                )
+                .replace(
+                    "\"locked_vm_uncharged_pages\":0",
+                    "\"locked_vm_uncharged_pages\":32",
+                ),
+            "iommufd_pinned" => PINNED
+                .replace("\"iommufd_added_pages\":0", "\"iommufd_added_pages\":32")
+                .replace(
+                    "\"iommufd_removed_pages\":0",
+                    "\"iommufd_removed_pages\":32",
+                ),
+            _ => PINNED.to_owned(),
+        };
+        format!("{pinned}\n{SUMMARY}\n")
     }
 
     fn start(pin: u64, lck: u64, files: &str) -> String {
         format!(
-            r#"{{"v":1,"type":"startup","pid":42,"comm":"vfio-edu-worklo","vm_pin_pages":{pin},"vm_lck_pages":{lck},"ioasid_files":{files}}}
-{{"v":1,"type":"pinned","pid":42,"start_vm_pin_pages":{pin},"start_vm_lck_pages":{lck}}}
+            r#"{{"v":2,"type":"startup","pid":42,"comm":"vfio-edu-worklo","vm_pin_pages":{pin},"vm_lck_pages":{lck},"ioasid_files":{files}}}
+{{"v":2,"type":"pinned","pid":42,"start_vm_pin_pages":{pin},"start_vm_lck_pages":{lck}}}
 {SUMMARY}
 "#
         )
@@ -280,14 +295,14 @@ mod tests {
     #[test]
     fn type1_iommufd_and_ioasid_pass() {
         let v = check(
-            &events(&acct("locked_vm")),
+            &events("locked_vm"),
             &start(0, 32, "[]"),
             &workload("type1", TYPE1_VM),
         )
         .unwrap();
         assert!(v.contains("locked_vm +/-32"), "{v}");
         check(
-            &events(&acct("iommufd_pinned")),
+            &events("iommufd_pinned"),
             &start(32, 0, "[]"),
             &workload("iommufd", PIN_VM),
         )
@@ -347,11 +362,17 @@ mod tests {
             )
             .is_err()
         );
+        // Charged but never uncharged.
+        let kept = events("locked_vm").replace(
+            "\"locked_vm_uncharged_pages\":32",
+            "\"locked_vm_uncharged_pages\":0",
+        );
+        assert!(check(&kept, &start(0, 32, "[]"), &workload("type1", TYPE1_VM)).is_err());
         // The kernel charged what the test did not expect (VmLck for iommufd).
         let lck = PIN_VM.replace("\"lck_held\":0", "\"lck_held\":128");
         assert!(
             check(
-                &events(&acct("iommufd_pinned")),
+                &events("iommufd_pinned"),
                 &start(32, 32, "[]"),
                 &workload("iommufd", &lck)
             )

@@ -71,7 +71,12 @@ pub fn seen_by_top(jsonl: &str, comm: &str) -> Result<Seen> {
     for (n, line) in jsonl.lines().enumerate() {
         let v: Value = serde_json::from_str(line)
             .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
-        ensure!(v["v"] == 1, "line {} has no \"v\":1: {line}", n + 1);
+        ensure!(
+            v["v"] == crate::TOP_JSON_VERSION,
+            "line {} is not of version {}: {line}",
+            n + 1,
+            crate::TOP_JSON_VERSION
+        );
         match v["type"].as_str() {
             Some("map") if v["comm"] == comm && v["ret"] == 0 => {
                 let domain = v["domain"]
@@ -151,13 +156,13 @@ pub fn compare(areas: &[(u64, u64)], seen: &Seen) -> Result<String> {
 mod tests {
     use super::*;
 
-    const TOP: &str = r#"{"v":1,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
-{"v":1,"type":"map","fn":"iommu_map_nosync","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x100000","size":4096,"ret":0}
-{"v":1,"type":"map","fn":"iommu_map","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x100000","size":4096,"ret":0}
-{"v":1,"type":"map","fn":"iommu_map_nosync","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x101000","size":4096,"ret":0}
-{"v":1,"type":"map","fn":"iommu_map_nosync","comm":"other","domain":"0xffff2","iova":"0x900000","size":4096,"ret":0}
-{"v":1,"type":"unmap","fn":"iommu_unmap","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x100000","size":8192,"unmapped":8192}
-{"v":1,"type":"summary","final":true,"lost_events":0}
+    const TOP: &str = r#"{"v":2,"type":"probe","fn":"iommu_map","attach":"fexit","error":null}
+{"v":2,"type":"map","fn":"iommu_map_nosync","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x100000","size":4096,"ret":0}
+{"v":2,"type":"map","fn":"iommu_map","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x100000","size":4096,"ret":0}
+{"v":2,"type":"map","fn":"iommu_map_nosync","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x101000","size":4096,"ret":0}
+{"v":2,"type":"map","fn":"iommu_map_nosync","comm":"other","domain":"0xffff2","iova":"0x900000","size":4096,"ret":0}
+{"v":2,"type":"unmap","fn":"iommu_unmap","comm":"vfio-edu-worklo","domain":"0xffff1","iova":"0x100000","size":8192,"unmapped":8192}
+{"v":2,"type":"summary","final":true,"lost_events":0}
 "#;
     const WORKLOAD: &str = r#"{"backend":"iommufd","bdf":"0000:00:03.0","maps":[{"iova":1048576,"size":8192}],"dma_ok":true}"#;
 

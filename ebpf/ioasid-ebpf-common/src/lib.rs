@@ -1,7 +1,7 @@
 //! Event records shared by the ioasid-top eBPF programs and userspace.
 //!
 //! This crate is the ONLY definition of the records that cross the ring
-//! buffer. Every record starts with an [`EventHeader`]; `header.kind` says
+//! buffer, and of the values of the maps userspace reads (pinning counters). Every record starts with an [`EventHeader`]; `header.kind` says
 //! which record follows and `header.size` its full size in bytes, so a reader
 //! can skip kinds it does not know and a newer producer may append fields at
 //! the end of a record without breaking older readers.
@@ -31,49 +31,15 @@ pub mod kind {
     /// `iommu_unmap_fast()` returned; record is [`super::UnmapEvent`].
     pub const IOMMU_UNMAP_FAST: u16 = 6;
 
-    // Page pinning and its accounting: every record is a [`super::PinEvent`].
-    // These kinds start at 32 so the two ranges grow apart without clashing.
-    /// `pin_user_pages_fast()` returned.
-    pub const PIN_USER_PAGES_FAST: u16 = 32;
-    /// `pin_user_pages_remote()` returned.
-    pub const PIN_USER_PAGES_REMOTE: u16 = 33;
-    /// `pin_user_pages()` returned.
-    pub const PIN_USER_PAGES: u16 = 34;
-    /// `pin_user_pages_unlocked()` returned.
-    pub const PIN_USER_PAGES_UNLOCKED: u16 = 35;
-    /// `memfd_pin_folios()` returned (one pin per folio).
-    pub const MEMFD_PIN_FOLIOS: u16 = 36;
-    /// `folio_add_pins()` returned (pins added to an already pinned folio).
-    pub const FOLIO_ADD_PINS: u16 = 37;
-    /// `unpin_user_page()` was called.
-    pub const UNPIN_USER_PAGE: u16 = 40;
-    /// `unpin_folio()` was called.
-    pub const UNPIN_FOLIO: u16 = 41;
-    /// `unpin_user_pages()` was called.
-    pub const UNPIN_USER_PAGES: u16 = 42;
-    /// `unpin_user_pages_dirty_lock()` was called.
-    pub const UNPIN_USER_PAGES_DIRTY_LOCK: u16 = 43;
-    /// `unpin_user_page_range_dirty_lock()` was called.
-    pub const UNPIN_USER_PAGE_RANGE_DIRTY_LOCK: u16 = 44;
-    /// `unpin_user_folio()` was called.
-    pub const UNPIN_USER_FOLIO: u16 = 45;
-    /// `unpin_folios()` was called.
-    pub const UNPIN_FOLIOS: u16 = 46;
-    /// `__account_locked_vm()` returned (charge or uncharge of an mm's `locked_vm`).
-    pub const ACCOUNT_LOCKED_VM: u16 = 48;
-    /// `iopt_pages_update_pinned()` returned (iommufd's `pinned_vm` and, per its
-    /// account mode, `locked_vm`).
-    pub const IOPT_PAGES_UPDATE_PINNED: u16 = 49;
+    // 32..=49 were the per-call pin, unpin and accounting records (ring buffer) before
+    // pinning was counted in the kernel ([`super::PinCounters`]): retired, never reuse them.
 }
 
 /// Bits of `EventHeader::flags`.
 pub mod flags {
     /// The record was produced by the kprobe/kretprobe fallback (not fentry/fexit).
     pub const VIA_KPROBE: u32 = 1 << 0;
-    /// An unpin made while the same thread was inside a traced pin function:
-    /// GUP dropping pins it took itself (migration before a long-term pin),
-    /// already netted out of that pin call's return value.
-    pub const INSIDE_PIN: u32 = 1 << 1;
+    // 1 << 1 was INSIDE_PIN of the retired pin records: never reuse it.
 }
 
 /// `prot` bits of `iommu_map()` (include/linux/iommu.h).
@@ -94,8 +60,149 @@ pub mod lost {
     /// A kretprobe fired without the arguments its kprobe should have stored
     /// (argument map full, or the probe was attached mid-call).
     pub const NO_ENTRY: u32 = 1;
+    /// A pinning call of a process that has no entry in the `PINS` map and could
+    /// not get one (map full): its per-process counts were not updated.
+    pub const PIN_MAP_FULL: u32 = 2;
     /// Number of slots.
-    pub const SLOTS: u32 = 2;
+    pub const SLOTS: u32 = 3;
+}
+
+/// `FOLL_LONGTERM` of `enum gup_flags` (include/linux/mm_types.h, 1 << 8 since
+/// Linux 6.2): a pin call with it takes long-term pins.
+pub const FOLL_LONGTERM: u32 = 1 << 8;
+
+/// The traced pinning functions: their index in the per-CPU `PIN_KINDS` array
+/// of [`PinKindCounters`], in report order. Values are stable.
+pub mod pin_fn {
+    pub const PIN_USER_PAGES_FAST: u32 = 0;
+    pub const PIN_USER_PAGES_REMOTE: u32 = 1;
+    pub const PIN_USER_PAGES: u32 = 2;
+    pub const PIN_USER_PAGES_UNLOCKED: u32 = 3;
+    /// One pin per folio.
+    pub const MEMFD_PIN_FOLIOS: u32 = 4;
+    /// Pins added to an already pinned folio (returns 0, adds its `pins` argument).
+    pub const FOLIO_ADD_PINS: u32 = 5;
+    pub const UNPIN_USER_PAGE: u32 = 6;
+    pub const UNPIN_FOLIO: u32 = 7;
+    pub const UNPIN_USER_PAGES: u32 = 8;
+    pub const UNPIN_USER_PAGES_DIRTY_LOCK: u32 = 9;
+    pub const UNPIN_USER_PAGE_RANGE_DIRTY_LOCK: u32 = 10;
+    pub const UNPIN_USER_FOLIO: u32 = 11;
+    pub const UNPIN_FOLIOS: u32 = 12;
+    /// Charge or uncharge of an mm's `locked_vm`.
+    pub const ACCOUNT_LOCKED_VM: u32 = 13;
+    /// iommufd's `pinned_vm` and, per its account mode, `locked_vm`.
+    pub const IOPT_PAGES_UPDATE_PINNED: u32 = 14;
+    /// Number of functions (slots of `PIN_KINDS`).
+    pub const COUNT: u32 = 15;
+}
+
+/// Entries of the `PINS` hash map (per-process counters, key: tgid). Userspace
+/// removes the entries of processes that have exited (folding their counts
+/// into its own totals) at every report; a pinning call of a new process when
+/// the map is full is counted in [`lost::PIN_MAP_FULL`].
+pub const PINS_MAX_ENTRIES: u32 = 8192;
+
+/// Per-process pinning counters: the value of the `PINS` hash map, keyed by
+/// thread group id (u32). Every counter is cumulative since attach and only
+/// ever grows, by atomic adds (threads of one process pin on several CPUs at
+/// once); pages are pins (one per page, see `cli/src/pins.rs`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinCounters {
+    /// Pin calls (successful or not).
+    pub pin_calls: u64,
+    /// Pin calls that failed (negative return).
+    pub failed_pins: u64,
+    /// Pins taken.
+    pub pinned: u64,
+    /// ... of which by a call with `FOLL_LONGTERM` (all of `memfd_pin_folios`
+    /// and `folio_add_pins`).
+    pub longterm: u64,
+    /// Pins dropped (not counting nested or inside-pin unpins).
+    pub unpinned: u64,
+    /// Pins dropped by GUP inside a pin call of the same thread (not in `unpinned`).
+    pub unpinned_inside_pin: u64,
+    /// `__account_locked_vm` pages charged / uncharged (mm `locked_vm`, VmLck).
+    pub locked_vm_charged: u64,
+    pub locked_vm_uncharged: u64,
+    /// `iopt_pages_update_pinned` pages added / removed (iommufd's `pinned_vm`).
+    pub iommufd_added: u64,
+    pub iommufd_removed: u64,
+    /// `comm` of the thread of the last call, NUL padded. Written without a
+    /// lock: two threads with different names racing may leave a mix.
+    pub comm: [u8; COMM_LEN],
+}
+
+impl PinCounters {
+    /// Long-term pins held now, as far as the calls tell: long-term pins taken
+    /// minus pins dropped by the process. Short-term pins (I/O in flight:
+    /// 9p, O_DIRECT) are left out: whoever completes the I/O drops them,
+    /// often a kworker, so they would never net out in the pinning process.
+    /// Negative when the process drops pins taken before attach (or drops its
+    /// own short-term pins itself: unpins do not say which kind they drop).
+    pub fn net_pinned(&self) -> i128 {
+        self.longterm as i128 - self.unpinned as i128
+    }
+
+    /// Net pages charged to `locked_vm` through `__account_locked_vm`.
+    pub fn net_locked_vm(&self) -> i128 {
+        self.locked_vm_charged as i128 - self.locked_vm_uncharged as i128
+    }
+
+    /// Net pages counted through `iopt_pages_update_pinned`.
+    pub fn net_iommufd(&self) -> i128 {
+        self.iommufd_added as i128 - self.iommufd_removed as i128
+    }
+
+    /// Adds `other`'s counts (saturating); `other`'s comm wins when it has one
+    /// (userspace: folding an exited process's counts with a newer entry's).
+    pub fn add(&mut self, other: &PinCounters) {
+        if other.comm[0] != 0 {
+            self.comm = other.comm;
+        }
+        for (a, b) in [
+            (&mut self.pin_calls, other.pin_calls),
+            (&mut self.failed_pins, other.failed_pins),
+            (&mut self.pinned, other.pinned),
+            (&mut self.longterm, other.longterm),
+            (&mut self.unpinned, other.unpinned),
+            (&mut self.unpinned_inside_pin, other.unpinned_inside_pin),
+            (&mut self.locked_vm_charged, other.locked_vm_charged),
+            (&mut self.locked_vm_uncharged, other.locked_vm_uncharged),
+            (&mut self.iommufd_added, other.iommufd_added),
+            (&mut self.iommufd_removed, other.iommufd_removed),
+        ] {
+            *a = a.saturating_add(b);
+        }
+    }
+}
+
+/// Per pinning function counters (every call, nested or not): the value of the
+/// per-CPU `PIN_KINDS` array, indexed by [`pin_fn`]; userspace sums the CPUs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinKindCounters {
+    pub calls: u64,
+    /// Pins and accounting: calls that returned an error; unpins: 0.
+    pub failed: u64,
+    /// Pins taken, pins dropped, or pages (un)charged by successful calls.
+    pub pages: u64,
+}
+
+/// Value of the `UNPIN_PAIR` map (key: pid_tgid): the last counted call of the
+/// pair `unpin_user_pages_dirty_lock(make_dirty = false)` → `unpin_user_pages()`
+/// (same array and count) on this thread, so that the other call of the pair
+/// is not counted again (fexit sees the inner call first, kprobes the outer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnpinPair {
+    pub obj: u64,
+    pub count: u64,
+    /// Which call was counted: [`pin_fn::UNPIN_USER_PAGES`] or
+    /// [`pin_fn::UNPIN_USER_PAGES_DIRTY_LOCK`].
+    pub counted: u32,
+    pub _pad: u32,
 }
 
 /// Common header of every record.
@@ -163,35 +270,9 @@ pub struct KvmEvent {
     pub kvm: u64,
 }
 
-/// A pin, unpin or accounting call. Which function, and so what the fields
-/// mean, is `header.kind`; every field is an argument or the return value:
-///
-/// | kind | `obj` | `start` | `count` | `flags` | `ret` |
-/// |---|---|---|---|---|---|
-/// | `pin_user_pages*` | `mm` (remote) or 0 | user address | `nr_pages` | `gup_flags` | pages pinned or -errno |
-/// | `memfd_pin_folios` | `struct file *` | file offset | `max_folios` | 0 | folios pinned (one pin each) or -errno |
-/// | `folio_add_pins` | `struct folio *` | 0 | pins to add | 0 | 0 or -errno |
-/// | `unpin_user_page`, `unpin_folio` | page / folio | 0 | 1 | 0 | 0 |
-/// | `unpin_user_pages*`, `unpin_folios`, `unpin_user_folio`, `unpin_user_page_range_dirty_lock` | array / page / folio | 0 | `npages` / `nfolios` | `make_dirty` | 0 |
-/// | `__account_locked_vm` | `mm` | 0 | `pages` | `inc` | 0 or -errno |
-/// | `iopt_pages_update_pinned` | `struct iopt_pages *` | 0 | `npages` | `inc` | 0 or -errno |
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PinEvent {
-    pub header: EventHeader,
-    /// Kernel address (identity only), see the table.
-    pub obj: u64,
-    pub start: u64,
-    pub count: u64,
-    pub flags: u32,
-    pub _pad: u32,
-    /// Return value (0 for void functions).
-    pub ret: i64,
-}
-
 /// Arguments of a pin or accounting call, stored per thread by fentry or the
 /// kprobe fallback. For pins its presence also marks the thread as inside a
-/// pin call (see [`flags::INSIDE_PIN`]).
+/// pin call ([`PinCounters::unpinned_inside_pin`]).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PinArgs {
@@ -234,7 +315,9 @@ const _: () = {
     assert!(core::mem::size_of::<KvmEvent>() == 40 + 8);
     assert!(core::mem::size_of::<MapArgs>() == 4 * 8 + 2 * 4);
     assert!(core::mem::size_of::<UnmapArgs>() == 3 * 8);
-    assert!(core::mem::size_of::<PinEvent>() == 40 + 5 * 8);
+    assert!(core::mem::size_of::<PinCounters>() == 10 * 8 + COMM_LEN);
+    assert!(core::mem::size_of::<PinKindCounters>() == 3 * 8);
+    assert!(core::mem::size_of::<UnpinPair>() == 3 * 8);
     assert!(core::mem::size_of::<PinArgs>() == 4 * 8);
     // Sizes must fit EventHeader::size.
     assert!(core::mem::size_of::<MapEvent>() <= u16::MAX as usize);
@@ -250,6 +333,8 @@ mod pod {
     unsafe impl aya::Pod for super::KvmEvent {}
     unsafe impl aya::Pod for super::MapArgs {}
     unsafe impl aya::Pod for super::UnmapArgs {}
-    unsafe impl aya::Pod for super::PinEvent {}
+    unsafe impl aya::Pod for super::PinCounters {}
+    unsafe impl aya::Pod for super::PinKindCounters {}
+    unsafe impl aya::Pod for super::UnpinPair {}
     unsafe impl aya::Pod for super::PinArgs {}
 }

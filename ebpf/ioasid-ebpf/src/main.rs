@@ -13,16 +13,24 @@
 //! `cli/src/loader.rs`.
 #![no_std]
 #![no_main]
+// Atomic add (BPF_ATOMIC | BPF_ADD) on map memory: core has no fetch_add for the bpf target
+// (no compare-and-swap), so the intrinsic is used directly. This crate is built with
+// RUSTC_BOOTSTRAP=1 anyway (-Z build-std, see cli/build.rs).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use ioasid_ebpf_common::{
-    COMM_LEN, EventHeader, KvmEvent, MapArgs, MapEvent, PinArgs, PinEvent, UnmapArgs, UnmapEvent,
-    flags, kind, lost,
+    COMM_LEN, EventHeader, FOLL_LONGTERM, KvmEvent, MapArgs, MapEvent, PINS_MAX_ENTRIES, PinArgs,
+    PinCounters, PinKindCounters, UnmapArgs, UnmapEvent, UnpinPair, flags, kind, lost, pin_fn,
 };
 
 /// Records for userspace. 4 MiB holds ~47k map records (88 bytes + 8 of ring
@@ -53,13 +61,23 @@ static FILTER_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static SELF_TGID: u32 = 0;
 
+/// Adds `n` to the counter at `p` atomically: correct with several CPUs on one
+/// shared value, and on a per-CPU value when a program is preempted by another
+/// on the same CPU (tracing programs run with migration, not preemption, disabled).
+///
+/// # Safety
+/// `p` must point to a `u64` in map memory.
+#[inline(always)]
+unsafe fn add(p: *mut u64, n: u64) {
+    // SAFETY: per the caller; the result is unused, so this is BPF's plain atomic add.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+}
+
 #[inline(always)]
 fn count_lost(slot: u32) {
     if let Some(p) = LOST.get_ptr_mut(slot) {
-        // SAFETY: p points to this CPU's slot; programs run with migration
-        // disabled. (The bpf target has no fetch_add in core; a racing
-        // program on the same CPU could at worst lose one count.)
-        unsafe { *p += 1 };
+        // SAFETY: p points to this CPU's slot of the LOST array.
+        unsafe { add(p, 1) };
     }
 }
 
@@ -415,18 +433,25 @@ pub fn kvm_unregister_ncdma_kprobe(ctx: ProbeContext) -> u32 {
 
 // ------------------------------------------------------ pinning ----
 //
+// Pinning calls are counted here, not sent: one ring buffer record per pin and
+// unpin made ioasid-top lose events at 4 KiB map rates (issue 5). Per process
+// (tgid) PINS holds `PinCounters`, per function the per-CPU PIN_KINDS array holds
+// `PinKindCounters`; userspace reads both at each report.
+//
 // Pin functions: fentry stores the arguments per thread in PIN_ARGS (which
-// also marks the thread as inside a pin call), fexit emits the record with the
+// also marks the thread as inside a pin call), fexit counts the call with the
 // return value and clears the mark. The kprobe/kretprobe fallback does the
-// same with the entry probe's saved arguments. Pin functions do not call each
-// other, so one slot per thread is enough; GUP may unpin inside them (pages
-// it migrates before a long-term pin), and those unpins carry INSIDE_PIN.
+// same with the entry probe's saved arguments (none: lost::NO_ENTRY). Pin
+// functions do not call each other, so one slot per thread is enough; GUP may
+// unpin inside them (pages it migrates before a long-term pin), and those
+// unpins count as `unpinned_inside_pin`, not `unpinned`.
 //
-// Unpin functions return void: one program (fexit, or kprobe fallback) emits.
-// unpin_user_pages_dirty_lock(make_dirty = false) calls unpin_user_pages():
-// userspace pairs the two records (same thread, array and count).
+// Unpin functions return void: one program (fexit, or kprobe fallback) counts.
+// unpin_user_pages_dirty_lock(make_dirty = false) calls unpin_user_pages()
+// with the same arguments: UNPIN_PAIR makes the pair count once.
 //
-// Accounting functions: like pins, with their own argument maps, since
+// Accounting functions: counted at return like pins; only the kprobe fallback
+// needs their arguments saved, in maps of their own, since
 // iopt_pages_update_pinned() may call __account_locked_vm().
 
 #[map]
@@ -436,10 +461,53 @@ static ACCT_ARGS: HashMap<u64, PinArgs> = HashMap::with_max_entries(10240, 0);
 #[map]
 static IOPT_ARGS: HashMap<u64, PinArgs> = HashMap::with_max_entries(10240, 0);
 
-/// Where a function keeps what a [`PinEvent`] records: argument positions
-/// (`NONE`: not an argument, recorded as 0) and how wide some of them are.
+/// Per-process counters, key tgid. Bounded: userspace removes exited processes.
+#[map]
+static PINS: HashMap<u32, PinCounters> = HashMap::with_max_entries(PINS_MAX_ENTRIES, 0);
+
+/// Per-function counters, indexed by `pin_fn`.
+#[map]
+static PIN_KINDS: PerCpuArray<PinKindCounters> = PerCpuArray::with_max_entries(pin_fn::COUNT, 0);
+
+/// Per thread: which call of an unpin_user_pages_dirty_lock → unpin_user_pages
+/// pair was counted. LRU: entries of threads that never make the other call
+/// (direct unpin_user_pages) are evicted, never fill the map.
+#[map]
+static UNPIN_PAIR: LruHashMap<u64, UnpinPair> = LruHashMap::with_max_entries(10240, 0);
+
+/// What a new PINS entry starts from (in .rodata: no stack copy).
+static ZERO_COUNTERS: PinCounters = PinCounters {
+    pin_calls: 0,
+    failed_pins: 0,
+    pinned: 0,
+    longterm: 0,
+    unpinned: 0,
+    unpinned_inside_pin: 0,
+    locked_vm_charged: 0,
+    locked_vm_uncharged: 0,
+    iommufd_added: 0,
+    iommufd_removed: 0,
+    comm: [0; COMM_LEN],
+};
+
+/// What a function does to the counters.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Takes `ret` pins (when >= 0); `folio_add_pins` takes `count` when `ret` is 0.
+    Pin,
+    /// Drops `count` pins.
+    Unpin,
+    /// Charges (flags = inc) or uncharges `count` pages when `ret` is 0.
+    Account,
+}
+
+/// Where a function keeps what is counted: argument positions (`NONE`: not an
+/// argument, read as 0) and how wide some of them are.
 #[derive(Clone, Copy)]
 struct Spec {
+    /// Index in PIN_KINDS (`pin_fn`).
+    func: u32,
+    class: Class,
     obj: usize,
     start: usize,
     count: usize,
@@ -458,8 +526,18 @@ struct Spec {
 
 const NONE: usize = usize::MAX;
 
-const fn spec(obj: usize, start: usize, count: usize, flags: usize, nargs: usize) -> Spec {
+const fn spec(
+    func: u32,
+    class: Class,
+    obj: usize,
+    start: usize,
+    count: usize,
+    flags: usize,
+    nargs: usize,
+) -> Spec {
     Spec {
+        func,
+        class,
         obj,
         start,
         count,
@@ -476,51 +554,73 @@ const fn spec(obj: usize, start: usize, count: usize, flags: usize, nargs: usize
 const PIN_FAST: Spec = Spec {
     count_int: true,
     ret_int: true,
-    ..spec(NONE, 0, 1, 2, 4)
+    ..spec(pin_fn::PIN_USER_PAGES_FAST, Class::Pin, NONE, 0, 1, 2, 4)
 };
 // long pin_user_pages_remote(struct mm_struct *mm, unsigned long start, unsigned long nr_pages,
 //                            unsigned int gup_flags, struct page **pages, int *locked)
-const PIN_REMOTE: Spec = spec(0, 1, 2, 3, 6);
+const PIN_REMOTE: Spec = spec(pin_fn::PIN_USER_PAGES_REMOTE, Class::Pin, 0, 1, 2, 3, 6);
 // long pin_user_pages(unsigned long start, unsigned long nr_pages, unsigned int gup_flags, struct page **pages)
-const PIN: Spec = spec(NONE, 0, 1, 2, 4);
+const PIN: Spec = spec(pin_fn::PIN_USER_PAGES, Class::Pin, NONE, 0, 1, 2, 4);
 // long pin_user_pages_unlocked(unsigned long start, unsigned long nr_pages, struct page **pages, unsigned int gup_flags)
-const PIN_UNLOCKED: Spec = spec(NONE, 0, 1, 3, 4);
+const PIN_UNLOCKED: Spec = spec(
+    pin_fn::PIN_USER_PAGES_UNLOCKED,
+    Class::Pin,
+    NONE,
+    0,
+    1,
+    3,
+    4,
+);
 // long memfd_pin_folios(struct file *memfd, loff_t start, loff_t end, struct folio **folios,
 //                       unsigned int max_folios, pgoff_t *offset)
-const MEMFD_PIN: Spec = spec(0, 1, 4, NONE, 6);
+const MEMFD_PIN: Spec = spec(pin_fn::MEMFD_PIN_FOLIOS, Class::Pin, 0, 1, 4, NONE, 6);
 // int folio_add_pins(struct folio *folio, unsigned int pins)
 const FOLIO_ADD_PINS: Spec = Spec {
     ret_int: true,
-    ..spec(0, NONE, 1, NONE, 2)
+    ..spec(pin_fn::FOLIO_ADD_PINS, Class::Pin, 0, NONE, 1, NONE, 2)
 };
 // void unpin_user_page(struct page *page), void unpin_folio(struct folio *folio)
-const UNPIN_ONE: Spec = Spec {
-    one: true,
-    ..spec(0, NONE, NONE, NONE, 1)
-};
+const fn unpin_one(func: u32) -> Spec {
+    Spec {
+        one: true,
+        ..spec(func, Class::Unpin, 0, NONE, NONE, NONE, 1)
+    }
+}
 // void unpin_user_pages(struct page **pages, unsigned long npages),
 // void unpin_user_folio(struct folio *folio, unsigned long npages),
 // void unpin_folios(struct folio **folios, unsigned long nfolios)
-const UNPIN_N: Spec = spec(0, NONE, 1, NONE, 2);
+const fn unpin_n(func: u32) -> Spec {
+    spec(func, Class::Unpin, 0, NONE, 1, NONE, 2)
+}
 // void unpin_user_pages_dirty_lock(struct page **pages, unsigned long npages, bool make_dirty),
 // void unpin_user_page_range_dirty_lock(struct page *page, unsigned long npages, bool make_dirty)
-const UNPIN_DIRTY: Spec = Spec {
-    flags_bool: true,
-    ..spec(0, NONE, 1, 2, 3)
-};
+const fn unpin_dirty(func: u32) -> Spec {
+    Spec {
+        flags_bool: true,
+        ..spec(func, Class::Unpin, 0, NONE, 1, 2, 3)
+    }
+}
 // int __account_locked_vm(struct mm_struct *mm, unsigned long pages, bool inc,
 //                         const struct task_struct *task, bool bypass_rlim)
 const ACCOUNT: Spec = Spec {
     flags_bool: true,
     ret_int: true,
-    ..spec(0, NONE, 1, 2, 5)
+    ..spec(pin_fn::ACCOUNT_LOCKED_VM, Class::Account, 0, NONE, 1, 2, 5)
 };
 // int iopt_pages_update_pinned(struct iopt_pages *pages, unsigned long npages, bool inc,
 //                              struct pfn_reader_user *user)
 const IOPT_UPDATE: Spec = Spec {
     flags_bool: true,
     ret_int: true,
-    ..spec(0, NONE, 1, 2, 4)
+    ..spec(
+        pin_fn::IOPT_PAGES_UPDATE_PINNED,
+        Class::Account,
+        0,
+        NONE,
+        1,
+        2,
+        4,
+    )
 };
 
 /// Builds the arguments of a record from a reader of argument `n`.
@@ -556,30 +656,143 @@ fn ret_value(s: Spec, raw: u64) -> i64 {
     }
 }
 
+/// This process's PINS entry, created on its first call. None (counted in
+/// lost::PIN_MAP_FULL) when the map is full.
 #[inline(always)]
-fn emit_pin(kind: u16, flags: u32, pid_tgid: u64, args: &PinArgs, ret: i64) {
-    let Some(mut entry) = EVENTS.reserve::<PinEvent>(0) else {
-        count_lost(lost::RINGBUF_FULL);
+fn proc_counters(tgid: u32) -> Option<*mut PinCounters> {
+    if let Some(p) = PINS.get_ptr_mut(tgid) {
+        return Some(p);
+    }
+    // Another thread of the process may create it at the same time: NOEXIST
+    // keeps the first one, and the lookup below finds it either way.
+    let _ = PINS.insert(tgid, &ZERO_COUNTERS, BPF_NOEXIST as u64);
+    let p = PINS.get_ptr_mut(tgid);
+    if p.is_none() {
+        count_lost(lost::PIN_MAP_FULL);
+    }
+    p
+}
+
+/// Whether this unpin is the second call of an unpin_user_pages_dirty_lock(make_dirty
+/// = false) → unpin_user_pages pair (same thread, array and count), whose first call
+/// was counted; if not, and it may be one of a pair, records it as counted.
+#[inline(always)]
+fn second_of_pair(pid_tgid: u64, func: u32, args: &PinArgs) -> bool {
+    let other = match func {
+        pin_fn::UNPIN_USER_PAGES => pin_fn::UNPIN_USER_PAGES_DIRTY_LOCK,
+        pin_fn::UNPIN_USER_PAGES_DIRTY_LOCK if args.flags == 0 => pin_fn::UNPIN_USER_PAGES,
+        _ => return false,
+    };
+    if let Some(p) = UNPIN_PAIR.get_ptr(pid_tgid) {
+        // SAFETY: p points to a value of this map; only this thread uses its key.
+        let last = unsafe { *p };
+        if last.counted == other && last.obj == args.obj && last.count == args.count {
+            let _ = UNPIN_PAIR.remove(pid_tgid);
+            return true;
+        }
+    }
+    let pair = UnpinPair {
+        obj: args.obj,
+        count: args.count,
+        counted: func,
+        _pad: 0,
+    };
+    // Failure (LRU maps evict rather than fail) would at worst count a pair twice.
+    let _ = UNPIN_PAIR.insert(pid_tgid, pair, 0);
+    false
+}
+
+/// Counts one call of the pinning function `s` that returned `ret` (0 for void
+/// functions), per function and for the calling process.
+#[inline(always)]
+fn count_call(s: Spec, pid_tgid: u64, args: &PinArgs, ret: i64) {
+    // Pins taken or dropped, or pages (un)charged, by this call.
+    let mut pages: u64 = 0;
+    let mut failed = false;
+    let mut inside_pin = false;
+    let mut second = false;
+    match s.class {
+        Class::Pin => {
+            let taken = if s.func == pin_fn::FOLIO_ADD_PINS {
+                if ret == 0 { Some(args.count) } else { None }
+            } else if ret >= 0 {
+                Some(ret as u64)
+            } else {
+                None
+            };
+            match taken {
+                Some(n) => pages = n,
+                None => failed = true,
+            }
+        }
+        Class::Unpin => {
+            pages = args.count;
+            // SAFETY: a plain lookup; the value is not read.
+            inside_pin = unsafe { PIN_ARGS.get(pid_tgid) }.is_some();
+            second = !inside_pin && second_of_pair(pid_tgid, s.func, args);
+        }
+        Class::Account => {
+            if ret == 0 {
+                pages = args.count;
+            } else {
+                failed = true;
+            }
+        }
+    }
+
+    if let Some(k) = PIN_KINDS.get_ptr_mut(s.func) {
+        // SAFETY: k points to this CPU's slot of PIN_KINDS.
+        unsafe {
+            add(&raw mut (*k).calls, 1);
+            if failed {
+                add(&raw mut (*k).failed, 1);
+            }
+            if pages != 0 {
+                add(&raw mut (*k).pages, pages);
+            }
+        }
+    }
+
+    let Some(p) = proc_counters((pid_tgid >> 32) as u32) else {
         return;
     };
-    let p = entry.as_mut_ptr();
-    // SAFETY: as in emit_map.
+    // SAFETY: p points to this process's PINS value; every counter is updated
+    // atomically, comm is plain bytes (a racing writer can only mix names).
     unsafe {
-        fill_header(
-            &raw mut (*p).header,
-            kind,
-            size_of::<PinEvent>(),
-            flags,
-            pid_tgid,
-        );
-        (*p).obj = args.obj;
-        (*p).start = args.start;
-        (*p).count = args.count;
-        (*p).flags = args.flags;
-        (*p)._pad = 0;
-        (*p).ret = ret;
+        generated::bpf_get_current_comm((&raw mut (*p).comm).cast(), COMM_LEN as u32);
+        let counter = match s.class {
+            Class::Pin => {
+                add(&raw mut (*p).pin_calls, 1);
+                if failed {
+                    add(&raw mut (*p).failed_pins, 1);
+                    return;
+                }
+                let longterm = s.func == pin_fn::MEMFD_PIN_FOLIOS
+                    || s.func == pin_fn::FOLIO_ADD_PINS
+                    || args.flags & FOLL_LONGTERM != 0;
+                if longterm && pages != 0 {
+                    add(&raw mut (*p).longterm, pages);
+                }
+                &raw mut (*p).pinned
+            }
+            Class::Unpin if inside_pin => &raw mut (*p).unpinned_inside_pin,
+            Class::Unpin if second => return,
+            Class::Unpin => &raw mut (*p).unpinned,
+            Class::Account if failed => return,
+            Class::Account => {
+                let inc = args.flags != 0;
+                match (s.func == pin_fn::ACCOUNT_LOCKED_VM, inc) {
+                    (true, true) => &raw mut (*p).locked_vm_charged,
+                    (true, false) => &raw mut (*p).locked_vm_uncharged,
+                    (false, true) => &raw mut (*p).iommufd_added,
+                    (false, false) => &raw mut (*p).iommufd_removed,
+                }
+            }
+        };
+        if pages != 0 {
+            add(counter, pages);
+        }
     }
-    entry.submit(0);
 }
 
 /// Entry of a function with a return value (fentry or kprobe): save the arguments.
@@ -594,20 +807,23 @@ fn save_args(map: &HashMap<u64, PinArgs>, args: PinArgs) {
     let _ = map.insert(pid_tgid, args, 0);
 }
 
+/// fexit of a function with a return value. `mark`: the map its fentry saved the
+/// arguments in (the inside-pin mark), cleared here; None when there is no fentry.
 #[inline(always)]
-fn ret_fexit(ctx: &FExitContext, map: &HashMap<u64, PinArgs>, kind: u16, s: Spec) {
+fn ret_fexit(ctx: &FExitContext, mark: Option<&HashMap<u64, PinArgs>>, s: Spec) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !wanted(pid_tgid) {
         return;
     }
-    let _ = map.remove(pid_tgid);
+    if let Some(map) = mark {
+        let _ = map.remove(pid_tgid);
+    }
     let args = pin_args(s, |n| ctx.arg::<u64>(n));
-    let ret = ret_value(s, ctx.arg::<u64>(s.nargs));
-    emit_pin(kind, 0, pid_tgid, &args, ret);
+    count_call(s, pid_tgid, &args, ret_value(s, ctx.arg::<u64>(s.nargs)));
 }
 
 #[inline(always)]
-fn ret_kretprobe(ctx: &RetProbeContext, map: &HashMap<u64, PinArgs>, kind: u16, s: Spec) {
+fn ret_kretprobe(ctx: &RetProbeContext, map: &HashMap<u64, PinArgs>, s: Spec) {
     let pid_tgid = bpf_get_current_pid_tgid();
     if !wanted(pid_tgid) {
         return;
@@ -615,45 +831,21 @@ fn ret_kretprobe(ctx: &RetProbeContext, map: &HashMap<u64, PinArgs>, kind: u16, 
     let Some(args) = take_saved(map, pid_tgid) else {
         return;
     };
-    emit_pin(
-        kind,
-        flags::VIA_KPROBE,
-        pid_tgid,
-        &args,
-        ret_value(s, ctx.ret::<u64>()),
-    );
+    count_call(s, pid_tgid, &args, ret_value(s, ctx.ret::<u64>()));
 }
 
-/// An unpin (void function): emitted at once, marked when inside a pin call.
+/// An unpin (void function): counted at once.
 #[inline(always)]
-fn unpin(kind: u16, via: u32, args: PinArgs) {
+fn unpin(s: Spec, args: PinArgs) {
     let pid_tgid = bpf_get_current_pid_tgid();
-    if !wanted(pid_tgid) {
-        return;
+    if wanted(pid_tgid) {
+        count_call(s, pid_tgid, &args, 0);
     }
-    let mut fl = via;
-    // SAFETY: a plain lookup; the value is not read.
-    if unsafe { PIN_ARGS.get(&pid_tgid) }.is_some() {
-        fl |= flags::INSIDE_PIN;
-    }
-    emit_pin(kind, fl, pid_tgid, &args, 0);
 }
 
-/// fentry + fexit + kprobe + kretprobe programs of one function with a return value.
-macro_rules! with_ret {
-    ($func:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $map:ident, $kind:expr, $spec:expr) => {
-        #[fentry(function = $func)]
-        pub fn $fentry(ctx: FEntryContext) -> i32 {
-            save_args(&$map, pin_args($spec, |n| ctx.arg::<u64>(n)));
-            0
-        }
-
-        #[fexit(function = $func)]
-        pub fn $fexit(ctx: FExitContext) -> i32 {
-            ret_fexit(&ctx, &$map, $kind, $spec);
-            0
-        }
-
+/// kprobe + kretprobe fallback of a function with a return value.
+macro_rules! with_ret_kprobes {
+    ($func:literal, $kprobe:ident, $kretprobe:ident, $map:ident, $spec:expr) => {
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
             save_args(&$map, pin_args($spec, |n| ctx.arg::<u64>(n).unwrap_or(0)));
@@ -662,111 +854,125 @@ macro_rules! with_ret {
 
         #[kretprobe]
         pub fn $kretprobe(ctx: RetProbeContext) -> u32 {
-            ret_kretprobe(&ctx, &$map, $kind, $spec);
+            ret_kretprobe(&ctx, &$map, $spec);
             0
         }
+    };
+}
+
+/// fentry + fexit + kprobe + kretprobe programs of a pin function: its fentry
+/// marks the thread as inside a pin call (and saves the arguments in PIN_ARGS).
+macro_rules! pin {
+    ($func:literal, $fentry:ident, $fexit:ident, $kprobe:ident, $kretprobe:ident, $spec:expr) => {
+        #[fentry(function = $func)]
+        pub fn $fentry(ctx: FEntryContext) -> i32 {
+            save_args(&PIN_ARGS, pin_args($spec, |n| ctx.arg::<u64>(n)));
+            0
+        }
+
+        #[fexit(function = $func)]
+        pub fn $fexit(ctx: FExitContext) -> i32 {
+            ret_fexit(&ctx, Some(&PIN_ARGS), $spec);
+            0
+        }
+
+        with_ret_kprobes!($func, $kprobe, $kretprobe, PIN_ARGS, $spec);
+    };
+}
+
+/// fexit + kprobe + kretprobe programs of an accounting function: fexit needs
+/// no fentry; the kprobe saves the arguments in `$map` for the kretprobe.
+macro_rules! account {
+    ($func:literal, $fexit:ident, $kprobe:ident, $kretprobe:ident, $map:ident, $spec:expr) => {
+        #[fexit(function = $func)]
+        pub fn $fexit(ctx: FExitContext) -> i32 {
+            ret_fexit(&ctx, None, $spec);
+            0
+        }
+
+        with_ret_kprobes!($func, $kprobe, $kretprobe, $map, $spec);
     };
 }
 
 /// fexit + kprobe programs of one void unpin function.
 macro_rules! void_unpin {
-    ($func:literal, $fexit:ident, $kprobe:ident, $kind:expr, $spec:expr) => {
+    ($func:literal, $fexit:ident, $kprobe:ident, $spec:expr) => {
         #[fexit(function = $func)]
         pub fn $fexit(ctx: FExitContext) -> i32 {
-            unpin($kind, 0, pin_args($spec, |n| ctx.arg::<u64>(n)));
+            unpin($spec, pin_args($spec, |n| ctx.arg::<u64>(n)));
             0
         }
 
         #[kprobe]
         pub fn $kprobe(ctx: ProbeContext) -> u32 {
-            unpin(
-                $kind,
-                flags::VIA_KPROBE,
-                pin_args($spec, |n| ctx.arg::<u64>(n).unwrap_or(0)),
-            );
+            unpin($spec, pin_args($spec, |n| ctx.arg::<u64>(n).unwrap_or(0)));
             0
         }
     };
 }
 
-with_ret!(
+pin!(
     "pin_user_pages_fast",
     pup_fast_fentry,
     pup_fast_fexit,
     pup_fast_kprobe,
     pup_fast_kretprobe,
-    PIN_ARGS,
-    kind::PIN_USER_PAGES_FAST,
     PIN_FAST
 );
-with_ret!(
+pin!(
     "pin_user_pages_remote",
     pup_remote_fentry,
     pup_remote_fexit,
     pup_remote_kprobe,
     pup_remote_kretprobe,
-    PIN_ARGS,
-    kind::PIN_USER_PAGES_REMOTE,
     PIN_REMOTE
 );
-with_ret!(
+pin!(
     "pin_user_pages",
     pup_fentry,
     pup_fexit,
     pup_kprobe,
     pup_kretprobe,
-    PIN_ARGS,
-    kind::PIN_USER_PAGES,
     PIN
 );
-with_ret!(
+pin!(
     "pin_user_pages_unlocked",
     pup_unlocked_fentry,
     pup_unlocked_fexit,
     pup_unlocked_kprobe,
     pup_unlocked_kretprobe,
-    PIN_ARGS,
-    kind::PIN_USER_PAGES_UNLOCKED,
     PIN_UNLOCKED
 );
-with_ret!(
+pin!(
     "memfd_pin_folios",
     memfd_pin_fentry,
     memfd_pin_fexit,
     memfd_pin_kprobe,
     memfd_pin_kretprobe,
-    PIN_ARGS,
-    kind::MEMFD_PIN_FOLIOS,
     MEMFD_PIN
 );
-with_ret!(
+pin!(
     "folio_add_pins",
     add_pins_fentry,
     add_pins_fexit,
     add_pins_kprobe,
     add_pins_kretprobe,
-    PIN_ARGS,
-    kind::FOLIO_ADD_PINS,
     FOLIO_ADD_PINS
 );
-with_ret!(
+account!(
     "__account_locked_vm",
-    acct_fentry,
     acct_fexit,
     acct_kprobe,
     acct_kretprobe,
     ACCT_ARGS,
-    kind::ACCOUNT_LOCKED_VM,
     ACCOUNT
 );
-with_ret!(
+account!(
     "iopt_pages_update_pinned",
-    iopt_fentry,
     iopt_fexit,
     iopt_kprobe,
     iopt_kretprobe,
     IOPT_ARGS,
-    kind::IOPT_PAGES_UPDATE_PINNED,
     IOPT_UPDATE
 );
 
@@ -774,50 +980,43 @@ void_unpin!(
     "unpin_user_page",
     unpin_page_fexit,
     unpin_page_kprobe,
-    kind::UNPIN_USER_PAGE,
-    UNPIN_ONE
+    unpin_one(pin_fn::UNPIN_USER_PAGE)
 );
 void_unpin!(
     "unpin_folio",
     unpin_folio_fexit,
     unpin_folio_kprobe,
-    kind::UNPIN_FOLIO,
-    UNPIN_ONE
+    unpin_one(pin_fn::UNPIN_FOLIO)
 );
 void_unpin!(
     "unpin_user_pages",
     unpin_pages_fexit,
     unpin_pages_kprobe,
-    kind::UNPIN_USER_PAGES,
-    UNPIN_N
+    unpin_n(pin_fn::UNPIN_USER_PAGES)
 );
 void_unpin!(
     "unpin_user_pages_dirty_lock",
     unpin_pages_dirty_fexit,
     unpin_pages_dirty_kprobe,
-    kind::UNPIN_USER_PAGES_DIRTY_LOCK,
-    UNPIN_DIRTY
+    unpin_dirty(pin_fn::UNPIN_USER_PAGES_DIRTY_LOCK)
 );
 void_unpin!(
     "unpin_user_page_range_dirty_lock",
     unpin_range_dirty_fexit,
     unpin_range_dirty_kprobe,
-    kind::UNPIN_USER_PAGE_RANGE_DIRTY_LOCK,
-    UNPIN_DIRTY
+    unpin_dirty(pin_fn::UNPIN_USER_PAGE_RANGE_DIRTY_LOCK)
 );
 void_unpin!(
     "unpin_user_folio",
     unpin_user_folio_fexit,
     unpin_user_folio_kprobe,
-    kind::UNPIN_USER_FOLIO,
-    UNPIN_N
+    unpin_n(pin_fn::UNPIN_USER_FOLIO)
 );
 void_unpin!(
     "unpin_folios",
     unpin_folios_fexit,
     unpin_folios_kprobe,
-    kind::UNPIN_FOLIOS,
-    UNPIN_N
+    unpin_n(pin_fn::UNPIN_FOLIOS)
 );
 
 #[cfg(not(test))]
