@@ -271,6 +271,15 @@ impl Iommufd {
         Ok(cmd.out_hwpt_id)
     }
 
+    /// `IOMMU_HWPT_ALLOC` with every field of `cmd` as given (for bad-input checks); `size` is
+    /// set here. Returns `out_hwpt_id`. `data_uptr` must be 0 or point to `data_len` readable
+    /// bytes.
+    pub fn hwpt_alloc_with(&self, cmd: &mut IommuHwptAlloc) -> io::Result<u32> {
+        cmd.size = core::mem::size_of::<IommuHwptAlloc>() as u32;
+        self.cmd(IOMMU_HWPT_ALLOC, cmd)?;
+        Ok(cmd.out_hwpt_id)
+    }
+
     /// `IOMMU_GET_HW_INFO` for `dev_id`; the type specific data (e.g.
     /// [`IommuHwInfoVtd`]) is written into `data` (at most `data.len()` bytes).
     pub fn get_hw_info(&self, dev_id: u32, data: &mut [u8]) -> io::Result<IommuHwInfo> {

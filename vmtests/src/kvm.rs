@@ -72,6 +72,11 @@ pub struct Args {
     /// line on stdout (flushed) once the VM holds it, so a script can wait for it
     #[arg(long, value_name = "FILE", conflicts_with = "hold_ms")]
     pub hold_until: Option<PathBuf>,
+    /// with a device cdev: give KVM the file before binding and attaching the device, as QEMU
+    /// does, and detach it before the file leaves the VM, so that only vfio's recheck after
+    /// attach and detach can tell KVM (not with type1)
+    #[arg(long)]
+    pub attach_after_add: bool,
     /// PCI address of the edu device (default: the first 1234:11e8 found)
     #[arg(long)]
     pub bdf: Option<String>,
@@ -173,6 +178,10 @@ pub struct Summary {
     /// `ECAP.SC`: the IOMMU enforces snooping; absent when unknown.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub snoop_control: Option<bool>,
+    /// /dev/ioasid's test hook for the device's no-snoop ability (`hw`, `0`, `1`), when the
+    /// kernel has it and the backend is /dev/ioasid.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub no_snoop_override: Option<String>,
     /// What KVM should do: register non-coherent DMA (guest `wbinvd` honoured) while it
     /// holds the file. Absent when the IOMMU does not say.
     #[serde(skip_serializing_if = "Option::is_none", default)]
@@ -184,6 +193,9 @@ pub struct Summary {
     pub vm_debugfs: Option<String>,
     /// The KVM-VFIO device fd.
     pub kvm_vfio_fd: RawFd,
+    /// When each step ran (`CLOCK_MONOTONIC` ns).
+    #[serde(default)]
+    pub steps: Steps,
     /// `KVM_DEV_VFIO_FILE_ADD` succeeded (and a second one said `EEXIST`).
     pub added: bool,
     pub remove: Remove,
@@ -389,6 +401,39 @@ pub fn vm_debugfs_dir(debugfs: &Path, pid: u32, vm_fd: RawFd) -> PathBuf {
     debugfs.join("kvm").join(format!("{pid}-{vm_fd}"))
 }
 
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns()`, so of ioasid-top's `ts_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec for the call to fill; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// When the workload's steps ran: `[start, end]` in `CLOCK_MONOTONIC` ns, so that a checker can
+/// tell which step a traced kernel call (ioasid-top's `ts_ns`) belongs to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steps {
+    /// The first `KVM_DEV_VFIO_FILE_ADD`.
+    pub file_add: Option<[u64; 2]>,
+    /// Binding and attaching the device (with `--attach-after-add`).
+    pub attach: Option<[u64; 2]>,
+    /// Detaching the device (with `--attach-after-add`).
+    pub detach: Option<[u64; 2]>,
+    /// `KVM_DEV_VFIO_FILE_DEL`, or closing the VM.
+    pub remove: Option<[u64; 2]>,
+}
+
+/// Runs `f`, recording when into `window`.
+fn timed<T>(window: &mut Option<[u64; 2]>, f: impl FnOnce() -> T) -> T {
+    let start = monotonic_ns();
+    let r = f();
+    *window = Some([start, monotonic_ns()]);
+    r
+}
+
 /// What holds the VFIO file KVM is given (and what must outlive its use there).
 enum VfioHolder {
     Type1 {
@@ -398,8 +443,13 @@ enum VfioHolder {
     },
     Iommufd {
         dev: VfioDevice,
+        /// The cdev's path, for messages.
+        cdev: PathBuf,
         iommufd: Iommufd,
-        ioas: u32,
+        /// /dev/iommu or /dev/ioasid.
+        path: &'static str,
+        /// The IOAS the device is attached to, once bound and attached.
+        ioas: Option<u32>,
     },
 }
 
@@ -411,13 +461,45 @@ impl VfioHolder {
         }
     }
 
+    /// Binds the cdev to its iommufd file and attaches it to a new IOAS (type1 needs nothing).
+    fn bind_and_attach(&mut self, summary: &mut Summary) -> Result<()> {
+        if let VfioHolder::Iommufd {
+            dev,
+            cdev,
+            iommufd,
+            path,
+            ioas,
+        } = self
+        {
+            let dev_id = dev.bind_iommufd(iommufd.as_fd()).with_context(|| {
+                format!("VFIO_DEVICE_BIND_IOMMUFD {} to {path}", cdev.display())
+            })?;
+            check_device(dev)?;
+            let id = iommufd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
+            let hwpt = dev
+                .attach_pt(id)
+                .with_context(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT ioas {id}"))?;
+            *ioas = Some(id);
+            summary.iommufd = Some(IommufdIds {
+                dev_id,
+                ioas_id: id,
+                hwpt_id: hwpt,
+            });
+        }
+        Ok(())
+    }
+
     /// Undoes the iommufd attach (type1 needs nothing: closing the files does it).
-    fn teardown(self) -> Result<()> {
-        if let VfioHolder::Iommufd { dev, iommufd, ioas } = self {
+    fn detach(&mut self) -> Result<()> {
+        if let VfioHolder::Iommufd {
+            dev, iommufd, ioas, ..
+        } = self
+            && let Some(id) = ioas.take()
+        {
             dev.detach_pt().context("VFIO_DEVICE_DETACH_IOMMUFD_PT")?;
             iommufd
-                .destroy(ioas)
-                .with_context(|| format!("IOMMU_DESTROY ioas {ioas}"))?;
+                .destroy(id)
+                .with_context(|| format!("IOMMU_DESTROY ioas {id}"))?;
         }
         Ok(())
     }
@@ -453,20 +535,17 @@ fn open_vfio(args: &Args, bdf: &str, summary: &mut Summary) -> Result<VfioHolder
             summary.vfio_file_kind = "device".into();
             let iommufd =
                 Iommufd::open(Path::new(path)).with_context(|| format!("opening {path}"))?;
-            let dev_id = dev.bind_iommufd(iommufd.as_fd()).with_context(|| {
-                format!("VFIO_DEVICE_BIND_IOMMUFD {} to {path}", cdev.display())
-            })?;
-            check_device(&dev)?;
-            let ioas = iommufd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
-            let hwpt = dev
-                .attach_pt(ioas)
-                .with_context(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT ioas {ioas}"))?;
-            summary.iommufd = Some(IommufdIds {
-                dev_id,
-                ioas_id: ioas,
-                hwpt_id: hwpt,
-            });
-            Ok(VfioHolder::Iommufd { dev, iommufd, ioas })
+            let mut holder = VfioHolder::Iommufd {
+                dev,
+                cdev,
+                iommufd,
+                path,
+                ioas: None,
+            };
+            if !args.attach_after_add {
+                holder.bind_and_attach(summary)?;
+            }
+            Ok(holder)
         }
     }
 }
@@ -488,15 +567,38 @@ fn expect_noncoherent(
     if backend != Backend::Ioasid {
         return Ok(Some(!sc));
     }
-    let cfg_path = sysfs_root.join("bus/pci/devices").join(bdf).join("config");
-    let cfg =
-        std::fs::read(&cfg_path).with_context(|| format!("reading {}", cfg_path.display()))?;
-    let no_snoop = parse_pci_config(&cfg);
-    Ok(Some(!sc && !no_snoop.cannot()))
+    let can_issue_no_snoop = match no_snoop_override(sysfs_root)?.as_deref() {
+        Some("1") => true,
+        Some("0") => false,
+        _ => {
+            let cfg_path = sysfs_root.join("bus/pci/devices").join(bdf).join("config");
+            let cfg = std::fs::read(&cfg_path)
+                .with_context(|| format!("reading {}", cfg_path.display()))?;
+            !parse_pci_config(&cfg).cannot()
+        }
+    };
+    Ok(Some(!sc && can_issue_no_snoop))
+}
+
+/// `/sys/kernel/debug/ioasid/no_snoop_override` (a kernel with `CONFIG_IOASID_TEST`): `1` or `0`
+/// replaces what /dev/ioasid reads of a device's ability to issue no-snoop, `hw` does not;
+/// `None` without the hook.
+pub fn no_snoop_override(sysfs_root: &Path) -> Result<Option<String>> {
+    let path = sysfs_root.join("kernel/debug/ioasid/no_snoop_override");
+    match std::fs::read_to_string(&path) {
+        Ok(s) => Ok(Some(s.trim().to_owned())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// The whole workload; returns the summary to print.
 pub fn run(args: &Args) -> Result<Summary> {
+    ensure!(
+        !(args.attach_after_add && args.backend == Backend::Type1),
+        "--attach-after-add needs a device cdev (--backend iommufd or ioasid): a type1 group \
+         is attached to its container before KVM can get it"
+    );
     let bdf = find_edu(&args.sysfs, args.bdf.as_deref())?;
     if !args.no_bind {
         sysfs::bind_vfio_pci(&args.sysfs, &bdf, Duration::from_secs(3))?;
@@ -513,10 +615,15 @@ pub fn run(args: &Args) -> Result<Summary> {
         iommu: iommu.name.clone(),
         iommu_ecap: iommu.ecap.map(|e| format!("{e:#x}")),
         snoop_control: snoop,
+        no_snoop_override: match args.backend {
+            Backend::Ioasid => no_snoop_override(&args.sysfs)?,
+            _ => None,
+        },
         expect_noncoherent: expect_noncoherent(args.backend, snoop, &args.sysfs, &bdf)?,
         vm_fd: -1,
         vm_debugfs: None,
         kvm_vfio_fd: -1,
+        steps: Steps::default(),
         added: false,
         remove: args.remove,
         removed: false,
@@ -564,9 +671,8 @@ pub fn run(args: &Args) -> Result<Summary> {
         })?;
     }
 
-    let holder = open_vfio(args, &bdf, &mut summary)?;
-    let file = holder.file();
-    kv.file_add(file).map_err(|e| {
+    let mut holder = open_vfio(args, &bdf, &mut summary)?;
+    timed(&mut summary.steps.file_add, || kv.file_add(holder.file())).map_err(|e| {
         anyhow::anyhow!(
             "KVM_SET_DEVICE_ATTR KVM_DEV_VFIO_FILE_ADD {}: {}",
             summary.vfio_file,
@@ -576,20 +682,30 @@ pub fn run(args: &Args) -> Result<Summary> {
     // KVM keeps a list of its files and refuses one it has: a second ADD proves the first
     // one took (it returns before re-evaluating coherency, so it changes nothing).
     expect_errno(
-        kv.file_add(file),
+        kv.file_add(holder.file()),
         libc::EEXIST,
         "a second KVM_DEV_VFIO_FILE_ADD of the same file",
     )?;
     summary.added = true;
+    if args.attach_after_add {
+        // KVM asked when the file came and heard "coherent" (nothing attached); from here on
+        // only vfio's recheck after attach tells it otherwise.
+        let mut window = None;
+        timed(&mut window, || holder.bind_and_attach(&mut summary))?;
+        summary.steps.attach = window;
+    }
 
     match &args.hold_until {
         Some(release) => hold_until(release, &summary)?,
         None => std::thread::sleep(Duration::from_millis(args.hold_ms)),
     }
+    if args.attach_after_add {
+        timed(&mut summary.steps.detach, || holder.detach())?;
+    }
 
     match args.remove {
         Remove::Del => {
-            kv.file_del(file).map_err(|e| {
+            timed(&mut summary.steps.remove, || kv.file_del(holder.file())).map_err(|e| {
                 anyhow::anyhow!(
                     "KVM_SET_DEVICE_ATTR KVM_DEV_VFIO_FILE_DEL {}: {}",
                     summary.vfio_file,
@@ -597,7 +713,7 @@ pub fn run(args: &Args) -> Result<Summary> {
                 )
             })?;
             expect_errno(
-                kv.file_del(file),
+                kv.file_del(holder.file()),
                 libc::ENOENT,
                 "a second KVM_DEV_VFIO_FILE_DEL of the same file",
             )?;
@@ -608,8 +724,10 @@ pub fn run(args: &Args) -> Result<Summary> {
         Remove::Close => {
             // The device fd holds a reference on the VM: with both closed the VM is destroyed
             // here (kvm_destroy_vm → kvm_vfio_release drops the files and re-evaluates).
-            drop(kv);
-            drop(vm);
+            timed(&mut summary.steps.remove, || {
+                drop(kv);
+                drop(vm);
+            });
             if let Some(dir) = &summary.vm_debugfs {
                 ensure!(
                     !Path::new(dir).exists(),
@@ -620,7 +738,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         }
     }
     drop(kvm);
-    holder.teardown()?;
+    holder.detach()?;
     Ok(summary)
 }
 
@@ -739,10 +857,12 @@ mod tests {
             iommu: "dmar0".into(),
             iommu_ecap: Some("0xf00f4a".into()),
             snoop_control: Some(false),
+            no_snoop_override: None,
             expect_noncoherent: Some(true),
             vm_fd: 4,
             vm_debugfs: Some("/sys/kernel/debug/kvm/55-4".into()),
             kvm_vfio_fd: 5,
+            steps: Steps::default(),
             added: true,
             remove: Remove::Del,
             removed: true,

@@ -31,6 +31,41 @@ pub enum Expect {
     Flip,
     /// Never calls either function.
     Never,
+    /// Registers during one step of the workload and unregisters during another
+    /// (`register@STEP,unregister@STEP`, steps of [`Step`]): where vfio's recheck after an
+    /// attach or a detach, not the file's coming or going, must be what KVM acted on.
+    During { register: Step, unregister: Step },
+}
+
+/// A step of `kvm-vfio-workload` ([`crate::kvm::Steps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    FileAdd,
+    Attach,
+    Detach,
+    Remove,
+}
+
+impl Step {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "file_add" => Step::FileAdd,
+            "attach" => Step::Attach,
+            "detach" => Step::Detach,
+            "remove" => Step::Remove,
+            _ => bail!("unknown step {s:?}: file_add, attach, detach or remove"),
+        })
+    }
+
+    /// The step's `[start, end]` in the workload's summary.
+    fn window(self, w: &Summary) -> Option<[u64; 2]> {
+        match self {
+            Step::FileAdd => w.steps.file_add,
+            Step::Attach => w.steps.attach,
+            Step::Detach => w.steps.detach,
+            Step::Remove => w.steps.remove,
+        }
+    }
 }
 
 impl std::str::FromStr for Expect {
@@ -39,7 +74,21 @@ impl std::str::FromStr for Expect {
         match s {
             "flip" => Ok(Expect::Flip),
             "never" => Ok(Expect::Never),
-            _ => bail!("expectation {s:?} is neither `flip` nor `never`"),
+            _ => {
+                let during = s
+                    .strip_prefix("register@")
+                    .and_then(|rest| rest.split_once(",unregister@"));
+                let Some((register, unregister)) = during else {
+                    bail!(
+                        "expectation {s:?} is neither `flip`, `never` nor \
+                         `register@STEP,unregister@STEP`"
+                    );
+                };
+                Ok(Expect::During {
+                    register: Step::parse(register)?,
+                    unregister: Step::parse(unregister)?,
+                })
+            }
         }
     }
 }
@@ -58,6 +107,8 @@ struct Call {
     op: String,
     kvm: String,
     pid: u64,
+    /// `bpf_ktime_get_ns()` of the call: `CLOCK_MONOTONIC`, the workload's step clock.
+    ts_ns: u64,
 }
 
 /// One report block (the lines up to and including a `summary` line).
@@ -119,6 +170,7 @@ fn parse(top: &str, pid: u64) -> Result<Parsed> {
                     op: str_field(&v, "op")?.to_owned(),
                     kvm: str_field(&v, "kvm")?.to_owned(),
                     pid: u64_field(&v, "pid")?,
+                    ts_ns: u64_field(&v, "ts_ns")?,
                 };
                 if call.pid == pid {
                     workload_calls += 1;
@@ -209,10 +261,18 @@ fn why(w: &Summary) -> String {
             None => "unknown",
         }
     );
+    let source = match w.no_snoop_override.as_deref() {
+        Some(v @ ("0" | "1")) => format!(" (test hook no_snoop_override={v})"),
+        _ => String::new(),
+    };
     match (w.backend, w.expect_noncoherent, w.snoop_control) {
         (Backend::Ioasid, Some(false), Some(false)) => format!(
-            "{iommu}, but the device cannot issue no-snoop and /dev/ioasid asks both (is \
-             the guest booted with snoop-control=off?)"
+            "{iommu}, but the device cannot issue no-snoop{source} and /dev/ioasid asks both \
+             (is the guest booted with snoop-control=off?)"
+        ),
+        (Backend::Ioasid, Some(true), _) => format!(
+            "{iommu} and the device can issue no-snoop{source} (is the guest booted with \
+             snoop-control=off?)"
         ),
         _ => format!("{iommu} (is the guest booted with the scenario's snoop-control?)"),
     }
@@ -230,8 +290,9 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
             w.iommu
         )
     })?;
+    // The steady state the workload predicts; `During` asserts the moments instead.
     ensure!(
-        predicted == (expect == Expect::Flip),
+        matches!(expect, Expect::During { .. }) || predicted == (expect == Expect::Flip),
         "the scenario expects {expect:?}, but the workload predicts {} for {}: {}",
         if predicted { "Flip" } else { "Never" },
         w.bdf,
@@ -290,6 +351,46 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
                  blocks",
                 why(w),
                 p.blocks.len()
+            ))
+        }
+        Expect::During {
+            register,
+            unregister,
+        } => {
+            let ops: Vec<&str> = p.calls.iter().map(|c| c.op.as_str()).collect();
+            ensure!(
+                ops == ["register", "unregister"],
+                "the workload's kvm calls were {ops:?}, expected [register, unregister]: {:?}",
+                p.calls
+            );
+            let kvm = p.calls[0].kvm.as_str();
+            ensure!(
+                p.calls[1].kvm == kvm,
+                "register for {kvm} but unregister for {}",
+                p.calls[1].kvm
+            );
+            for (call, step) in [(&p.calls[0], register), (&p.calls[1], unregister)] {
+                let [start, end] = step
+                    .window(w)
+                    .with_context(|| format!("the workload did not run step {step:?}"))?;
+                ensure!(
+                    (start..=end).contains(&call.ts_ns),
+                    "{} at {} ns, not during {step:?} [{start}, {end}] (the workload's steps: {:?})",
+                    call.op,
+                    call.ts_ns,
+                    w.steps
+                );
+            }
+            ensure!(
+                (last.register_calls, last.unregister_calls) == (Some(1), Some(1)),
+                "final kind lines count {:?} register and {:?} unregister calls, expected 1 and 1",
+                last.register_calls,
+                last.unregister_calls
+            );
+            Ok(format!(
+                "VM {kvm} of pid {pid}: register during {register:?}, unregister during \
+                 {unregister:?} ({})",
+                why(w)
             ))
         }
         Expect::Flip => {
@@ -380,10 +481,12 @@ mod tests {
                 .into(),
             ),
             snoop_control: Some(!expect_noncoherent),
+            no_snoop_override: None,
             expect_noncoherent: Some(expect_noncoherent),
             vm_fd: 4,
             vm_debugfs: None,
             kvm_vfio_fd: 5,
+            steps: crate::kvm::Steps::default(),
             added: true,
             remove: Remove::Del,
             removed: true,
@@ -413,9 +516,11 @@ mod tests {
         s
     }
 
+    /// A traced call; registers at 100 ns, unregisters at 200 ns.
     fn call(op: &str, pid: u32) -> String {
+        let ts = if op == "register" { 100 } else { 200 };
         format!(
-            "{{\"v\":2,\"type\":\"kvm_noncoherent_dma\",\"fn\":\"kvm_arch_{op}_noncoherent_dma\",\"pid\":{pid},\"op\":\"{op}\",\"kvm\":\"0xffffc90000a41000\"}}\n"
+            "{{\"v\":2,\"type\":\"kvm_noncoherent_dma\",\"ts_ns\":{ts},\"fn\":\"kvm_arch_{op}_noncoherent_dma\",\"pid\":{pid},\"op\":\"{op}\",\"kvm\":\"0xffffc90000a41000\"}}\n"
         )
     }
 
@@ -468,6 +573,48 @@ mod tests {
                 .contains("KVM changed the non-coherent DMA state although"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn calls_must_fall_in_the_steps_named() {
+        let mut w = workload(true);
+        w.steps.file_add = Some([50, 150]);
+        w.steps.attach = Some([160, 250]);
+        w.steps.remove = Some([300, 400]);
+        let during = |s: &str| s.parse::<Expect>().unwrap();
+        check(
+            &flip_run(),
+            &w,
+            during("register@file_add,unregister@attach"),
+        )
+        .unwrap();
+        // The unregister came during the attach, not when the file left the VM.
+        let e = check(
+            &flip_run(),
+            &w,
+            during("register@file_add,unregister@remove"),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("unregister at 200 ns, not during Remove"),
+            "{e}"
+        );
+        // A step the workload did not run.
+        w.steps.attach = None;
+        let e = check(
+            &flip_run(),
+            &w,
+            during("register@file_add,unregister@attach"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("did not run step Attach"), "{e}");
+        assert!(
+            "register@file_add,unregister@later"
+                .parse::<Expect>()
+                .is_err()
+        );
+        assert!("sometimes".parse::<Expect>().is_err());
     }
 
     #[test]

@@ -20,6 +20,7 @@
 pub mod accounting;
 pub mod auditcheck;
 pub mod bench;
+pub mod devices;
 pub mod difftest;
 pub mod dmabuf;
 pub mod edu;

@@ -48,6 +48,15 @@ impl VfioDevice {
         Ok(arg.out_devid)
     }
 
+    /// `VFIO_DEVICE_BIND_IOMMUFD` with any fd number, for the checks of bad fds.
+    pub fn bind_iommufd_raw(&self, fd: i32) -> io::Result<u32> {
+        let mut arg = VfioDeviceBindIommufd::new();
+        arg.iommufd = fd;
+        // SAFETY: argsz == size_of; token_uuid_ptr unused (flags == 0).
+        unsafe { ioctl_ptr(self.file.as_fd(), VFIO_DEVICE_BIND_IOMMUFD, &mut arg) }?;
+        Ok(arg.out_devid)
+    }
+
     /// `VFIO_DEVICE_ATTACH_IOMMUFD_PT`: returns the attached pt id (a HWPT
     /// id when an IOAS was given).
     pub fn attach_pt(&self, pt_id: u32) -> io::Result<u32> {

@@ -592,6 +592,12 @@ const CHECKPATCH_ALLOWED: &[Allowed] = &[
         reason: "drivers/iommu/ioasid/device.rs and hwpt.rs are covered by the IOMMU IOASID entry \
                  (F: drivers/iommu/ioasid/)",
     },
+    Allowed {
+        subject: "iommu/ioasid: add a test hook for the no-snoop ability of devices",
+        kind: "FILE_PATH_CHANGES",
+        reason: "drivers/iommu/ioasid/test.rs is covered by the IOMMU IOASID entry \
+                 (F: drivers/iommu/ioasid/)",
+    },
 ];
 
 /// One ERROR, WARNING or CHECK line of `checkpatch.pl --terse --show-types`.

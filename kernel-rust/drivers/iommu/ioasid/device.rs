@@ -33,10 +33,10 @@ use kernel::{
     device::Device,
     iommu::domain::{
         device_capable,
+        device_hw_info,
         Attachment,
         Capability,
         DmaOwnership,
-        Domain,
         Group, //
     },
     new_mutex, pci,
@@ -46,6 +46,11 @@ use kernel::{
         Arc,
         Mutex, //
     },
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+    uapi,
 };
 
 use crate::{
@@ -53,6 +58,10 @@ use crate::{
     object::{
         NewObject,
         Object, //
+    },
+    ucmd::{
+        IommuHwInfo,
+        Ucmd, //
     },
     IoasidCtx,
 };
@@ -83,6 +92,16 @@ struct Attached {
 }
 
 impl IoasidDevice {
+    /// The device.
+    pub(crate) fn dev(&self) -> &Device {
+        &self.dev
+    }
+
+    /// Whether the IOMMU can make the device's domains enforce cache coherency.
+    pub(crate) fn enforce_cc(&self) -> bool {
+        self.enforce_cc
+    }
+
     /// The id of the HWPT the device is attached to, or `None`.
     pub(crate) fn attached_hwpt(&self) -> Option<u32> {
         self.attached.lock().as_ref().map(|a| a.hwpt.id())
@@ -90,6 +109,9 @@ impl IoasidDevice {
 
     /// Whether the device can issue DMA requests with the No Snoop attribute now.
     fn may_issue_no_snoop(&self) -> bool {
+        if let Some(forced) = crate::test::no_snoop_override() {
+            return forced;
+        }
         match <&pci::Device>::try_from(&*self.dev) {
             // A function whose config space cannot be read is assumed to be able to.
             Ok(pdev) => pdev.no_snoop_capable().unwrap_or(true),
@@ -253,14 +275,7 @@ impl Binding {
     /// Makes an automatic HWPT of `ioas` for the device, counting the device as its user.
     fn new_auto_hwpt(&self, ioas: Arc<crate::ioas::Ioas>) -> Result<Arc<Hwpt>> {
         let new_object = NewObject::new(&self.ctx.objects)?;
-        let mut domain = Domain::alloc_paging(&self.device.dev)?;
-        // Coherency is enforced whenever the IOMMU can, before the domain maps anything. The
-        // IOMMU said it could for this device: failing is a driver bug, as in iommufd.
-        if self.device.enforce_cc && !domain.enforce_cache_coherency() {
-            kernel::warn_on!(true);
-            return Err(EINVAL);
-        }
-        let hwpt = Hwpt::new(ioas, domain, new_object.id(), true)?;
+        let hwpt = Hwpt::alloc_for(&self.device, ioas, new_object.id(), true)?;
         // Nobody can see the HWPT before `finalize`, so no lock orders this.
         hwpt.get_user();
         new_object.finalize(Object::HwptPaging(hwpt.clone()));
@@ -313,4 +328,58 @@ impl Drop for Binding {
         let removed = self.ctx.objects.lock().remove_unchecked(self.device.id);
         drop(removed);
     }
+}
+
+/// `IOMMU_GET_HW_INFO`: reports what the IOMMU driver says of the IOMMU behind a device, like
+/// `iommufd_get_hw_info()`.
+///
+/// The driver's data is copied to `data_uptr`, truncated to `data_len` and zero-filled up to it,
+/// and `data_len` is set to the length the driver has. Fails with `EOPNOTSUPP` for unknown flags
+/// or a non-zero `__reserved`, with `ENOENT` if `dev_id` is not a device, and with `EFAULT` if
+/// the buffer cannot be written. PASIDs are not supported, so no PASID is reported.
+pub(crate) fn get_hw_info(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuHwInfo>) -> Result {
+    const INPUT_TYPE: u32 = uapi::iommufd_hw_info_flags_IOMMU_HW_INFO_FLAG_INPUT_TYPE;
+    let cmd = &ucmd.cmd;
+    if cmd.flags & !INPUT_TYPE != 0 || cmd.__reserved != [0; 3] {
+        return Err(EOPNOTSUPP);
+    }
+    // Drivers do not support a random input type: only with the flag is it one.
+    let in_type = if cmd.flags & INPUT_TYPE != 0 {
+        cmd.__bindgen_anon_1
+    } else {
+        uapi::iommu_hw_info_type_IOMMU_HW_INFO_TYPE_DEFAULT
+    };
+    let device = match ctx.objects.lock().get(cmd.dev_id) {
+        Some(Object::Device(device)) => device.clone(),
+        _ => return Err(ENOENT),
+    };
+
+    let info = device_hw_info(device.dev(), in_type)?;
+    // CAST: The length of the driver's data came as a `u32`.
+    let data_len = info.data.len() as u32;
+    // CAST: `u32` fits in `usize`.
+    let room = cmd.data_len as usize;
+    let copy_len = room.min(info.data.len());
+    let addr = usize::try_from(cmd.data_uptr).map_err(|_| EFAULT)?;
+    let mut writer = UserSlice::new(UserPtr::from_addr(addr), room).writer();
+    writer.write_slice(&info.data[..copy_len])?;
+    // Zero what the user's buffer has beyond the driver's data, like `clear_user()`.
+    let zeros = [0u8; 64];
+    while !writer.is_empty() {
+        let n = writer.len().min(zeros.len());
+        writer.write_slice(&zeros[..n])?;
+    }
+
+    let mut capabilities = 0;
+    if device_capable(device.dev(), Capability::DirtyTracking) {
+        capabilities |= u64::from(uapi::iommufd_hw_capabilities_IOMMU_HW_CAP_DIRTY_TRACKING);
+    }
+    if !device_capable(device.dev(), Capability::PciAtsSupported) {
+        capabilities |= u64::from(uapi::iommufd_hw_capabilities_IOMMU_HW_CAP_PCI_ATS_NOT_SUPPORTED);
+    }
+    ucmd.cmd.data_len = data_len;
+    ucmd.cmd.__bindgen_anon_1 = info.data_type;
+    ucmd.cmd.out_max_pasid_log2 = 0;
+    ucmd.cmd.out_capabilities = capabilities;
+    ucmd.respond()
 }

@@ -16,9 +16,22 @@ use kernel::{
         },
         Arc,
     },
+    uapi,
 };
 
-use crate::ioas::Ioas;
+use crate::{
+    device::IoasidDevice,
+    ioas::Ioas,
+    object::{
+        NewObject,
+        Object, //
+    },
+    ucmd::{
+        IommuHwptAlloc,
+        Ucmd, //
+    },
+    IoasidCtx,
+};
 
 /// A paging hardware page table, iommufd's `struct iommufd_hwpt_paging`.
 ///
@@ -39,10 +52,31 @@ pub(crate) struct Hwpt {
 }
 
 impl Hwpt {
+    /// Makes the HWPT `id` of `ioas` for `device`: allocates an IOMMU paging domain for the
+    /// device, makes it enforce cache coherency if the IOMMU can, and maps the areas of `ioas`
+    /// into it, like `iommufd_hwpt_paging_alloc()`.
+    ///
+    /// Fails with the error of the IOMMU driver or of [`Ioas::add_domain`].
+    pub(crate) fn alloc_for(
+        device: &IoasidDevice,
+        ioas: Arc<Ioas>,
+        id: u32,
+        auto: bool,
+    ) -> Result<Arc<Self>> {
+        let mut domain = Domain::alloc_paging(device.dev())?;
+        // Coherency is enforced whenever the IOMMU can, before the domain maps anything. The
+        // IOMMU said it could for this device: failing is a driver bug, as in iommufd.
+        if device.enforce_cc() && !domain.enforce_cache_coherency() {
+            kernel::warn_on!(true);
+            return Err(EINVAL);
+        }
+        Self::new(ioas, domain, id, auto)
+    }
+
     /// Makes the HWPT `id` of `domain` for `ioas`, mapping the areas of `ioas` into `domain`.
     ///
     /// Fails with the error of [`Ioas::add_domain`].
-    pub(crate) fn new(ioas: Arc<Ioas>, domain: Domain, id: u32, auto: bool) -> Result<Arc<Self>> {
+    fn new(ioas: Arc<Ioas>, domain: Domain, id: u32, auto: bool) -> Result<Arc<Self>> {
         let domain = Arc::new(domain, GFP_KERNEL_ACCOUNT)?;
         // Allocated before the domain is filled, so that nothing can fail after.
         let hwpt = Arc::new(
@@ -97,6 +131,50 @@ impl Hwpt {
     pub(crate) fn put_user(&self) -> usize {
         self.users.fetch_sub(1, Relaxed) - 1
     }
+}
+
+/// `IOMMU_HWPT_ALLOC`: makes a paging HWPT of an IOAS for a device, like
+/// `iommufd_hwpt_alloc()`.
+///
+/// Only paging HWPTs without flags or driver data are supported: any `IOMMU_HWPT_ALLOC_*` flag
+/// (nesting parent, dirty tracking, PASID, fault id) and any `IOMMU_HWPT_DATA_*` type but
+/// `IOMMU_HWPT_DATA_NONE` fail with `EOPNOTSUPP`, as iommufd fails what the IOMMU cannot do. A
+/// `data_len` that does not go with `data_type` fails with `EINVAL`, a `dev_id` that is not a
+/// device with `ENOENT`, and a `pt_id` that is not an IOAS with `EINVAL`.
+pub(crate) fn alloc(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuHwptAlloc>) -> Result {
+    let cmd = &ucmd.cmd;
+    if cmd.__reserved != 0 {
+        return Err(EOPNOTSUPP);
+    }
+    let data_none = cmd.data_type == uapi::iommu_hwpt_data_type_IOMMU_HWPT_DATA_NONE;
+    if (data_none && cmd.data_len != 0) || (!data_none && cmd.data_len == 0) {
+        return Err(EINVAL);
+    }
+    let (device, ioas) = {
+        let objects = ctx.objects.lock();
+        let device = match objects.get(cmd.dev_id) {
+            Some(Object::Device(device)) => device.clone(),
+            _ => return Err(ENOENT),
+        };
+        let ioas = match objects.get(cmd.pt_id) {
+            Some(Object::Ioas(ioas)) => ioas.clone(),
+            // Nesting parents and vIOMMUs are not supported; iommufd fails a missing object
+            // and one of another kind alike.
+            _ => return Err(EINVAL),
+        };
+        (device, ioas)
+    };
+    if cmd.flags != 0 || !data_none {
+        return Err(EOPNOTSUPP);
+    }
+
+    let new_object = NewObject::new(&ctx.objects)?;
+    let hwpt = Hwpt::alloc_for(&device, ioas, new_object.id(), false)?;
+    ucmd.cmd.out_hwpt_id = new_object.id();
+    // On failure `new_object` frees the id and `hwpt` unmaps the IOAS from its domain.
+    ucmd.respond()?;
+    new_object.finalize(Object::HwptPaging(hwpt));
+    Ok(())
 }
 
 impl Drop for Hwpt {

@@ -148,7 +148,9 @@
 //!
 //! # Differences from iommufd
 //!
-//! - Implemented are `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`,
+//! - Implemented are `IOMMU_DESTROY`, `IOMMU_GET_HW_INFO` (no PASID capabilities: PASIDs are
+//!   not supported), `IOMMU_HWPT_ALLOC` (paging HWPTs without flags or driver data),
+//!   `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`,
 //!   `IOMMU_IOAS_MAP_FILE`, `IOMMU_IOAS_UNMAP`, `IOMMU_IOAS_COPY`, `IOMMU_IOAS_IOVA_RANGES`,
 //!   `IOMMU_IOAS_ALLOW_IOVAS` and `IOMMU_OPTION` (`IOMMU_OPTION_RLIMIT_MODE`,
 //!   `IOMMU_OPTION_HUGE_PAGES`). The other iommufd ioctls fail with `ENOTTY` (after step 2
@@ -156,7 +158,7 @@
 //! - `IOMMU_IOAS_MAP_FILE` maps memfds (shmem and hugetlbfs) only; a dma-buf, which iommufd maps
 //!   for the VFIO devices that export one, fails with `EINVAL` like any other file.
 //! - VFIO devices bind through vfio's IOMMU provider registry, one device per IOMMU group.
-//!   `IOMMU_HWPT_ALLOC`, `IOMMU_GET_HW_INFO` and PASIDs are not implemented, and the reserved
+//!   Nesting, dirty tracking and PASIDs are not implemented, and the reserved
 //!   IOVA regions of attached devices are not applied yet, so an IOAS has no reserved ranges.
 //!   An automatic HWPT is shared only by devices of the same coherency: iommufd also puts a
 //!   device whose IOMMU could enforce coherency on a HWPT that does not.
@@ -220,6 +222,7 @@ mod hwpt;
 mod ioas;
 mod object;
 mod pages;
+mod test;
 mod ucmd;
 
 module! {
@@ -236,6 +239,12 @@ const IOMMUFD_CMD_NRS: RangeInclusive<u32> =
 
 /// `IOMMU_DESTROY` of `include/uapi/linux/iommufd.h`.
 const IOMMU_DESTROY: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_DESTROY);
+
+/// `IOMMU_GET_HW_INFO` of `include/uapi/linux/iommufd.h`.
+const IOMMU_GET_HW_INFO: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_GET_HW_INFO);
+
+/// `IOMMU_HWPT_ALLOC` of `include/uapi/linux/iommufd.h`.
+const IOMMU_HWPT_ALLOC: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_HWPT_ALLOC);
 
 /// `IOMMU_IOAS_ALLOC` of `include/uapi/linux/iommufd.h`.
 const IOMMU_IOAS_ALLOC: u32 = _IO(uapi::IOMMUFD_TYPE as u32, uapi::IOMMUFD_CMD_IOAS_ALLOC);
@@ -274,6 +283,9 @@ struct IoasidModule {
     provider: Option<Pin<KBox<ProviderRegistration<IoasidCtx>>>>,
     #[pin]
     miscdev: MiscDeviceRegistration<IoasidCtx>,
+    /// The test hooks of `CONFIG_IOASID_TEST`, nothing without it.
+    #[pin]
+    test_hooks: test::TestHooks,
 }
 
 impl kernel::InPlaceModule for IoasidModule {
@@ -281,6 +293,7 @@ impl kernel::InPlaceModule for IoasidModule {
         try_pin_init!(Self {
             miscdev <- MiscDeviceRegistration::register(MiscDeviceOptions { name: c"ioasid" }),
             provider: None,
+            test_hooks <- test::TestHooks::new(),
         })
         .pin_chain(|module| {
             // The provider is registered for the files of the registered misc device.
@@ -314,6 +327,8 @@ impl IoasidCtx {
         let user_size = ucmd::read_user_size(arg)?;
         match cmd {
             IOMMU_DESTROY => self.destroy(Ucmd::copy_from_user(arg, user_size)?),
+            IOMMU_GET_HW_INFO => device::get_hw_info(self, Ucmd::copy_from_user(arg, user_size)?),
+            IOMMU_HWPT_ALLOC => hwpt::alloc(self, Ucmd::copy_from_user(arg, user_size)?),
             IOMMU_IOAS_ALLOC => ioas::alloc(self, Ucmd::copy_from_user(arg, user_size)?),
             IOMMU_IOAS_ALLOW_IOVAS => {
                 ioas::allow_iovas(self, Ucmd::copy_from_user(arg, user_size)?)

@@ -49,6 +49,8 @@ const fn max_size(sizes: &[usize]) -> usize {
 /// [`ucmd_struct!`] fails the build for a struct that is missing here.
 const UCMD_BUFFER_SIZE: usize = max_size(&[
     size_of::<uapi::iommu_destroy>(),
+    size_of::<uapi::iommu_hw_info>(),
+    size_of::<uapi::iommu_hwpt_alloc>(),
     size_of::<uapi::iommu_ioas_alloc>(),
     size_of::<uapi::iommu_ioas_allow_iovas>(),
     size_of::<uapi::iommu_ioas_copy>(),
@@ -60,6 +62,23 @@ const UCMD_BUFFER_SIZE: usize = max_size(&[
 
 /// A command struct as bytes, zero-extended to [`UCMD_BUFFER_SIZE`].
 type UcmdBytes = [u8; UCMD_BUFFER_SIZE];
+
+/// Byte arrays of command structs (`__u8 __reserved[3]`) decode as themselves, so that
+/// [`ucmd_struct!`] can name them like integer fields.
+trait ByteArray<const N: usize> {
+    fn from_ne_bytes(bytes: [u8; N]) -> Self;
+    fn to_ne_bytes(self) -> [u8; N];
+}
+
+impl<const N: usize> ByteArray<N> for [u8; N] {
+    fn from_ne_bytes(bytes: [u8; N]) -> Self {
+        bytes
+    }
+
+    fn to_ne_bytes(self) -> [u8; N] {
+        self
+    }
+}
 
 /// Returns the `N` bytes at `offset` of `bytes`.
 ///
@@ -100,7 +119,7 @@ pub(crate) trait UcmdStruct: Sized {
 ///
 /// The fields must be named and typed like those of the C struct, but may omit the ones the
 /// driver does not use, such as `size` (which [`Ucmd`] handles); [`Ucmd::respond`] writes those
-/// back as they were copied in. Only integer fields are supported.
+/// back as they were copied in. Only integer and byte array fields are supported.
 ///
 /// `min_size` names the field that ends the smallest struct userspace may pass, like the `_last`
 /// argument of iommufd's `IOCTL_OP()`.
@@ -276,6 +295,48 @@ ucmd_struct! {
         object_id: u32,
         /// The value to set, or the value read.
         val64: u64,
+    }
+}
+
+ucmd_struct! {
+    /// `struct iommu_hwpt_alloc`: the argument of `IOMMU_HWPT_ALLOC`.
+    struct IommuHwptAlloc = uapi::iommu_hwpt_alloc, min_size = __reserved {
+        /// `IOMMU_HWPT_ALLOC_*`.
+        flags: u32,
+        /// The device the HWPT is for.
+        dev_id: u32,
+        /// The IOAS the HWPT maps.
+        pt_id: u32,
+        /// Output: the id of the new HWPT.
+        out_hwpt_id: u32,
+        /// Must be zero.
+        __reserved: u32,
+        /// `IOMMU_HWPT_DATA_*`: the type of the driver-specific data.
+        data_type: u32,
+        /// The length of the driver-specific data.
+        data_len: u32,
+    }
+}
+
+ucmd_struct! {
+    /// `struct iommu_hw_info`: the argument of `IOMMU_GET_HW_INFO`.
+    struct IommuHwInfo = uapi::iommu_hw_info, min_size = __reserved {
+        /// `IOMMU_HW_INFO_FLAG_*`.
+        flags: u32,
+        /// The device.
+        dev_id: u32,
+        /// Input: the room at `data_uptr`; output: the length of the driver's data.
+        data_len: u32,
+        /// User pointer to the buffer for the driver's data.
+        data_uptr: u64,
+        /// The union of `in_data_type` and `out_data_type`, `IOMMU_HW_INFO_TYPE_*`.
+        __bindgen_anon_1: u32,
+        /// Output: log2 of the number of PASIDs of the device.
+        out_max_pasid_log2: u8,
+        /// Must be zero.
+        __reserved: [u8; 3],
+        /// Output: `IOMMU_HW_CAP_*`.
+        out_capabilities: u64,
     }
 }
 

@@ -19,7 +19,11 @@
 //! C header: [`include/linux/iommu.h`](srctree/include/linux/iommu.h)
 
 use crate::{
-    alloc::Flags,
+    alloc::{
+        flags::GFP_KERNEL,
+        Flags,
+        KVVec, //
+    },
     bindings,
     device::Device,
     error::{
@@ -81,6 +85,10 @@ pub enum Capability {
     /// A domain of the device can enforce cache coherency, blocking no-snoop DMA
     /// (`IOMMU_CAP_ENFORCE_CACHE_COHERENCY`).
     EnforceCacheCoherency,
+    /// The IOMMU can track the pages the device dirties (`IOMMU_CAP_DIRTY_TRACKING`).
+    DirtyTracking,
+    /// The device may use PCI ATS (`IOMMU_CAP_PCI_ATS_SUPPORTED`).
+    PciAtsSupported,
 }
 
 /// Returns whether the IOMMU behind `dev` has `cap`, like `device_iommu_capable()`.
@@ -90,9 +98,48 @@ pub fn device_capable(dev: &Device, cap: Capability) -> bool {
     let cap = match cap {
         Capability::CacheCoherency => bindings::iommu_cap_IOMMU_CAP_CACHE_COHERENCY,
         Capability::EnforceCacheCoherency => bindings::iommu_cap_IOMMU_CAP_ENFORCE_CACHE_COHERENCY,
+        Capability::DirtyTracking => bindings::iommu_cap_IOMMU_CAP_DIRTY_TRACKING,
+        Capability::PciAtsSupported => bindings::iommu_cap_IOMMU_CAP_PCI_ATS_SUPPORTED,
     };
     // SAFETY: `dev` is a valid device for the duration of the call.
     unsafe { bindings::device_iommu_capable(dev.as_raw(), cap) }
+}
+
+/// What the IOMMU driver reports of the IOMMU behind a device, for userspace.
+pub struct HwInfo {
+    /// The `IOMMU_HW_INFO_TYPE_*` of `data`; `IOMMU_HW_INFO_TYPE_NONE` when the driver reports
+    /// nothing.
+    pub data_type: u32,
+    /// The driver's data, such as `struct iommu_hw_info_vtd`.
+    pub data: KVVec<u8>,
+}
+
+/// Returns what the IOMMU driver reports of the IOMMU behind `dev`, of the
+/// `IOMMU_HW_INFO_TYPE_*` `data_type` (`IOMMU_HW_INFO_TYPE_DEFAULT` for the driver's own), like
+/// `iommu_device_hw_info()`.
+///
+/// Fails with the error of the driver, such as [`EOPNOTSUPP`] for a type it does not have.
+pub fn device_hw_info(dev: &Device, data_type: u32) -> Result<HwInfo> {
+    let mut length: u32 = 0;
+    let mut data_type = data_type;
+    // SAFETY: `dev` is a valid device for the duration of the call, `length` and `data_type`
+    // are valid for writes.
+    let data = from_err_ptr(unsafe {
+        bindings::iommu_device_hw_info(dev.as_raw(), &mut length, &mut data_type)
+    })?;
+    let mut copy = KVVec::new();
+    if !data.is_null() {
+        // SAFETY: The driver returned `length` bytes at `data`, which this function now owns.
+        let bytes = unsafe { core::slice::from_raw_parts(data.cast::<u8>(), length as usize) };
+        let copied = copy.extend_from_slice(bytes, GFP_KERNEL);
+        // SAFETY: `data` came from `kmalloc()`, and is freed only here.
+        unsafe { bindings::kfree(data) };
+        copied?;
+    }
+    Ok(HwInfo {
+        data_type,
+        data: copy,
+    })
 }
 
 /// An IOMMU group: the devices the IOMMU cannot isolate from each other.
