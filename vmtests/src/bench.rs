@@ -1,14 +1,18 @@
-//! `ioasid-bench`: how long MAP+UNMAP and COPY take on `/dev/ioasid` against mainline iommufd
-//! (with a domain, and bare) and VFIO type1, measured in one process in one boot so that the
-//! ratios compare like with like (same kernel, same guest, same buffer, same moment).
+//! `ioasid-bench`: how long MAP+UNMAP and COPY take on `/dev/ioasid` (with a domain, and
+//! without a device) against mainline iommufd (with a domain, and bare) and VFIO type1, measured
+//! in one process in one boot so that the ratios compare like with like (same kernel, same
+//! guest, same buffer).
 //!
 //! The backends:
 //!
-//! * `ioasid` — `/dev/ioasid`. It pins at `IOMMU_IOAS_MAP` and records the pages, but it has no
-//!   IOMMU domain yet, so it never calls `iommu_map`: its MAP is pinning plus bookkeeping.
+//! * `ioasid+domain` — `/dev/ioasid` with the edu device's VFIO cdev bound and a HWPT allocated
+//!   on each IOAS (`IOMMU_HWPT_ALLOC`), so MAP pins and `iommu_map`s: the fair comparison with
+//!   `iommufd+domain` and `type1`.
+//! * `ioasid` — `/dev/ioasid`, an IOAS without a device: MAP pins and records the pages, no
+//!   `iommu_map`. Unlike mainline's bare IOAS it pins at MAP even without a domain (a deliberate
+//!   difference), so its MAP is pinning plus bookkeeping.
 //! * `iommufd+domain` — `/dev/iommu` with the edu device's VFIO cdev bound and a HWPT allocated
-//!   on each IOAS (`IOMMU_HWPT_ALLOC`), so mainline pins and `iommu_map`s at MAP time: the fair
-//!   comparison for pinning.
+//!   on each IOAS, so mainline pins and `iommu_map`s at MAP time.
 //! * `iommufd` — `/dev/iommu`, an IOAS without a domain: mainline only records the range and
 //!   pins nothing. Shown for reference, not as a target.
 //! * `type1` — a VFIO type1v2 container with the edu device's group: `VFIO_IOMMU_MAP_DMA` pins
@@ -21,9 +25,13 @@
 //! IOAS) and come back after UNMAP, and COPY must share the source's pages (no counter moves).
 //!
 //! Times are `Instant` (`clock_gettime(CLOCK_MONOTONIC)`) around the whole loop of one phase.
-//! The iommufd-speaking backends are open together and their repetitions interleaved, the
-//! starting backend rotating, so drift of the (TCG) guest does not favour one of them; type1
-//! runs after them because a VFIO group cannot be used while the device's cdev is open.
+//! Backends run in groups, one after the other (see [`groups`]): within a group they are open
+//! together and their repetitions interleaved, the starting backend rotating, so drift of the
+//! (TCG) guest does not favour one of them. A VFIO cdev is bound to one iommufd file at a time
+//! and cannot be opened twice, so `ioasid+domain` cannot be open with `iommufd+domain`: group 1
+//! is `ioasid`, `iommufd+domain` and `iommufd`, group 2 `ioasid+domain` alone, after group 1
+//! closed the cdev, and then `type1` (a VFIO group cannot be used while the device's cdev is
+//! open). Ratios across groups are therefore not protected from drift; the report says so.
 
 use crate::accounting::status_kib;
 use crate::difftest::domain::edu_cdev;
@@ -53,10 +61,14 @@ pub const BASE_IOVA: u64 = 4 * GIB;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
 pub enum BackendKind {
-    /// /dev/ioasid (pins at MAP; no IOMMU domain yet)
+    /// /dev/ioasid, IOAS without a device (pins at MAP, no iommu_map)
     #[value(name = "ioasid")]
     #[serde(rename = "ioasid")]
     Ioasid,
+    /// /dev/ioasid with the edu device bound and a HWPT on each IOAS
+    #[value(name = "ioasid+domain")]
+    #[serde(rename = "ioasid+domain")]
+    IoasidDomain,
     /// /dev/iommu with the edu device bound and a HWPT on each IOAS
     #[value(name = "iommufd+domain")]
     #[serde(rename = "iommufd+domain")]
@@ -71,19 +83,22 @@ pub enum BackendKind {
     Type1,
 }
 
-/// Every backend, in report order.
-pub const ALL_BACKENDS: [BackendKind; 4] = [
+/// Every backend, in report order (also the default set, with and without `--quick`).
+pub const ALL_BACKENDS: [BackendKind; 5] = [
+    BackendKind::IoasidDomain,
     BackendKind::Ioasid,
     BackendKind::IommufdDomain,
     BackendKind::Iommufd,
     BackendKind::Type1,
 ];
 
-/// The references `/dev/ioasid` is compared with, in the order the ratios are printed.
-const REFERENCES: [BackendKind; 3] = [
-    BackendKind::IommufdDomain,
-    BackendKind::Type1,
-    BackendKind::Iommufd,
+/// The (ours, reference) pairs whose ratios are computed, in the order they are printed.
+pub const PAIRS: [(BackendKind, BackendKind); 5] = [
+    (BackendKind::IoasidDomain, BackendKind::IommufdDomain),
+    (BackendKind::IoasidDomain, BackendKind::Type1),
+    (BackendKind::Ioasid, BackendKind::IommufdDomain),
+    (BackendKind::Ioasid, BackendKind::Type1),
+    (BackendKind::Ioasid, BackendKind::Iommufd),
 ];
 
 /// Which `/proc/self/status` counter a backend's pins show in.
@@ -101,6 +116,7 @@ impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Ioasid => "ioasid",
+            BackendKind::IoasidDomain => "ioasid+domain",
             BackendKind::IommufdDomain => "iommufd+domain",
             BackendKind::Iommufd => "iommufd",
             BackendKind::Type1 => "type1",
@@ -111,7 +127,10 @@ impl BackendKind {
     pub fn what(self) -> &'static str {
         match self {
             BackendKind::Ioasid => {
-                "/dev/ioasid: MAP pins and records the pages; no IOMMU domain yet, so no iommu_map"
+                "/dev/ioasid, IOAS without a device: MAP pins and records the pages, no iommu_map"
+            }
+            BackendKind::IoasidDomain => {
+                "/dev/ioasid, edu cdev bound, a HWPT on each IOAS: MAP pins and iommu_maps"
             }
             BackendKind::IommufdDomain => {
                 "/dev/iommu, edu cdev bound, a HWPT on each IOAS: MAP pins and iommu_maps"
@@ -127,7 +146,10 @@ impl BackendKind {
 
     pub fn pinning(self) -> Pinning {
         match self {
-            BackendKind::Ioasid | BackendKind::IommufdDomain => Pinning::VmPin,
+            // /dev/ioasid charges each page once per file, with or without a domain.
+            BackendKind::Ioasid | BackendKind::IoasidDomain | BackendKind::IommufdDomain => {
+                Pinning::VmPin
+            }
             BackendKind::Iommufd => Pinning::Nothing,
             BackendKind::Type1 => Pinning::VmLck,
         }
@@ -139,9 +161,33 @@ impl BackendKind {
     }
 
     /// Needs the edu device bound to vfio-pci.
-    fn needs_device(self) -> bool {
-        matches!(self, BackendKind::IommufdDomain | BackendKind::Type1)
+    pub fn needs_device(self) -> bool {
+        matches!(
+            self,
+            BackendKind::IoasidDomain | BackendKind::IommufdDomain | BackendKind::Type1
+        )
     }
+
+    /// The group it runs in (see [`groups`]): backends of one group are open together, so a
+    /// group holds at most one user of the edu device (its cdev, or its VFIO group).
+    fn group(self) -> usize {
+        match self {
+            BackendKind::Ioasid | BackendKind::IommufdDomain | BackendKind::Iommufd => 0,
+            BackendKind::IoasidDomain => 1,
+            BackendKind::Type1 => 2,
+        }
+    }
+}
+
+/// `kinds` split into the groups that run one after the other, in order, each non-empty and in
+/// `kinds`' order: `ioasid`, `iommufd+domain` and `iommufd`; then `ioasid+domain` alone (the
+/// cdev binds to one iommufd file at a time and cannot be opened twice); then `type1` (its VFIO
+/// group cannot be used while the cdev is open).
+pub fn groups(kinds: &[BackendKind]) -> Vec<Vec<BackendKind>> {
+    (0..3)
+        .map(|g| kinds.iter().copied().filter(|k| k.group() == g).collect())
+        .filter(|g: &Vec<BackendKind>| !g.is_empty())
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -356,32 +402,46 @@ impl Measurement {
     }
 }
 
-/// `reference`'s median time over `/dev/ioasid`'s for one phase: above 1, /dev/ioasid is faster.
+/// `reference`'s median time over `ours`' for one phase of one workload: above 1, `ours` (a
+/// /dev/ioasid backend) is faster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Ratio {
     pub workload: String,
+    pub ours: BackendKind,
     pub reference: BackendKind,
     pub phase: &'static str,
     pub ratio: f64,
 }
 
+/// The ratios of every [`PAIRS`] pair measured on the same workload: by workload (in the order
+/// of `results`), then pair (in [`PAIRS`] order), then phase.
 pub fn ratios(results: &[Measurement]) -> Vec<Ratio> {
+    let mut workloads: Vec<&str> = Vec::new();
+    for m in results {
+        if !workloads.contains(&m.workload.as_str()) {
+            workloads.push(&m.workload);
+        }
+    }
+    let find = |workload: &str, backend| {
+        results
+            .iter()
+            .find(|m| m.backend == backend && m.workload == workload)
+    };
     let mut out = Vec::new();
-    for ours in results.iter().filter(|m| m.backend == BackendKind::Ioasid) {
-        for reference in REFERENCES {
-            let Some(theirs) = results
-                .iter()
-                .find(|m| m.backend == reference && m.workload == ours.workload)
+    for workload in workloads {
+        for (ours, reference) in PAIRS {
+            let (Some(mine), Some(theirs)) = (find(workload, ours), find(workload, reference))
             else {
                 continue;
             };
-            for p in &ours.phases {
+            for p in &mine.phases {
                 let Some(q) = theirs.phase(p.phase) else {
                     continue;
                 };
                 if p.median_ns > 0 {
                     out.push(Ratio {
-                        workload: ours.workload.clone(),
+                        workload: workload.to_string(),
+                        ours,
                         reference,
                         phase: p.phase,
                         ratio: q.median_ns as f64 / p.median_ns as f64,
@@ -482,33 +542,47 @@ pub fn format_report(r: &Report) -> String {
     if !r.ratios.is_empty() {
         let _ = writeln!(
             s,
-            "\nratios of medians, reference / ioasid (above 1.00x: /dev/ioasid is faster):"
+            "\nratios of medians, reference / ours (above 1.00x: ours, the /dev/ioasid backend, is faster):"
         );
     }
-    for w in &r.workloads {
-        let mut parts = Vec::new();
-        for reference in REFERENCES {
-            let of = |phase: &str| {
-                r.ratios
-                    .iter()
-                    .find(|x| x.workload == w.name && x.reference == reference && x.phase == phase)
-                    .map(|x| x.ratio)
-            };
-            let Some(total) = of("total") else {
-                continue;
-            };
-            let detail: Vec<String> = [w.op.first_phase(), "unmap"]
-                .into_iter()
-                .filter_map(|p| of(p).map(|x| format!("{p} {x:.2}x")))
-                .collect();
-            parts.push(format!(
-                "{total:.2}x {} ({})",
-                reference.name(),
-                detail.join(", ")
-            ));
+    // Each "ours" once, in PAIRS order.
+    let mut ours_list: Vec<BackendKind> = Vec::new();
+    for (ours, _) in PAIRS {
+        if !ours_list.contains(&ours) {
+            ours_list.push(ours);
         }
-        if !parts.is_empty() {
-            let _ = writeln!(s, "  {}: ioasid is {}", w.name, parts.join("; "));
+    }
+    for w in &r.workloads {
+        for &ours in &ours_list {
+            let mut parts = Vec::new();
+            for reference in PAIRS.iter().filter(|p| p.0 == ours).map(|p| p.1) {
+                let of = |phase: &str| {
+                    r.ratios
+                        .iter()
+                        .find(|x| {
+                            x.workload == w.name
+                                && x.ours == ours
+                                && x.reference == reference
+                                && x.phase == phase
+                        })
+                        .map(|x| x.ratio)
+                };
+                let Some(total) = of("total") else {
+                    continue;
+                };
+                let detail: Vec<String> = [w.op.first_phase(), "unmap"]
+                    .into_iter()
+                    .filter_map(|p| of(p).map(|x| format!("{p} {x:.2}x")))
+                    .collect();
+                parts.push(format!(
+                    "{total:.2}x {} ({})",
+                    reference.name(),
+                    detail.join(", ")
+                ));
+            }
+            if !parts.is_empty() {
+                let _ = writeln!(s, "  {}: {} is {}", w.name, ours.name(), parts.join("; "));
+            }
         }
     }
     s
@@ -636,6 +710,9 @@ impl Mapper {
         let edu = || edu.context("the edu device is needed but was not set up");
         match kind {
             BackendKind::Ioasid => Self::open_iommufd(Path::new(DEV_IOASID), None, span),
+            BackendKind::IoasidDomain => {
+                Self::open_iommufd(Path::new(DEV_IOASID), Some(&edu()?.cdev), span)
+            }
             BackendKind::Iommufd => Self::open_iommufd(Path::new(DEV_IOMMU), None, span),
             BackendKind::IommufdDomain => {
                 Self::open_iommufd(Path::new(DEV_IOMMU), Some(&edu()?.cdev), span)
@@ -940,6 +1017,28 @@ fn raise_type1_entry_limit(sysfs_root: &Path, needed: u64) -> Result<Option<u64>
     Ok(Some(limit))
 }
 
+/// When more than one group runs: which ran one after the other rather than interleaved.
+pub fn groups_note(groups: &[Vec<BackendKind>]) -> Option<String> {
+    if groups.len() < 2 {
+        return None;
+    }
+    let names: Vec<String> = groups
+        .iter()
+        .map(|g| g.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "))
+        .collect();
+    Some(format!(
+        "ran in {} groups, one after the other: {}; repetitions are interleaved within a group \
+         only (the edu device's cdev binds to one iommufd file at a time, and type1 needs it \
+         closed), so ratios across groups are exposed to the guest's drift",
+        groups.len(),
+        names
+            .iter()
+            .map(|n| format!("[{n}]"))
+            .collect::<Vec<_>>()
+            .join(" then ")
+    ))
+}
+
 /// The whole benchmark.
 pub fn run(args: &Args) -> Result<Report> {
     let kinds = args.backends();
@@ -965,22 +1064,17 @@ pub fn run(args: &Args) -> Result<Report> {
     };
 
     let mut samples = BTreeMap::new();
-    let iommufd_kinds: Vec<BackendKind> = kinds
-        .iter()
-        .copied()
-        .filter(|k| *k != BackendKind::Type1)
-        .collect();
-    run_group(
-        &iommufd_kinds,
-        edu.as_ref(),
-        args,
-        &workloads,
-        &buf,
-        &mut samples,
-    )?;
-    // After the group above closed the cdev: VFIO refuses the group while the cdev is open.
+    let groups = groups(&kinds);
     let mut notes = Vec::new();
-    if kinds.contains(&BackendKind::Type1) {
+    if let Some(note) = groups_note(&groups) {
+        notes.push(note);
+    }
+    // Each group closes what it opened (the cdev's binding included) before the next one runs.
+    for group in &groups {
+        if group.as_slice() != [BackendKind::Type1] {
+            run_group(group, edu.as_ref(), args, &workloads, &buf, &mut samples)?;
+            continue;
+        }
         let most = workloads.iter().map(|w| w.count).max().unwrap_or(0);
         let raised = raise_type1_entry_limit(&args.sysfs, most)?;
         if let Some(old) = raised {
@@ -988,14 +1082,7 @@ pub fn run(args: &Args) -> Result<Report> {
                 "type1: dma_entry_limit raised from {old} to {most} for this run (one mapping per entry)"
             ));
         }
-        let result = run_group(
-            &[BackendKind::Type1],
-            edu.as_ref(),
-            args,
-            &workloads,
-            &buf,
-            &mut samples,
-        );
+        let result = run_group(group, edu.as_ref(), args, &workloads, &buf, &mut samples);
         if let Some(old) = raised {
             let path = args.sysfs.join(TYPE1_DMA_ENTRY_LIMIT);
             std::fs::write(&path, old.to_string())
@@ -1059,6 +1146,16 @@ mod tests {
         let a = Args::try_parse_from(["x"]).unwrap();
         assert_eq!(a.reps(), 5);
         assert_eq!(a.backends(), ALL_BACKENDS.to_vec());
+        assert!(a.backends().contains(&BackendKind::IoasidDomain));
+        // bench-quick runs `ioasid-bench --quick`: every backend, ioasid+domain included.
+        let a = Args::try_parse_from(["x", "--quick"]).unwrap();
+        assert_eq!(a.backends(), ALL_BACKENDS.to_vec());
+        assert!(a.backends().contains(&BackendKind::IoasidDomain));
+        let a = Args::try_parse_from(["x", "--backends", "type1,ioasid+domain"]).unwrap();
+        assert_eq!(
+            a.backends(),
+            vec![BackendKind::IoasidDomain, BackendKind::Type1]
+        );
         let a = Args::try_parse_from(["x", "--quick", "--backends", "type1,ioasid,type1"]).unwrap();
         assert_eq!(a.reps(), 2);
         assert_eq!(a.backends(), vec![BackendKind::Ioasid, BackendKind::Type1]);
@@ -1096,6 +1193,73 @@ mod tests {
         assert_eq!(
             a.json_path(Some(Path::new("/out"))),
             Some(PathBuf::from("/r.json"))
+        );
+    }
+
+    #[test]
+    fn backends_and_their_rules() {
+        let k = BackendKind::IoasidDomain;
+        assert_eq!(k.name(), "ioasid+domain");
+        assert_eq!(
+            BackendKind::from_str(k.name(), false).ok(),
+            Some(k),
+            "--backends name"
+        );
+        assert_eq!(serde_json::to_value(k).unwrap(), "ioasid+domain");
+        assert!(k.needs_device() && k.has_copy());
+        assert_eq!(k.pinning(), Pinning::VmPin);
+        assert!(k.what().contains("iommu_maps"), "{}", k.what());
+        let plain = BackendKind::Ioasid;
+        assert!(!plain.needs_device());
+        assert_eq!(
+            plain.pinning(),
+            Pinning::VmPin,
+            "pins even without a domain"
+        );
+        assert!(
+            plain.what().contains("without a device"),
+            "{}",
+            plain.what()
+        );
+        assert!(plain.what().contains("no iommu_map"), "{}", plain.what());
+        for b in ALL_BACKENDS {
+            assert_eq!(BackendKind::from_str(b.name(), false).ok(), Some(b));
+            assert_eq!(serde_json::to_value(b).unwrap(), b.name());
+        }
+    }
+
+    #[test]
+    fn groups_never_share_the_device() {
+        use BackendKind::*;
+        assert_eq!(
+            groups(&ALL_BACKENDS),
+            vec![
+                vec![Ioasid, IommufdDomain, Iommufd],
+                vec![IoasidDomain],
+                vec![Type1]
+            ]
+        );
+        assert_eq!(
+            groups(&[IoasidDomain, IommufdDomain]),
+            vec![vec![IommufdDomain], vec![IoasidDomain]],
+            "group 1 closes the cdev before ioasid+domain opens it"
+        );
+        assert_eq!(groups(&[Ioasid, Iommufd]), vec![vec![Ioasid, Iommufd]]);
+        assert_eq!(groups(&[]), Vec::<Vec<BackendKind>>::new());
+        // Every chosen backend runs exactly once, and no group has two users of the device.
+        for g in groups(&ALL_BACKENDS) {
+            assert!(g.iter().filter(|k| k.needs_device()).count() <= 1, "{g:?}");
+        }
+        let flat: Vec<BackendKind> = groups(&ALL_BACKENDS).concat();
+        assert_eq!(flat.len(), ALL_BACKENDS.len());
+        assert!(ALL_BACKENDS.iter().all(|b| flat.contains(b)));
+        assert_eq!(groups_note(&groups(&[Ioasid, Iommufd])), None);
+        let note = groups_note(&groups(&ALL_BACKENDS)).unwrap();
+        assert!(
+            note.contains(
+                "3 groups, one after the other: [ioasid, iommufd+domain, iommufd] then [ioasid+domain] then [type1]"
+            ),
+            "{note}"
         );
     }
 
@@ -1182,9 +1346,12 @@ mod tests {
             )
         };
         let results = vec![
+            m(0, BackendKind::IoasidDomain, 10, 5),
             m(0, BackendKind::Ioasid, 10, 10),
             m(0, BackendKind::IommufdDomain, 15, 9),
+            m(0, BackendKind::Iommufd, 5, 5),
             m(0, BackendKind::Type1, 20, 20),
+            m(3, BackendKind::IoasidDomain, 2, 1),
             m(3, BackendKind::Ioasid, 4, 2),
             m(3, BackendKind::IommufdDomain, 4, 2),
         ];
@@ -1214,35 +1381,95 @@ mod tests {
     }
 
     #[test]
-    fn ratios_are_reference_over_ioasid() {
+    fn ratios_are_reference_over_ours() {
+        use BackendKind::*;
         let r = report();
-        let get = |reference, phase| {
+        let get = |workload, ours, reference, phase| {
             r.ratios
                 .iter()
                 .find(|x| {
-                    x.workload == "map 4K x 1024" && x.reference == reference && x.phase == phase
+                    x.workload == workload
+                        && x.ours == ours
+                        && x.reference == reference
+                        && x.phase == phase
                 })
                 .map(|x| x.ratio)
         };
-        assert_eq!(get(BackendKind::IommufdDomain, "total"), Some(1.2));
-        assert_eq!(get(BackendKind::IommufdDomain, "map"), Some(1.5));
-        assert_eq!(get(BackendKind::Type1, "total"), Some(2.0));
-        assert_eq!(get(BackendKind::Iommufd, "total"), None, "not measured");
+        let w0 = "map 4K x 1024";
+        assert_eq!(get(w0, IoasidDomain, IommufdDomain, "total"), Some(1.6));
+        assert_eq!(get(w0, IoasidDomain, IommufdDomain, "map"), Some(1.5));
+        assert_eq!(get(w0, IoasidDomain, IommufdDomain, "unmap"), Some(1.8));
+        assert_eq!(get(w0, IoasidDomain, Type1, "unmap"), Some(4.0));
+        assert_eq!(get(w0, Ioasid, IommufdDomain, "total"), Some(1.2));
+        assert_eq!(get(w0, Ioasid, IommufdDomain, "map"), Some(1.5));
+        assert_eq!(get(w0, Ioasid, Type1, "total"), Some(2.0));
+        assert_eq!(get(w0, Ioasid, Iommufd, "total"), Some(0.5));
+        assert_eq!(get(w0, IoasidDomain, Iommufd, "total"), None, "not a pair");
+        assert_eq!(get(w0, IoasidDomain, Ioasid, "total"), None, "not a pair");
+        let w3 = "copy 2M x 16";
+        assert_eq!(get(w3, IoasidDomain, IommufdDomain, "copy"), Some(2.0));
+        assert_eq!(
+            get(w3, IoasidDomain, Type1, "total"),
+            None,
+            "type1: no COPY"
+        );
+        assert_eq!(get(w3, Ioasid, Iommufd, "total"), None, "not measured");
+        // Only /dev/ioasid backends are "ours", and the pairs come in PAIRS order per workload.
+        assert!(
+            r.ratios
+                .iter()
+                .all(|x| PAIRS.contains(&(x.ours, x.reference)))
+        );
+        let mut order: Vec<(&str, BackendKind, BackendKind)> = r
+            .ratios
+            .iter()
+            .map(|x| (x.workload.as_str(), x.ours, x.reference))
+            .collect();
+        order.dedup();
+        assert_eq!(
+            order,
+            [
+                (w0, IoasidDomain, IommufdDomain),
+                (w0, IoasidDomain, Type1),
+                (w0, Ioasid, IommufdDomain),
+                (w0, Ioasid, Type1),
+                (w0, Ioasid, Iommufd),
+                (w3, IoasidDomain, IommufdDomain),
+                (w3, Ioasid, IommufdDomain),
+            ]
+        );
+        assert_eq!(r.ratios.len(), 7 * 3, "map or copy, unmap, total of each");
     }
 
     #[test]
     fn report_text_and_json() {
         let r = report();
         let text = format_report(&r);
-        assert!(
-            text.contains("map 4K x 1024: ioasid is 1.20x iommufd+domain (map 1.50x, unmap 0.90x); 2.00x type1 (map 2.00x, unmap 2.00x)"),
+        let ratio_lines: Vec<&str> = text
+            .lines()
+            .skip_while(|l| !l.starts_with("ratios of medians"))
+            .collect();
+        assert_eq!(
+            ratio_lines,
+            [
+                "ratios of medians, reference / ours (above 1.00x: ours, the /dev/ioasid backend, is faster):",
+                "  map 4K x 1024: ioasid+domain is 1.60x iommufd+domain (map 1.50x, unmap 1.80x); 2.67x type1 (map 2.00x, unmap 4.00x)",
+                "  map 4K x 1024: ioasid is 1.20x iommufd+domain (map 1.50x, unmap 0.90x); 2.00x type1 (map 2.00x, unmap 2.00x); 0.50x iommufd (map 0.50x, unmap 0.50x)",
+                "  copy 2M x 16: ioasid+domain is 2.00x iommufd+domain (copy 2.00x, unmap 2.00x)",
+                "  copy 2M x 16: ioasid is 1.00x iommufd+domain (copy 1.00x, unmap 1.00x)",
+            ],
             "{text}"
         );
         assert!(
-            text.contains("copy 2M x 16: ioasid is 1.00x iommufd+domain (copy 1.00x, unmap 1.00x)"),
+            text.contains(
+                "  ioasid+domain   /dev/ioasid, edu cdev bound, a HWPT on each IOAS: MAP pins and iommu_maps\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("no IOMMU domain yet"), "{text}");
+        assert!(
+            text.contains("  ioasid          /dev/ioasid, IOAS without a device"),
+            "{text}"
+        );
         assert!(
             text.contains("\nnote: type1: dma_entry_limit raised\n"),
             "{text}"
@@ -1259,10 +1486,24 @@ mod tests {
             row.contains("20.00 / 20.00") && row.contains("40.00 / 40.00"),
             "{row}"
         );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("map 4K x 1024") && l.contains("ioasid+domain"))
+            .unwrap();
+        assert!(
+            row.contains("10.00 / 10.00") && row.contains("15.00 / 15.00"),
+            "{row}"
+        );
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
-        assert_eq!(json["results"][1]["backend"], "iommufd+domain");
-        assert_eq!(json["results"][3]["phases"][0]["phase"], "copy");
+        assert_eq!(json["results"][0]["backend"], "ioasid+domain");
+        assert_eq!(json["results"][2]["backend"], "iommufd+domain");
+        assert_eq!(json["results"][5]["phases"][0]["phase"], "copy");
         assert_eq!(json["workloads"][3]["op"], "copy");
+        assert_eq!(json["backends"][0]["backend"], "ioasid+domain");
+        assert_eq!(json["ratios"][0]["ours"], "ioasid+domain");
         assert_eq!(json["ratios"][0]["reference"], "iommufd+domain");
+        assert_eq!(json["ratios"][0]["phase"], "map");
+        assert_eq!(json["ratios"][0]["ratio"], 1.5);
+        assert_eq!(json["ratios"][6]["ours"], "ioasid");
     }
 }
