@@ -7,8 +7,9 @@
 //!   the iommufd, ioasid or type1 backend; prints a JSON summary line.
 //! * `ioasid-difftest` — the same ioctl sequences against `/dev/iommu` and
 //!   `/dev/ioasid`, results compared call by call.
-//! * `ioasid-bench` — MAP+UNMAP and COPY timings of `/dev/ioasid` against
-//!   iommufd (with and without a domain) and VFIO type1, in one run.
+//! * `ioasid-bench` — MAP+UNMAP and COPY timings of `/dev/ioasid` (with and
+//!   without a domain) against iommufd (with and without a domain) and VFIO
+//!   type1, in one run.
 //! * `kvm-vfio-workload` — gives the edu device's VFIO file (group or cdev) to
 //!   a KVM VM and takes it back; `check-top-kvm` checks what ioasid-top saw
 //!   of KVM's non-coherent DMA (wbinvd) state meanwhile.

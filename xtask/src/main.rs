@@ -80,8 +80,9 @@ enum Cmd {
     Selftests,
     /// Set up everything, build the kernel, and boot it running the main demo.
     Demo,
-    /// MAP+UNMAP and COPY benchmark in one VM run: /dev/ioasid vs iommufd (+domain, bare) vs
-    /// VFIO type1; prints the table and ratios, keeps the JSON in target/bench/.
+    /// MAP+UNMAP and COPY benchmark in one VM run: /dev/ioasid (+domain, bare) vs iommufd
+    /// (+domain, bare) vs VFIO type1; prints the table and ratios, keeps the JSON in
+    /// target/bench/.
     Bench {
         /// Small sizes (what the bench-quick CI scenario runs).
         #[arg(long)]
@@ -93,7 +94,8 @@ enum Cmd {
         /// Repetitions of each measurement (ioasid-bench's default: 5, with --quick 2).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1000))]
         reps: Option<u32>,
-        /// Only these backends, comma-separated: ioasid, iommufd+domain, iommufd, type1.
+        /// Only these backends, comma-separated: ioasid+domain, ioasid, iommufd+domain, iommufd,
+        /// type1.
         #[arg(long)]
         backends: Option<String>,
         /// Guest memory (the full run pins a 1 GiB buffer).
