@@ -16,7 +16,7 @@ use anyhow::{Context, Result};
 use ioasid_uapi::Iommufd;
 use ioasid_uapi::iommufd::{
     IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HWPT_DATA_NONE, IOMMU_IOAS_MAP_READABLE,
-    IOMMU_IOAS_MAP_WRITEABLE, IommuHwptAlloc,
+    IOMMU_IOAS_MAP_WRITEABLE, IommuHwptAlloc, IommuIovaRange,
 };
 use std::fs::File;
 use std::io::{self, Write};
@@ -29,6 +29,19 @@ const MISSING_ID: u32 = 9999;
 const UNDEFINED_HWPT_FLAG: u32 = 1 << 31;
 const IOVA: u64 = 1 << 20;
 const LEN: u64 = 64 << 10;
+/// The x86 MSI window, which VT-d reports as a reserved region (`IOMMU_RESV_MSI`) of every
+/// device.
+const MSI_START: u64 = 0xfee0_0000;
+const MSI_LAST: u64 = 0xfeef_ffff;
+
+/// Whether the usable IOVA ranges of `ioas` intersect `[start, last]`.
+fn usable(c: &Ctx, ioas: u32, start: u64, last: u64) -> Result<bool, String> {
+    let ranges = expect_ok(c.fd.ioas_iova_ranges(ioas))?;
+    Ok(ranges
+        .ranges
+        .iter()
+        .any(|r| r.start <= last && start <= r.last))
+}
 
 /// The state the checks build up.
 struct Ctx {
@@ -172,6 +185,25 @@ fn checks() -> Vec<Check> {
         ("DESTROY of the device fails EBUSY", |c| {
             expect_errno(&c.fd.destroy(need(c.dev_id, "the device")?), libc::EBUSY)
         }),
+        (
+            "ATTACH to an IOAS with an area over the MSI window fails EADDRINUSE",
+            |c| {
+                need(c.dev_id, "the device")?;
+                // Without a device attached an IOAS has no reserved range, so the map goes in.
+                let other = expect_ok(c.fd.ioas_alloc())?;
+                let mapped = c.fd.ioas_map(
+                    other,
+                    c.buf.addr(),
+                    LEN,
+                    Some(MSI_START),
+                    IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+                );
+                let r = mapped
+                    .map_err(|e| format!("the map failed: {e}"))
+                    .and_then(|_| expect_errno(&c.dev.attach_pt(other), libc::EADDRINUSE));
+                expect_ok(c.fd.destroy(other)).and(r)
+            },
+        ),
         ("ATTACH to a missing id fails ENOENT", |c| {
             need(c.dev_id, "the device")?;
             expect_errno(&c.dev.attach_pt(MISSING_ID), libc::ENOENT)
@@ -192,6 +224,40 @@ fn checks() -> Vec<Check> {
         }),
         ("DESTROY of the attached HWPT fails EBUSY", |c| {
             expect_errno(&c.fd.destroy(need(c.hwpt, "the HWPT")?), libc::EBUSY)
+        }),
+        (
+            "IOVA_RANGES leaves out the MSI window while the device is attached",
+            |c| {
+                need(c.hwpt, "the HWPT")?;
+                let ioas = need(c.ioas, "the IOAS")?;
+                if usable(c, ioas, MSI_START, MSI_LAST)? {
+                    return Err("the MSI window is usable".into());
+                }
+                if !usable(c, ioas, IOVA, IOVA + LEN - 1)? {
+                    return Err("the mapped area is not usable".into());
+                }
+                Ok(())
+            },
+        ),
+        ("a fixed MAP into the MSI window fails EINVAL", |c| {
+            need(c.hwpt, "the HWPT")?;
+            let r = c.fd.ioas_map(
+                need(c.ioas, "the IOAS")?,
+                c.buf.addr(),
+                LEN,
+                Some(MSI_START),
+                IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+            );
+            expect_errno(&r, libc::EINVAL)
+        }),
+        ("ALLOW_IOVAS over the MSI window fails EADDRINUSE", |c| {
+            need(c.hwpt, "the HWPT")?;
+            let range = IommuIovaRange {
+                start: MSI_START - LEN,
+                last: MSI_LAST + LEN,
+            };
+            let r = c.fd.ioas_allow_iovas(need(c.ioas, "the IOAS")?, &[range]);
+            expect_errno(&r, libc::EADDRINUSE)
         }),
         ("ATTACH to the IOAS moves the device to another HWPT", |c| {
             let (ioas, hwpt) = (need(c.ioas, "the IOAS")?, need(c.hwpt, "the HWPT")?);
@@ -219,6 +285,20 @@ fn checks() -> Vec<Check> {
                     &c.fd.destroy(need(c.auto_hwpt, "the automatic HWPT")?),
                     libc::ENOENT,
                 )
+            },
+        ),
+        (
+            "with no device and no HWPT left, IOVA_RANGES covers the MSI window again",
+            |c| {
+                let ioas = need(c.ioas, "the IOAS")?;
+                need(c.auto_hwpt, "the attach to the IOAS")?;
+                if c.hwpt.is_some() {
+                    return Err("not run: the user HWPT is still there".into());
+                }
+                if !usable(c, ioas, MSI_START, MSI_LAST)? {
+                    return Err("the MSI window is still reserved".into());
+                }
+                Ok(())
             },
         ),
         ("DESTROY of the IOAS succeeds once nothing uses it", |c| {

@@ -30,14 +30,17 @@
 //! unregisters non-coherent DMA exactly when the answer changes.
 
 use kernel::{
+    alloc::KVVec,
     device::Device,
     iommu::domain::{
         device_capable,
         device_hw_info,
+        resv_regions,
         Attachment,
         Capability,
         DmaOwnership,
-        Group, //
+        Group,
+        ResvKind, //
     },
     new_mutex, pci,
     prelude::*,
@@ -55,6 +58,7 @@ use kernel::{
 
 use crate::{
     hwpt::Hwpt,
+    ioas::Ioas,
     object::{
         NewObject,
         Object, //
@@ -172,7 +176,7 @@ enum Target {
     /// A HWPT, with the device counted as its user.
     Hwpt(Arc<Hwpt>),
     /// An IOAS with no automatic HWPT the device can use yet.
-    NewAuto(Arc<crate::ioas::Ioas>),
+    NewAuto(Arc<Ioas>),
     /// The HWPT the device is attached to already.
     Same(u32),
 }
@@ -233,6 +237,20 @@ impl Binding {
             Target::NewAuto(ioas) => self.new_auto_hwpt(ioas)?,
         };
 
+        // The device's reserved regions are reserved in the IOAS it goes to, before it can DMA
+        // there, like `iopt_table_enforce_dev_resv_regions()`.
+        let id = self.device.id;
+        let moves_ioas = attached
+            .as_ref()
+            .is_none_or(|a| !Arc::ptr_eq(a.hwpt.ioas(), hwpt.ioas()));
+        if moves_ioas {
+            if let Err(e) = self.reserve_regions(hwpt.ioas()) {
+                drop(attached);
+                self.put_hwpt(hwpt);
+                return Err(e);
+            }
+        }
+
         // The IOMMU core refuses to attach a group that is attached elsewhere: detach first.
         // Replacing is therefore not atomic; a failure re-attaches the old HWPT.
         let old = attached.take().map(|a| {
@@ -245,11 +263,17 @@ impl Binding {
                 *attached = Some(Attached { attachment, hwpt });
                 drop(attached);
                 if let Some(old) = old {
+                    if moves_ioas {
+                        old.ioas().unreserve_for_device(id);
+                    }
                     self.put_hwpt(old);
                 }
                 Ok(())
             }
             Err(e) => {
+                if moves_ioas {
+                    hwpt.ioas().unreserve_for_device(id);
+                }
                 if let Some(old) = old {
                     match Attachment::new(old.domain(), &self.device.owner) {
                         Ok(attachment) => {
@@ -272,8 +296,24 @@ impl Binding {
         }
     }
 
+    /// Reserves the device's reserved IOVA regions in `ioas`, but those advertised as relaxable
+    /// for device assignment, as iommufd does.
+    fn reserve_regions(&self, ioas: &Ioas) -> Result {
+        let regions = resv_regions(&self.device.dev)?;
+        let mut ranges = KVVec::with_capacity(regions.len(), GFP_KERNEL)?;
+        for r in regions
+            .iter()
+            .filter(|r| r.kind != ResvKind::DirectRelaxable)
+        {
+            ranges
+                .push_within_capacity((r.start, r.start.saturating_add(r.length - 1)))
+                .map_err(|_| ENOMEM)?;
+        }
+        ioas.reserve_for_device(self.device.id, &ranges)
+    }
+
     /// Makes an automatic HWPT of `ioas` for the device, counting the device as its user.
-    fn new_auto_hwpt(&self, ioas: Arc<crate::ioas::Ioas>) -> Result<Arc<Hwpt>> {
+    fn new_auto_hwpt(&self, ioas: Arc<Ioas>) -> Result<Arc<Hwpt>> {
         let new_object = NewObject::new(&self.ctx.objects)?;
         let hwpt = Hwpt::alloc_for(&self.device, ioas, new_object.id(), true)?;
         // Nobody can see the HWPT before `finalize`, so no lock orders this.
@@ -304,6 +344,7 @@ impl Binding {
         let attached = self.device.attached.lock().take();
         if let Some(Attached { attachment, hwpt }) = attached {
             drop(attachment);
+            hwpt.ioas().unreserve_for_device(self.device.id);
             self.put_hwpt(hwpt);
         }
     }

@@ -117,15 +117,35 @@ pub(crate) struct Area {
 /// - The areas are disjoint, keyed by their first IOVA.
 /// - `allowed` is sorted by start and its ranges are disjoint, with `start < last`.
 /// - Every area is mapped in every domain of `domains`: its `mappings` are one per domain, in
-///   the same order, and every area lies within the aperture of every domain.
+///   the same order.
+/// - No area and no allowed range intersects a reserved range: the IOVA outside the aperture of
+///   every domain, and the reserved regions of every device attached to a domain, are reserved.
 struct IoPagetable {
     areas: RBTree<u64, Area>,
     /// The IOMMU domains of the hardware page tables of the IOAS, iommufd's `iopt->domains`.
     domains: KVVec<Arc<Domain>>,
+    /// The reserved ranges, iommufd's `reserved_itree`: possibly overlapping, few.
+    reserved: KVVec<Reserved>,
     /// The ranges of `IOMMU_IOAS_ALLOW_IOVAS`, `(start, last)`. Empty allows all IOVAs.
     allowed: KVVec<(u64, u64)>,
     /// `IOMMU_OPTION_HUGE_PAGES` set to 0.
     disable_large_pages: bool,
+}
+
+/// Who reserved a range of IOVA, iommufd's `owner` of a `struct iopt_reserved`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReservedBy {
+    /// A domain, by the address of its [`Arc`]: the IOVA outside its aperture.
+    Domain(usize),
+    /// A device attached to a domain of the IOAS, by its id: its reserved regions.
+    Device(u32),
+}
+
+/// A reserved range of IOVA, `[start, last]`.
+struct Reserved {
+    start: u64,
+    last: u64,
+    by: ReservedBy,
 }
 
 /// An IO address space: the IOVA space that devices attached to it see, and the user memory
@@ -155,6 +175,7 @@ impl Ioas {
             iopt <- new_mutex!(IoPagetable {
                 areas: RBTree::new(),
                 domains: KVVec::new(),
+                reserved: KVVec::new(),
                 allowed: KVVec::new(),
                 disable_large_pages: false,
             }),
@@ -177,16 +198,94 @@ impl Ioas {
     /// Maps every area of the IOAS into `domain` and keeps the areas mapped there from now on,
     /// like `iopt_table_add_domain()`.
     ///
-    /// Fails with [`EADDRINUSE`] if an area lies outside the aperture of the domain, and with
-    /// the error of the IOMMU driver if a map fails; then nothing stays mapped in `domain`.
+    /// The IOVA outside the aperture of the domain is reserved from now on. Fails with
+    /// [`EADDRINUSE`] if an area or an allowed range lies there, and with the error of the IOMMU
+    /// driver if a map fails; then nothing stays mapped in `domain` and nothing is reserved.
     pub(crate) fn add_domain(&self, domain: &Arc<Domain>) -> Result {
         let mut iopt = self.iopt.lock();
+        let by = ReservedBy::Domain(Arc::as_ptr(domain) as usize);
         let (aperture_start, aperture_last) = domain.aperture();
-        for (&first, area) in iopt.areas.iter() {
-            if first < aperture_start || area.last > aperture_last {
+        let mut outside = KVVec::new();
+        if aperture_start > 0 {
+            outside.push((0, aperture_start - 1), GFP_KERNEL_ACCOUNT)?;
+        }
+        if aperture_last < ULONG_MAX {
+            outside.push((aperture_last + 1, ULONG_MAX), GFP_KERNEL_ACCOUNT)?;
+        }
+        iopt.reserve(&outside, by)?;
+        if let Err(e) = iopt.fill_domain(domain) {
+            iopt.unreserve(by);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Reserves `ranges` (`(start, last)`) for the device `id` attached to a domain of the IOAS,
+    /// like `iopt_table_enforce_dev_resv_regions()`. Fails with [`EADDRINUSE`] if an area or
+    /// an allowed range intersects one; then nothing is reserved.
+    pub(crate) fn reserve_for_device(&self, id: u32, ranges: &[(u64, u64)]) -> Result {
+        self.iopt.lock().reserve(ranges, ReservedBy::Device(id))
+    }
+
+    /// Releases what [`Ioas::reserve_for_device`] reserved for the device `id`.
+    pub(crate) fn unreserve_for_device(&self, id: u32) {
+        self.iopt.lock().unreserve(ReservedBy::Device(id));
+    }
+
+    /// Unmaps every area of the IOAS from `domain` and stops keeping them mapped there, like
+    /// `iopt_table_remove_domain()`, and releases the IOVA outside its aperture. Does nothing if
+    /// `domain` is not a domain of the IOAS.
+    pub(crate) fn remove_domain(&self, domain: &Arc<Domain>) {
+        let mut iopt = self.iopt.lock();
+        iopt.unreserve(ReservedBy::Domain(Arc::as_ptr(domain) as usize));
+        let Some(index) = iopt.domains.iter().position(|d| Arc::ptr_eq(d, domain)) else {
+            return;
+        };
+        for (_, area) in iopt.areas.iter_mut() {
+            // INVARIANT: The mappings stay in the order of the domains.
+            drop(area.mappings.remove(index));
+        }
+        drop(iopt.domains.remove(index));
+    }
+}
+
+impl IoPagetable {
+    /// Reserves `ranges` for `by`, like `iopt_reserve_iova()` for each: fails with
+    /// [`EADDRINUSE`] if an area or an allowed range intersects one, reserving nothing.
+    fn reserve(&mut self, ranges: &[(u64, u64)], by: ReservedBy) -> Result {
+        for &(start, last) in ranges {
+            let allowed = self.allowed.iter().any(|&(s, l)| s <= last && start <= l);
+            if allowed || self.first_area(start, last).is_some() {
                 return Err(EADDRINUSE);
             }
         }
+        self.reserved.reserve(ranges.len(), GFP_KERNEL_ACCOUNT)?;
+        for &(start, last) in ranges {
+            // INVARIANT: Checked above: no area or allowed range intersects the range.
+            self.reserved
+                .push_within_capacity(Reserved { start, last, by })
+                .map_err(|_| ENOMEM)?;
+        }
+        Ok(())
+    }
+
+    /// Releases every range `by` reserved, like `iopt_remove_reserved_iova()`.
+    fn unreserve(&mut self, by: ReservedBy) {
+        self.reserved.retain(|r| r.by != by);
+    }
+
+    /// The last IOVA of the reserved ranges that intersect `[start, last]`, if any.
+    fn reserved_in(&self, start: u64, last: u64) -> Option<u64> {
+        self.reserved
+            .iter()
+            .filter(|r| r.start <= last && start <= r.last)
+            .map(|r| r.last)
+            .max()
+    }
+
+    /// Maps every area into `domain`, the filling half of `iopt_table_add_domain()`.
+    fn fill_domain(&mut self, domain: &Arc<Domain>) -> Result {
+        let iopt = self;
         iopt.domains.reserve(1, GFP_KERNEL_ACCOUNT)?;
         // Fill the domain area by area; on failure, drop what this domain got so far.
         let mut failed = None;
@@ -228,20 +327,6 @@ impl Ioas {
         iopt.domains
             .push_within_capacity(domain.clone())
             .map_err(|_| ENOMEM)
-    }
-
-    /// Unmaps every area of the IOAS from `domain` and stops keeping them mapped there, like
-    /// `iopt_table_remove_domain()`. Does nothing if `domain` is not a domain of the IOAS.
-    pub(crate) fn remove_domain(&self, domain: &Arc<Domain>) {
-        let mut iopt = self.iopt.lock();
-        let Some(index) = iopt.domains.iter().position(|d| Arc::ptr_eq(d, domain)) else {
-            return;
-        };
-        for (_, area) in iopt.areas.iter_mut() {
-            // INVARIANT: The mappings stay in the order of the domains.
-            drop(area.mappings.remove(index));
-        }
-        drop(iopt.domains.remove(index));
     }
 }
 
@@ -331,14 +416,17 @@ impl IoPagetable {
 
     /// Checks that `length` bytes at `iova` can be mapped, like `iopt_check_iova()`.
     ///
-    /// Fails with [`EINVAL`] if `iova` is not aligned to [`IOVA_ALIGNMENT`], with [`EOVERFLOW`]
-    /// if the range wraps and with [`EEXIST`] if it intersects an area. An IOAS without devices
-    /// has no reserved ranges.
+    /// Fails with [`EINVAL`] if `iova` is not aligned to [`IOVA_ALIGNMENT`] or the range
+    /// intersects a reserved one, with [`EOVERFLOW`] if the range wraps and with [`EEXIST`] if it
+    /// intersects an area.
     fn check_iova(&self, iova: u64, length: u64) -> Result {
         if iova % IOVA_ALIGNMENT != 0 {
             return Err(EINVAL);
         }
         let last = iova.checked_add(length - 1).ok_or(EOVERFLOW)?;
+        if self.reserved_in(iova, last).is_some() {
+            return Err(EINVAL);
+        }
         if self.first_area(iova, last).is_some() {
             return Err(EEXIST);
         }
@@ -388,11 +476,32 @@ impl IoPagetable {
             if span_start > span_last {
                 continue;
             }
-            if let Some(iova) = self.find_hole(span_start, span_last, length, align, page_offset) {
+            if let Some(iova) = self.find_free(span_start, span_last, length, align, page_offset) {
                 return Ok(iova);
             }
         }
         Err(ENOSPC)
+    }
+
+    /// Returns the first IOVA within `[span_start, span_last]` where `length` bytes fit between
+    /// the areas and the reserved ranges, aligned to `align` but for `page_offset`.
+    fn find_free(
+        &self,
+        span_start: u64,
+        span_last: u64,
+        length: u64,
+        align: u64,
+        page_offset: u64,
+    ) -> Option<u64> {
+        let mut start = span_start;
+        loop {
+            let iova = self.find_hole(start, span_last, length, align, page_offset)?;
+            match self.reserved_in(iova, iova + (length - 1)) {
+                None => return Some(iova),
+                // Start again past the reserved range: `start` only grows, so this ends.
+                Some(last) => start = last.checked_add(1).filter(|&s| s <= span_last)?,
+            }
+        }
     }
 
     /// Returns the first IOVA within `[span_start, span_last]` where `length` bytes fit between
@@ -741,20 +850,44 @@ pub(crate) fn copy(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasCopy>) -> Result {
 /// `IOMMU_IOAS_IOVA_RANGES`: reports the IOVA ranges usable for mappings, like
 /// `iommufd_ioas_iova_ranges()`.
 ///
-/// They are the holes between the reserved ranges of the IOAS. An IOAS gets reserved ranges
-/// from the devices attached to it; with none, the whole IOVA space is usable. The alignment is
-/// [`IOVA_ALIGNMENT`].
+/// They are the holes between the reserved ranges of the IOAS: the IOVA outside the aperture of
+/// its domains and the reserved regions of the devices attached to them. With none, the whole
+/// IOVA space is usable. The alignment is [`IOVA_ALIGNMENT`].
 pub(crate) fn iova_ranges(ctx: &IoasidCtx, mut ucmd: Ucmd<IommuIoasIovaRanges>) -> Result {
     if ucmd.cmd.__reserved != 0 {
         return Err(EOPNOTSUPP);
     }
-    // The IOAS must exist, but its state is not needed while it has no reserved ranges.
-    get_ioas(ctx, ucmd.cmd.ioas_id)?;
+    let ioas = get_ioas(ctx, ucmd.cmd.ioas_id)?;
 
-    let holes = [(0, ULONG_MAX)];
+    // The holes, computed under the lock and written out without it.
+    let mut holes: KVVec<(u64, u64)> = KVVec::new();
+    {
+        let iopt = ioas.iopt.lock();
+        let mut reserved: KVVec<(u64, u64)> =
+            KVVec::with_capacity(iopt.reserved.len(), GFP_KERNEL)?;
+        for r in iopt.reserved.iter() {
+            reserved
+                .push_within_capacity((r.start, r.last))
+                .map_err(|_| ENOMEM)?;
+        }
+        drop(iopt);
+        reserved.sort_unstable();
+        // Reserved ranges may overlap: walk them in order of start, keeping the next free IOVA.
+        let mut next = Some(0u64);
+        for (start, last) in reserved.iter().copied() {
+            let Some(free) = next else { break };
+            if start > free {
+                holes.push((free, start - 1), GFP_KERNEL)?;
+            }
+            next = next.max(last.checked_add(1)).filter(|_| last < ULONG_MAX);
+        }
+        if let Some(free) = next {
+            holes.push((free, ULONG_MAX), GFP_KERNEL)?;
+        }
+    }
     let max_iovas = ucmd.cmd.num_iovas;
     let mut num_iovas = 0;
-    for (start, last) in holes {
+    for &(start, last) in holes.iter() {
         if num_iovas < max_iovas {
             write_iova_range(ucmd.cmd.allowed_iovas, num_iovas, start, last)?;
         }
@@ -798,10 +931,17 @@ pub(crate) fn allow_iovas(ctx: &IoasidCtx, ucmd: Ucmd<IommuIoasAllowIovas>) -> R
             .map_err(|_| ENOMEM)?;
     }
 
-    // `iopt_set_allow_iova()` fails with `EADDRINUSE` if an allowed range intersects a reserved
-    // one; an IOAS without devices has none.
-    // INVARIANT: `allowed` is sorted and its ranges are disjoint and non-empty.
-    ioas.iopt.lock().allowed = allowed;
+    // `iopt_set_allow_iova()`: an allowed range must not intersect a reserved one.
+    let mut iopt = ioas.iopt.lock();
+    if allowed
+        .iter()
+        .any(|&(start, last)| iopt.reserved_in(start, last).is_some())
+    {
+        return Err(EADDRINUSE);
+    }
+    // INVARIANT: `allowed` is sorted and its ranges are disjoint and non-empty, and no reserved
+    // range intersects one.
+    iopt.allowed = allowed;
     Ok(())
 }
 

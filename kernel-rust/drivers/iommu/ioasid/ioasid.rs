@@ -158,8 +158,7 @@
 //! - `IOMMU_IOAS_MAP_FILE` maps memfds (shmem and hugetlbfs) only; a dma-buf, which iommufd maps
 //!   for the VFIO devices that export one, fails with `EINVAL` like any other file.
 //! - VFIO devices bind through vfio's IOMMU provider registry, one device per IOMMU group.
-//!   Nesting, dirty tracking and PASIDs are not implemented, and the reserved
-//!   IOVA regions of attached devices are not applied yet, so an IOAS has no reserved ranges.
+//!   Nesting, dirty tracking and PASIDs are not implemented.
 //!   An automatic HWPT is shared only by devices of the same coherency: iommufd also puts a
 //!   device whose IOMMU could enforce coherency on a HWPT that does not.
 //! - The IOVA alignment of an IOAS is `PAGE_SIZE`, as that of an iommufd IOAS with an IOMMU

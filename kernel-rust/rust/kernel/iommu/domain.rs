@@ -30,6 +30,7 @@ use crate::{
         code::*,
         from_err_ptr,
         to_result,
+        Error,
         Result, //
     },
     mm::pin::LongTermPins,
@@ -140,6 +141,82 @@ pub fn device_hw_info(dev: &Device, data_type: u32) -> Result<HwInfo> {
         data_type,
         data: copy,
     })
+}
+
+/// A kind of reserved IOVA region of a device, `enum iommu_resv_type`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ResvKind {
+    /// Must be mapped 1:1 at all times (`IOMMU_RESV_DIRECT`).
+    Direct,
+    /// Advertised as 1:1 but usually relaxable for device assignment
+    /// (`IOMMU_RESV_DIRECT_RELAXABLE`).
+    DirectRelaxable,
+    /// Must not be mapped (`IOMMU_RESV_RESERVED`).
+    Reserved,
+    /// The hardware MSI window, which the IOMMU does not translate (`IOMMU_RESV_MSI`).
+    Msi,
+    /// A software-managed MSI window (`IOMMU_RESV_SW_MSI`).
+    SwMsi,
+}
+
+/// A reserved IOVA region of a device.
+#[derive(Clone, Copy, Debug)]
+pub struct ResvRegion {
+    /// The first IOVA.
+    pub start: u64,
+    /// The length in bytes, at least 1.
+    pub length: u64,
+    /// What the region is for.
+    pub kind: ResvKind,
+}
+
+/// Returns the reserved IOVA regions of `dev`, like `iommu_get_resv_regions()`: the ranges of
+/// IOVA its DMA must not be given, such as the MSI window.
+pub fn resv_regions(dev: &Device) -> Result<KVVec<ResvRegion>> {
+    let mut head = core::mem::MaybeUninit::<bindings::list_head>::uninit();
+    let head = head.as_mut_ptr();
+    // SAFETY: `head` is valid for writes; an empty list points to itself. It stays where it is
+    // until `iommu_put_resv_regions()` has emptied it below.
+    unsafe {
+        (*head).next = head;
+        (*head).prev = head;
+    }
+    // SAFETY: `dev` is a valid device and `head` an empty list, which this fills with regions
+    // allocated for the caller.
+    unsafe { bindings::iommu_get_resv_regions(dev.as_raw(), head) };
+    let mut regions = KVVec::new();
+    let mut result = Ok(());
+    // SAFETY: `head` is a valid list, filled by `iommu_get_resv_regions()`.
+    let mut pos = unsafe { (*head).next };
+    while pos != head {
+        // SAFETY: Every entry of the list is the `list` member of a `struct iommu_resv_region`.
+        let region = unsafe { &*crate::container_of!(pos, bindings::iommu_resv_region, list) };
+        let kind = match region.type_ {
+            bindings::iommu_resv_type_IOMMU_RESV_DIRECT => ResvKind::Direct,
+            bindings::iommu_resv_type_IOMMU_RESV_DIRECT_RELAXABLE => ResvKind::DirectRelaxable,
+            bindings::iommu_resv_type_IOMMU_RESV_MSI => ResvKind::Msi,
+            bindings::iommu_resv_type_IOMMU_RESV_SW_MSI => ResvKind::SwMsi,
+            _ => ResvKind::Reserved,
+        };
+        if result.is_ok() && region.length > 0 {
+            result = regions
+                .push(
+                    ResvRegion {
+                        start: region.start,
+                        // CAST: `size_t` fits in a `u64`.
+                        length: region.length as u64,
+                        kind,
+                    },
+                    GFP_KERNEL,
+                )
+                .map_err(Error::from);
+        }
+        // SAFETY: `pos` is an entry of the valid list.
+        pos = unsafe { (*pos).next };
+    }
+    // SAFETY: `head` holds the regions `iommu_get_resv_regions()` gave, which this frees.
+    unsafe { bindings::iommu_put_resv_regions(dev.as_raw(), head) };
+    result.map(|()| regions)
 }
 
 /// An IOMMU group: the devices the IOMMU cannot isolate from each other.
