@@ -142,6 +142,7 @@ pub fn bench(paths: &Paths, opts: &BenchOpts) -> Result<()> {
         name: name.into(),
         verbose: false,
         memory: opts.memory.clone(),
+        pcie_nic: false,
     };
     let cmd = opts.guest_command();
     step(format!(

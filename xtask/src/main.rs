@@ -55,6 +55,9 @@ enum Cmd {
         /// Guest memory (virtme-ng's --memory: 2G, 4096M…).
         #[arg(long, default_value = vm::DEFAULT_MEMORY)]
         memory: String,
+        /// Also an igb NIC behind a PCIe root port (a PCI Express function, unlike edu).
+        #[arg(long)]
+        pcie_nic: bool,
         /// The command to run in the guest.
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
@@ -128,6 +131,7 @@ fn main() -> Result<()> {
             verbose,
             name,
             memory,
+            pcie_nic,
             cmd,
         } => {
             let opts = vm::VmOpts {
@@ -136,6 +140,7 @@ fn main() -> Result<()> {
                 name,
                 verbose,
                 memory,
+                pcie_nic,
             };
             let status = vm::vm_command(&paths, &opts, &cmd)?;
             std::process::exit(status.clamp(0, 255));
@@ -193,6 +198,7 @@ fn demo(paths: &util::Paths) -> Result<()> {
         name: "demo".into(),
         verbose: false,
         memory: vm::DEFAULT_MEMORY.into(),
+        pcie_nic: false,
     };
     let status = vm::vm_command(paths, &opts, &["sh".into(), "ci/vm/demo.sh".into()])?;
     std::process::exit(status.clamp(0, 255));

@@ -111,6 +111,7 @@ fn boot_step(paths: &Paths, what: &str) -> Result<Duration> {
         name: "series-boot".into(),
         verbose: false,
         memory: crate::vm::DEFAULT_MEMORY.into(),
+        pcie_nic: false,
     };
     let start = std::time::Instant::now();
     let out = crate::vm::run_in_vm(paths, &opts, &["true".to_string()])

@@ -39,6 +39,9 @@ struct Scenario {
     /// Guest memory (virtme-ng's --memory).
     #[serde(default = "default_memory")]
     memory: String,
+    /// Also an igb NIC behind a PCIe root port (see `VmOpts::pcie_nic`).
+    #[serde(default)]
+    pcie_nic: bool,
 }
 
 fn default_snoop() -> String {
@@ -137,6 +140,7 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
             name: s.name.clone(),
             verbose: false,
             memory: s.memory.clone(),
+            pcie_nic: s.pcie_nic,
         };
         let verdict = match run_in_vm(paths, &vm, &s.command) {
             Err(e) => Err(format!("{e:#}")),

@@ -28,6 +28,9 @@ pub struct VmOpts {
     pub verbose: bool,
     /// Guest memory, as virtme-ng's `--memory` takes it (e.g. `2G`).
     pub memory: String,
+    /// Also an `igb` NIC behind a PCIe root port: a PCI Express function, with the Device
+    /// Control register (Enable No Snoop) that `edu`, conventional PCI, lacks.
+    pub pcie_nic: bool,
 }
 
 /// Guest memory of test runs: enough for the scenarios, small enough for a 2-core CI machine.
@@ -73,16 +76,21 @@ fn shell_quote(arg: &str) -> String {
     }
 }
 
-pub fn qemu_opts(snoop: SnoopControl) -> String {
+pub fn qemu_opts(snoop: SnoopControl, pcie_nic: bool) -> String {
     let sc = match snoop {
         SnoopControl::On => "on",
         SnoopControl::Off => "off",
     };
     // -cpu max gives nested SVM under TCG; split irqchip is what intremap=on requires.
-    format!(
+    let mut opts = format!(
         "-machine q35,kernel-irqchip=split -cpu max \
          -device intel-iommu,intremap=on,caching-mode=on,snoop-control={sc} -device edu"
-    )
+    );
+    if pcie_nic {
+        // Behind a root port, so that it is a PCI Express endpoint in an IOMMU group of its own.
+        opts.push_str(" -device pcie-root-port,id=rp1,chassis=1 -device igb,bus=rp1");
+    }
+    opts
 }
 
 /// Boots the kernel, runs `cmd` (argv) as root with the repository as working directory.
@@ -141,7 +149,10 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         .args(["--cpus", "2", "--memory", opts.memory.as_str(), "--verbose"])
         .arg(format!("--rwdir={}", dir.display()))
         // `=`: argparse takes a separate value that starts with `-` for an option.
-        .arg(format!("--qemu-opts={}", qemu_opts(opts.snoop_control)))
+        .arg(format!(
+            "--qemu-opts={}",
+            qemu_opts(opts.snoop_control, opts.pcie_nic)
+        ))
         .arg("--append=intel_iommu=on iommu.strict=1")
         .arg("--exec")
         .arg(format!("sh {}", script_path.display()))
@@ -264,7 +275,9 @@ mod tests {
 
     #[test]
     fn snoop_control_reaches_qemu() {
-        assert!(qemu_opts(SnoopControl::On).contains("snoop-control=on"));
-        assert!(qemu_opts(SnoopControl::Off).contains("snoop-control=off"));
+        assert!(qemu_opts(SnoopControl::On, false).contains("snoop-control=on"));
+        assert!(qemu_opts(SnoopControl::Off, false).contains("snoop-control=off"));
+        assert!(!qemu_opts(SnoopControl::Off, false).contains("igb"));
+        assert!(qemu_opts(SnoopControl::Off, true).contains("-device igb,bus=rp1"));
     }
 }
