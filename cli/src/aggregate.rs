@@ -25,9 +25,31 @@ use std::collections::{BTreeMap, HashMap};
 use ioasid_ebpf_common::MapEvent;
 
 use crate::{
+    args::SortKey,
     event::{Event, KvmOp, MapFn, comm_str},
     pins::PinAggregator,
+    ranges::RangeTracker,
 };
+
+/// `--pid` and `--comm`: which processes are reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub pid: Option<u32>,
+    /// Substring of the task name.
+    pub comm: Option<String>,
+}
+
+impl Filter {
+    /// Whether a process (tgid) with this task name is reported.
+    pub fn matches(&self, pid: u32, comm: &str) -> bool {
+        self.pid.is_none_or(|p| p == pid) && self.matches_comm(comm)
+    }
+
+    /// Whether a task name passes `--comm`.
+    pub fn matches_comm(&self, comm: &str) -> bool {
+        self.comm.as_deref().is_none_or(|c| comm.contains(c))
+    }
+}
 
 /// Per (process, domain) counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -174,13 +196,43 @@ pub struct Aggregator {
     last_nosync: HashMap<u32, MapArgsKey>,
     /// Pinning counters, read from the kernel at each report.
     pins: PinAggregator,
+    /// The IOVA ranges mapped now (`ioasid-top domain` only).
+    ranges: Option<RangeTracker>,
+    filter: Filter,
     events: u64,
     undecodable: u64,
 }
 
 impl Aggregator {
+    #[cfg(test)]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reports what `filter` lets through; tracks the mapped ranges when given a tracker.
+    pub fn with(filter: Filter, ranges: Option<RangeTracker>) -> Self {
+        Aggregator {
+            filter,
+            ranges,
+            ..Self::default()
+        }
+    }
+
+    /// The `--pid`/`--comm` filter.
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Whether the event passes the filter (the caller drops it otherwise).
+    pub fn accepts(&self, ev: &Event) -> bool {
+        let h = ev.header();
+        self.filter.pid.is_none_or(|p| p == h.tgid)
+            && (self.filter.comm.is_none() || self.filter.matches_comm(&comm_str(&h.comm)))
+    }
+
+    /// The mapped ranges, when tracked.
+    pub fn ranges(&self) -> Option<&RangeTracker> {
+        self.ranges.as_ref()
     }
 
     /// Accounts one event.
@@ -217,6 +269,9 @@ impl Aggregator {
                     } else {
                         d.failed_maps += 1;
                     }
+                    if let Some(r) = self.ranges.as_mut().filter(|_| m.ret == 0) {
+                        r.map(m.domain, m.iova, m.size, m.prot, h.tgid, &comm_str(&h.comm));
+                    }
                 }
             }
             Event::Unmap(f, u) => {
@@ -229,6 +284,9 @@ impl Aggregator {
                 let d = self.domain_entry(h.tgid, u.domain, &h.comm);
                 d.unmaps += 1;
                 d.unmapped_bytes = d.unmapped_bytes.saturating_add(u.unmapped);
+                if let Some(r) = &mut self.ranges {
+                    r.unmap(u.domain, u.iova, u.unmapped);
+                }
             }
             Event::Kvm(op, k) => {
                 self.kinds.entry(op.function()).or_default().calls += 1;
@@ -280,10 +338,26 @@ impl Aggregator {
 
     /// Per (process, domain) rows, most net bytes first, then by pid/domain.
     pub fn domain_rows(&self) -> Vec<(DomainKey, &DomainStats)> {
+        self.domain_rows_by(None)
+    }
+
+    /// Per (process, domain) rows in `--sort` order: `pid`, `comm`, `maps`, `unmaps`,
+    /// `failed`, `domain` first by that key; then (and for other keys) most net bytes
+    /// first, then most maps, then by pid/domain.
+    pub fn domain_rows_by(&self, sort: Option<SortKey>) -> Vec<(DomainKey, &DomainStats)> {
         let mut rows: Vec<_> = self.domains.iter().map(|(k, v)| (*k, v)).collect();
         rows.sort_by(|(ka, a), (kb, b)| {
-            b.net_bytes()
-                .cmp(&a.net_bytes())
+            let first = match sort {
+                Some(SortKey::Pid) => ka.pid.cmp(&kb.pid),
+                Some(SortKey::Comm) => a.comm.cmp(&b.comm).then(ka.pid.cmp(&kb.pid)),
+                Some(SortKey::Maps) => b.maps.cmp(&a.maps),
+                Some(SortKey::Unmaps) => b.unmaps.cmp(&a.unmaps),
+                Some(SortKey::Failed) => b.failed_maps.cmp(&a.failed_maps),
+                Some(SortKey::Domain) => ka.domain.cmp(&kb.domain),
+                _ => std::cmp::Ordering::Equal,
+            };
+            first
+                .then(b.net_bytes().cmp(&a.net_bytes()))
                 .then(b.maps.cmp(&a.maps))
                 .then(ka.cmp(kb))
         });
@@ -312,6 +386,20 @@ impl Aggregator {
     /// Per KVM VM rows, by `struct kvm *`.
     pub fn kvm_rows(&self) -> Vec<(u64, &KvmStats)> {
         self.vms.iter().map(|(k, v)| (*k, v)).collect()
+    }
+
+    /// Per KVM VM rows in `--sort` order: by pid or comm (then pid) for those keys, else
+    /// (and then) by `struct kvm *`.
+    pub fn kvm_rows_by(&self, sort: Option<SortKey>) -> Vec<(u64, &KvmStats)> {
+        let mut rows = self.kvm_rows();
+        match sort {
+            Some(SortKey::Pid) => rows.sort_by_key(|(kvm, vm)| (vm.pid, *kvm)),
+            Some(SortKey::Comm) => rows.sort_by(|(ka, a), (kb, b)| {
+                (a.comm.as_str(), a.pid, ka).cmp(&(b.comm.as_str(), b.pid, kb))
+            }),
+            _ => {}
+        }
+        rows
     }
 
     /// Number of kvm register / unregister calls seen.
@@ -628,6 +716,166 @@ mod tests {
         let vm = a.kvm_rows()[0].1.clone();
         assert_eq!((vm.registers, vm.unregisters, vm.noncoherent), (1, 1, true));
         assert_eq!(vm.pid, 6);
+    }
+
+    fn map_at(f: MapFn, tgid: u32, tid: u32, domain: u64, iova: u64, size: u64) -> Event {
+        Event::Map(f, map_event(f, tgid, tid, domain, iova, size, 0))
+    }
+
+    /// Rows of four processes: (pid, comm, maps, unmaps, failed, net bytes) differ so that
+    /// every key gives its own order.
+    fn sortable() -> Aggregator {
+        let mut a = Aggregator::new();
+        let named = |mut ev: Event, name: &str| {
+            if let Event::Map(_, m) = &mut ev {
+                m.header.comm = crate::event::tests::comm(name);
+            }
+            ev
+        };
+        // pid 30 "b": 1 map of 1 MiB, in D2.
+        a.observe(&named(map_at(MapFn::IommuMap, 30, 30, D2, 0, 1 << 20), "b"));
+        // pid 10 "c": 3 maps of 4 KiB, 1 failed.
+        for i in 0..3 {
+            a.observe(&named(
+                map_at(MapFn::IommuMap, 10, 10, D1, i << 12, 4096),
+                "c",
+            ));
+        }
+        let mut failed = map_event(MapFn::IommuMap, 10, 10, D1, 0x9000, 4096, -22);
+        failed.header.comm = crate::event::tests::comm("c");
+        a.observe(&Event::Map(MapFn::IommuMap, failed));
+        // pid 20 "a": 2 maps of 64 KiB, 2 unmaps.
+        for i in 0..2 {
+            a.observe(&named(
+                map_at(MapFn::IommuMap, 20, 20, D1, 0x10_0000 + (i << 16), 1 << 16),
+                "a",
+            ));
+        }
+        for iova in [0x10_0000, 0x10_1000] {
+            let mut u = unmap_event(UnmapFn::IommuUnmap, 20, D1, iova, 4096, 4096);
+            u.header.comm = crate::event::tests::comm("a");
+            a.observe(&Event::Unmap(UnmapFn::IommuUnmap, u));
+        }
+        a
+    }
+
+    fn pids(rows: &[(DomainKey, &DomainStats)]) -> Vec<u32> {
+        rows.iter().map(|(k, _)| k.pid).collect()
+    }
+
+    #[test]
+    fn domain_rows_sort_by_each_key() {
+        let a = sortable();
+        // Default: net bytes (1 MiB, 128 KiB - 8 KiB, 12 KiB).
+        assert_eq!(pids(&a.domain_rows()), [30, 20, 10]);
+        for (key, want) in [
+            (SortKey::Mapped, [30, 20, 10]),
+            (SortKey::Pid, [10, 20, 30]),
+            (SortKey::Comm, [20, 30, 10]),
+            (SortKey::Maps, [10, 20, 30]),
+            (SortKey::Unmaps, [20, 30, 10]),
+            (SortKey::Failed, [10, 30, 20]),
+            // D1 < D2; among D1 by net bytes.
+            (SortKey::Domain, [20, 10, 30]),
+            // Keys of other tables keep the default order.
+            (SortKey::Pinned, [30, 20, 10]),
+        ] {
+            assert_eq!(pids(&a.domain_rows_by(Some(key))), want, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn kvm_rows_sort_by_pid_and_comm_else_by_address() {
+        let mut a = Aggregator::new();
+        a.observe(&kvm(KvmOp::Register, 40, VM1, 1, "zeta"));
+        a.observe(&kvm(KvmOp::Register, 41, VM2, 2, "alpha"));
+        a.observe(&kvm(KvmOp::Register, 39, 0xffff_c900_0030_0000, 3, "mid"));
+        let vms = |rows: Vec<(u64, &KvmStats)>| rows.iter().map(|(_, v)| v.pid).collect::<Vec<_>>();
+        assert_eq!(vms(a.kvm_rows_by(None)), [40, 41, 39]);
+        assert_eq!(vms(a.kvm_rows_by(Some(SortKey::Pid))), [39, 40, 41]);
+        assert_eq!(vms(a.kvm_rows_by(Some(SortKey::Comm))), [41, 39, 40]);
+        assert_eq!(vms(a.kvm_rows_by(Some(SortKey::Maps))), [40, 41, 39]);
+    }
+
+    #[test]
+    fn comm_and_pid_filter() {
+        let f = Filter {
+            pid: None,
+            comm: Some("edu-work".into()),
+        };
+        assert!(f.matches(1, "vfio-edu-worklo"));
+        assert!(!f.matches(1, "qemu-system-x86"));
+        // Case-sensitive substring.
+        assert!(!f.matches(1, "vfio-EDU-worklo"));
+        let both = Filter {
+            pid: Some(7),
+            ..f.clone()
+        };
+        assert!(both.matches(7, "vfio-edu-worklo"));
+        assert!(!both.matches(8, "vfio-edu-worklo"));
+        assert!(Filter::default().matches(3, ""));
+
+        let a = Aggregator::with(f, None);
+        assert!(!a.accepts(&map_at(MapFn::IommuMap, 1, 1, D1, 0, 4096)));
+        let mut m = map_event(MapFn::IommuMap, 1, 1, D1, 0, 4096, 0);
+        m.header.comm = crate::event::tests::comm("vfio-edu-worklo");
+        assert!(a.accepts(&Event::Map(MapFn::IommuMap, m)));
+        let pid_only = Aggregator::with(
+            Filter {
+                pid: Some(5),
+                comm: None,
+            },
+            None,
+        );
+        assert!(pid_only.accepts(&map_at(MapFn::IommuMap, 5, 9, D1, 0, 4096)));
+        assert!(!pid_only.accepts(&map_at(MapFn::IommuMap, 6, 6, D1, 0, 4096)));
+    }
+
+    /// The range view takes the aggregator's decision on nesting: the iommu_map wrapping an
+    /// iommu_map_nosync adds its range once; failed maps add nothing; unmaps remove what
+    /// they unmapped.
+    #[test]
+    fn ranges_follow_the_counted_mappings() {
+        use crate::ranges::{DEFAULT_CAP, RangeTracker};
+        let mut a = Aggregator::with(
+            Filter::default(),
+            Some(RangeTracker::new(None, DEFAULT_CAP)),
+        );
+        assert!(Aggregator::new().ranges().is_none());
+        for i in 0..4u64 {
+            let iova = 0x10_0000 + (i << 16);
+            a.observe(&map_at(MapFn::IommuMapNosync, 50, 51, D1, iova, 1 << 16));
+            assert!(
+                a.observe(&map_at(MapFn::IommuMap, 50, 51, D1, iova, 1 << 16))
+                    .wraps_nosync
+            );
+        }
+        a.observe(&Event::Map(
+            MapFn::IommuMap,
+            map_event(MapFn::IommuMap, 50, 51, D1, 0x80_0000, 4096, -17),
+        ));
+        let t = a.ranges().expect("tracked");
+        let (dom, d) = t.domains().next().expect("one domain");
+        assert_eq!(dom, D1);
+        assert_eq!((d.maps, d.len(), d.bytes()), (4, 1, 4 << 16));
+        let r: Vec<_> = d.ranges().collect();
+        assert_eq!(
+            (r[0].start, r[0].end, r[0].pid, r[0].prot),
+            (0x10_0000, 0x14_0000, 50, 0b111)
+        );
+        assert_eq!(r[0].comm, "qemu-system-x86");
+        a.observe(&unmap(
+            UnmapFn::IommuUnmap,
+            50,
+            D1,
+            0x11_0000,
+            1 << 17,
+            1 << 17,
+        ));
+        let d = a.ranges().expect("tracked").domains().next().expect("d").1;
+        let r: Vec<_> = d.ranges().map(|r| (r.start, r.end)).collect();
+        assert_eq!(r, [(0x10_0000, 0x11_0000), (0x13_0000, 0x14_0000)]);
+        assert_eq!((d.unmaps, d.bytes()), (1, 2 << 16));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// Show what is mapped into the IOMMU: iommu_map/iommu_unmap calls per
 /// process and IOMMU domain, traced with eBPF.
@@ -27,6 +27,19 @@ pub struct Args {
     #[arg(long, global = true, value_name = "PID", value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Option<u32>,
 
+    /// Only report calls (and pinning rows) of tasks whose name (`comm`, at most 15 bytes)
+    /// contains SUBSTRING (case-sensitive). With --pid, both must match.
+    #[arg(long, global = true, value_name = "SUBSTRING", value_parser = parse_comm)]
+    pub comm: Option<String>,
+
+    /// Order of the table rows (not of --json lines, whose order docs/json-lines.md fixes).
+    /// pid, comm: every table; mapped (the domain table's default), maps, unmaps, failed,
+    /// domain: the domain table; pinned, pins, unpins: the pinning table. A table the key
+    /// does not name keeps its default order (domains by mapped bytes, KVM VMs by address,
+    /// pinning by pid). Counts sort most first, pid/comm/domain ascending.
+    #[arg(long, global = true, value_name = "KEY", value_enum)]
+    pub sort: Option<SortKey>,
+
     /// Attach kprobes/kretprobes only, never fexit: what a kernel without BTF (or one that
     /// refuses fexit on a function) gets. For comparing the two and testing the fallback.
     #[arg(long, global = true)]
@@ -42,6 +55,40 @@ pub enum Command {
     /// matters and what to do. With --once the exit status is the worst finding's: 0 when
     /// none is at warning or above, 3 for a warning, 4 for a critical one.
     Audit,
+    /// The IOVA ranges mapped now in IOMMU domains, from the events since attach: each
+    /// `iommu_map` adds its range, each `iommu_unmap` removes what it unmapped; adjacent
+    /// ranges of one process with the same prot are merged. Without ADDR every domain the
+    /// (filtered) processes map into; with ADDR that domain only.
+    Domain {
+        /// `struct iommu_domain *` in hex (as printed in the DOMAIN column), or omit for all.
+        #[arg(value_name = "ADDR", value_parser = parse_domain)]
+        addr: Option<u64>,
+    },
+}
+
+/// `--sort` keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SortKey {
+    /// Every table: by process id.
+    Pid,
+    /// Every table: by task name, then process id.
+    Comm,
+    /// Domain table: net mapped bytes, most first (its default).
+    Mapped,
+    /// Domain table: successful map calls, most first.
+    Maps,
+    /// Domain table: unmap calls, most first.
+    Unmaps,
+    /// Domain table: failed map calls, most first.
+    Failed,
+    /// Domain table: by domain address.
+    Domain,
+    /// Pinning table: net long-term pinned pages (PINNED), most first.
+    Pinned,
+    /// Pinning table: pins taken (PINS), most first.
+    Pins,
+    /// Pinning table: pins dropped (UNPINS), most first.
+    Unpins,
 }
 
 impl Args {
@@ -51,6 +98,35 @@ impl Args {
 
     pub fn audit(&self) -> bool {
         self.command == Some(Command::Audit)
+    }
+
+    /// `ioasid-top domain [ADDR]`: Some(the domain, or None for all of them).
+    pub fn domain_view(&self) -> Option<Option<u64>> {
+        match self.command {
+            Some(Command::Domain { addr }) => Some(addr),
+            _ => None,
+        }
+    }
+}
+
+fn parse_comm(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("--comm needs a non-empty substring".into());
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_domain(s: &str) -> Result<u64, String> {
+    let digits = s
+        .strip_prefix("0x")
+        .or_else(|| s.strip_prefix("0X"))
+        .unwrap_or(s);
+    match u64::from_str_radix(digits, 16) {
+        Ok(0) => Err("the domain address cannot be 0".into()),
+        Ok(v) => Ok(v),
+        Err(_) => Err(format!(
+            "`{s}` is not a domain address in hex (like 0xff11000003002a00)"
+        )),
     }
 }
 
@@ -85,6 +161,52 @@ mod tests {
         assert_eq!(a.pid, None);
         assert!(!a.kprobes_only);
         assert!(!a.audit());
+        assert_eq!(a.domain_view(), None);
+        assert_eq!((a.comm, a.sort), (None, None));
+    }
+
+    #[test]
+    fn sort_and_comm() {
+        let a = parse(&["--sort", "pinned", "--comm", "qemu"]).expect("parses");
+        assert_eq!(a.sort, Some(SortKey::Pinned));
+        assert_eq!(a.comm.as_deref(), Some("qemu"));
+        for (name, key) in [
+            ("pid", SortKey::Pid),
+            ("comm", SortKey::Comm),
+            ("mapped", SortKey::Mapped),
+            ("maps", SortKey::Maps),
+            ("unmaps", SortKey::Unmaps),
+            ("failed", SortKey::Failed),
+            ("domain", SortKey::Domain),
+            ("pins", SortKey::Pins),
+            ("unpins", SortKey::Unpins),
+        ] {
+            assert_eq!(parse(&["--sort", name]).expect(name).sort, Some(key));
+        }
+        assert!(parse(&["--sort", "size"]).is_err());
+        assert!(parse(&["--comm", ""]).is_err());
+    }
+
+    #[test]
+    fn domain_subcommand() {
+        let a = parse(&["domain", "--once", "--json", "--comm", "vfio-edu-worklo"])
+            .expect("domain parses");
+        assert_eq!(a.domain_view(), Some(None));
+        assert!(a.once && a.json && !a.audit());
+        assert_eq!(a.comm.as_deref(), Some("vfio-edu-worklo"));
+        for addr in [
+            "0xff11000003002a00",
+            "ff11000003002A00",
+            "0XFF11000003002A00",
+        ] {
+            let a = parse(&["--pid", "7", "domain", addr, "--interval", "1"]).expect(addr);
+            assert_eq!(a.domain_view(), Some(Some(0xff11_0000_0300_2a00)), "{addr}");
+            assert_eq!(a.pid, Some(7));
+        }
+        for bad in ["0", "0x", "xyz", "0x1ffffffffffffffff", "-1"] {
+            assert!(parse(&["domain", bad]).is_err(), "{bad}");
+        }
+        assert!(parse(&["domain", "0x1", "0x2"]).is_err());
     }
 
     #[test]

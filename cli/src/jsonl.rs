@@ -18,6 +18,7 @@ use crate::{
     event::{Event, comm_str, via},
     loader::ProbeReport,
     pins,
+    ranges::RangeTracker,
     startstate::StartState,
 };
 
@@ -308,28 +309,15 @@ fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -
         start_ioasid_pinned_pages: Option<u64>,
         start_ioasid_charged_pages: Option<u64>,
     }
-    let empty = ioasid_ebpf_common::PinCounters::default();
-    let pids: std::collections::BTreeSet<u32> = agg
-        .pins()
-        .procs()
-        .keys()
-        .chain(start.procs.keys())
-        .copied()
-        .collect();
-    for pid in pids {
-        let e = agg.pins().procs().get(&pid).unwrap_or(&empty);
-        let s = start.procs.get(&pid);
+    for r in pins::pin_rows(agg, start, None) {
+        let (pid, e, s) = (r.pid, &r.events, r.start);
         let has_ioasid = s.is_some_and(|s| !s.ioasid_files.is_empty());
-        let mut comm = pins::comm(e);
-        if comm.is_empty() {
-            comm = s.map_or_else(String::new, |s| s.comm.clone());
-        }
         write_line(
             w,
             "pinned",
             Pinned {
                 pid,
-                comm: &comm,
+                comm: &r.comm,
                 pinned_pages: clamp_i64(e.net_pinned()),
                 gross_pinned_pages: e.pinned,
                 longterm_pinned_pages: e.longterm,
@@ -357,12 +345,14 @@ fn write_pin_report<W: Write>(w: &mut W, agg: &Aggregator, start: &StartState) -
 
 /// Run-wide facts for the `summary` line.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Summary {
+pub struct Summary<'a> {
     /// Last summary of the run (exit or Ctrl-C) rather than a periodic one.
     pub is_final: bool,
     pub elapsed: Duration,
     pub lost: Lost,
     pub pid_filter: Option<u32>,
+    /// The `--comm` value.
+    pub comm_filter: Option<&'a str>,
 }
 
 /// The aggregate block: one `kind` line per traced function, one `domain`
@@ -378,6 +368,72 @@ pub fn write_report<W: Write>(
     s: &Summary,
 ) -> io::Result<()> {
     write_audit_report(w, agg, start, s, &[])
+}
+
+/// `ioasid-top domain`: per tracked domain (by address) a `domain_ranges` line with its
+/// totals, then one `domain_range` line per merged range, by IOVA.
+fn write_domain_view<W: Write>(w: &mut W, t: &RangeTracker) -> io::Result<()> {
+    #[derive(Serialize)]
+    struct Totals {
+        domain: String,
+        ranges: usize,
+        bytes: u64,
+        maps: u64,
+        unmaps: u64,
+        unmapped_untracked_bytes: u64,
+        remapped_bytes: u64,
+        truncated: bool,
+        cap: usize,
+        dropped_maps: u64,
+        dropped_bytes: u64,
+    }
+    #[derive(Serialize)]
+    struct RangeLine<'a> {
+        domain: String,
+        iova: String,
+        end: String,
+        size: u64,
+        prot: i32,
+        prot_flags: Vec<&'static str>,
+        pid: u32,
+        comm: &'a str,
+    }
+    for (domain, d) in t.domains() {
+        write_line(
+            w,
+            "domain_ranges",
+            Totals {
+                domain: hex(domain),
+                ranges: d.len(),
+                bytes: d.bytes(),
+                maps: d.maps,
+                unmaps: d.unmaps,
+                unmapped_untracked_bytes: d.unmapped_untracked_bytes,
+                remapped_bytes: d.remapped_bytes,
+                truncated: d.truncated,
+                cap: t.cap(),
+                dropped_maps: d.dropped_maps,
+                dropped_bytes: d.dropped_bytes,
+            },
+        )?;
+        for r in d.ranges() {
+            write_line(
+                w,
+                "domain_range",
+                RangeLine {
+                    domain: hex(domain),
+                    iova: hex(r.start),
+                    end: hex(r.end),
+                    size: r.bytes(),
+                    prot: r.prot,
+                    prot_flags: prot_flags(r.prot),
+                    pid: r.pid,
+                    comm: &r.comm,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// One `finding` line.
@@ -508,12 +564,16 @@ pub fn write_audit_report<W: Write>(
 
     write_pin_report(w, agg, start)?;
 
+    if let Some(r) = agg.ranges() {
+        write_domain_view(w, r)?;
+    }
+
     for f in findings {
         write_finding(w, f)?;
     }
 
     #[derive(Serialize)]
-    struct SummaryLine {
+    struct SummaryLine<'a> {
         #[serde(rename = "final")]
         is_final: bool,
         elapsed_s: f64,
@@ -525,6 +585,7 @@ pub fn write_audit_report<W: Write>(
         undecodable: u64,
         startup_unreadable: u64,
         pid_filter: Option<u32>,
+        comm_filter: Option<&'a str>,
     }
     write_line(
         w,
@@ -540,6 +601,7 @@ pub fn write_audit_report<W: Write>(
             undecodable: agg.undecodable_records(),
             startup_unreadable: start.unreadable,
             pid_filter: s.pid_filter,
+            comm_filter: s.comm_filter,
         },
     )
 }
@@ -797,6 +859,7 @@ mod tests {
                     pin_map_full: 2,
                 },
                 pid_filter: Some(50),
+                comm_filter: None,
             },
         )
         .expect("write");
@@ -858,21 +921,134 @@ mod tests {
         Event::Kvm(op, KvmEvent { header, kvm: vm })
     }
 
+    /// A periodic summary with nothing lost.
+    fn periodic(comm_filter: Option<&str>) -> Summary<'_> {
+        Summary {
+            is_final: false,
+            elapsed: Duration::ZERO,
+            lost: Lost::default(),
+            pid_filter: None,
+            comm_filter,
+        }
+    }
+
     fn report(agg: &Aggregator) -> Vec<Value> {
         let mut out = Vec::new();
-        write_report(
-            &mut out,
-            agg,
-            &StartState::default(),
-            &Summary {
-                is_final: false,
-                elapsed: Duration::ZERO,
-                lost: Lost::default(),
-                pid_filter: None,
-            },
-        )
-        .expect("write");
+        write_report(&mut out, agg, &StartState::default(), &periodic(None)).expect("write");
         lines(&out)
+    }
+
+    /// `ioasid-top domain --json`: per domain a `domain_ranges` line, then its merged
+    /// ranges by IOVA, after the `pinned` lines and before the summary; truncation is
+    /// explicit; a domain asked for by address is reported even when nothing was seen in it.
+    #[test]
+    fn domain_view_lines() {
+        use crate::{aggregate::Filter, ranges::RangeTracker};
+        const D: u64 = 0xffff_8880_0000_1000;
+        let mut agg = Aggregator::with(Filter::default(), Some(RangeTracker::new(None, 2)));
+        let mut map = |f, iova, size| {
+            agg.observe(&Event::Map(f, map_event(f, 812, 812, D, iova, size, 0)));
+        };
+        for i in 0..4u64 {
+            // Nested: counted once.
+            map(MapFn::IommuMapNosync, 0x10_0000 + (i << 16), 1 << 16);
+            map(MapFn::IommuMap, 0x10_0000 + (i << 16), 1 << 16);
+        }
+        map(MapFn::IommuMap, 0x80_0000, 4096);
+        map(MapFn::IommuMap, 0x90_0000, 4096);
+        agg.observe(&Event::Unmap(
+            UnmapFn::IommuUnmap,
+            unmap_event(UnmapFn::IommuUnmap, 812, D, 0x13_0000, 1 << 16, 1 << 16),
+        ));
+        let got = report(&agg);
+        let types: Vec<&str> = got.iter().filter_map(|l| l["type"].as_str()).collect();
+        let at = |ty: &str| types.iter().position(|t| *t == ty).expect(ty);
+        assert!(at("domain") < at("domain_ranges") && at("pin_kind") < at("domain_ranges"));
+        assert_eq!(
+            types[at("domain_ranges") + 1..],
+            ["domain_range", "domain_range", "summary"]
+        );
+        let totals = &got[at("domain_ranges")];
+        check_envelope(totals, "domain_ranges");
+        assert_eq!(totals["domain"], "0xffff888000001000");
+        assert_eq!(
+            (
+                &totals["ranges"],
+                &totals["bytes"],
+                &totals["maps"],
+                &totals["unmaps"]
+            ),
+            (
+                &Value::from(2),
+                &Value::from((3 << 16) + 4096),
+                &Value::from(6),
+                &Value::from(1)
+            )
+        );
+        assert_eq!(totals["truncated"], true);
+        assert_eq!(totals["cap"], 2);
+        assert_eq!(
+            (&totals["dropped_maps"], &totals["dropped_bytes"]),
+            (&Value::from(1), &Value::from(4096))
+        );
+        assert_eq!(totals["unmapped_untracked_bytes"], 0);
+        assert_eq!(totals["remapped_bytes"], 0);
+        let r = &got[at("domain_ranges") + 1];
+        check_envelope(r, "domain_range");
+        assert_eq!(
+            keys(r),
+            [
+                "comm",
+                "domain",
+                "end",
+                "iova",
+                "pid",
+                "prot",
+                "prot_flags",
+                "size",
+                "type",
+                "v"
+            ]
+        );
+        assert_eq!(
+            (&r["iova"], &r["end"]),
+            (&Value::from("0x100000"), &Value::from("0x130000"))
+        );
+        assert_eq!(r["size"], 3 << 16);
+        assert_eq!(r["prot"], 7);
+        assert_eq!(
+            r["prot_flags"],
+            serde_json::json!(["read", "write", "cache"])
+        );
+        assert_eq!(
+            (&r["pid"], &r["comm"]),
+            (&Value::from(812), &Value::from("qemu-system-x86"))
+        );
+        let r2 = &got[at("domain_ranges") + 2];
+        assert_eq!(
+            (&r2["iova"], &r2["size"]),
+            (&Value::from("0x800000"), &Value::from(4096))
+        );
+
+        // Asked for by address, seen nowhere: a line of zeros, no ranges.
+        let only = Aggregator::with(Filter::default(), Some(RangeTracker::new(Some(D), 8)));
+        let got = report(&only);
+        let t: Vec<_> = got
+            .iter()
+            .filter(|l| l["type"] == "domain_ranges")
+            .collect();
+        assert_eq!(t.len(), 1);
+        assert_eq!(
+            (&t[0]["ranges"], &t[0]["truncated"]),
+            (&Value::from(0), &Value::Bool(false))
+        );
+        assert!(!got.iter().any(|l| l["type"] == "domain_range"));
+        // Not in the other views.
+        assert!(
+            !report(&Aggregator::new())
+                .iter()
+                .any(|l| l["type"] == "domain_ranges")
+        );
     }
 
     /// The `kvm` lines of a report: one per VM, after the domain lines, before the summary;
@@ -967,6 +1143,7 @@ mod tests {
                 elapsed: Duration::ZERO,
                 lost: Lost::default(),
                 pid_filter: None,
+                comm_filter: None,
             },
         )
         .expect("write");
@@ -1062,6 +1239,18 @@ mod tests {
         );
         let findings = crate::audit::evaluate(&agg, &snap);
         assert_eq!(findings.len(), 2);
+        // The domain view's lines.
+        let mut ranges = crate::ranges::RangeTracker::new(None, 4);
+        ranges.map(1, 0x1000, 0x1000, 3, 1, "p");
+        let mut view = Aggregator::with(crate::aggregate::Filter::default(), Some(ranges));
+        view.observe(&Event::Map(MapFn::IommuMap, m));
+        write_report(
+            &mut out,
+            &view,
+            &StartState::default(),
+            &periodic(Some("p")),
+        )
+        .expect("write");
         write_audit_report(
             &mut out,
             &agg,
@@ -1071,6 +1260,7 @@ mod tests {
                 elapsed: Duration::ZERO,
                 lost: Lost::default(),
                 pid_filter: None,
+                comm_filter: None,
             },
             &findings,
         )
@@ -1103,6 +1293,8 @@ mod tests {
             types.into_iter().collect::<Vec<_>>(),
             [
                 "domain",
+                "domain_range",
+                "domain_ranges",
                 "finding",
                 "kind",
                 "kvm",
@@ -1185,6 +1377,7 @@ mod tests {
                 elapsed: Duration::ZERO,
                 lost: Lost::default(),
                 pid_filter: None,
+                comm_filter: None,
             },
             &findings,
         )

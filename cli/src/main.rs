@@ -8,6 +8,7 @@ mod jsonl;
 mod loader;
 mod pins;
 mod privs;
+mod ranges;
 mod startstate;
 mod table;
 
@@ -24,7 +25,7 @@ use aya::maps::{MapData, RingBuf};
 use clap::Parser as _;
 
 use crate::{
-    aggregate::Aggregator,
+    aggregate::{Aggregator, Filter},
     args::Args,
     jsonl::Summary,
     loader::{Attach, Session},
@@ -110,12 +111,19 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     // Read after the probes are attached, so a pin made while /proc is read
     // is in the start-up state, in the events, or (racing both) in both, but
     // never in neither.
-    let start_state = startstate::scan(
+    let filter = Filter {
+        pid: args.pid,
+        comm: args.comm.clone(),
+    };
+    let mut start_state = startstate::scan(
         std::path::Path::new("/proc"),
         args.pid,
         startstate::page_size(),
     )
     .context("reading the start-up state from /proc")?;
+    start_state
+        .procs
+        .retain(|pid, p| filter.matches(*pid, &p.comm));
     if args.json {
         jsonl::write_startup(&mut out, &start_state).context("writing to stdout")?;
         out.flush().context("writing to stdout")?;
@@ -147,7 +155,10 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     let interval = args.interval();
     let start = Instant::now();
     let mut next_tick = start + interval;
-    let mut agg = Aggregator::new();
+    let ranges = args
+        .domain_view()
+        .map(|only| ranges::RangeTracker::new(only, ranges::DEFAULT_CAP));
+    let mut agg = Aggregator::with(filter, ranges);
     loop {
         let now = Instant::now();
         if !STOP.load(Ordering::Relaxed) && now < next_tick {
@@ -168,6 +179,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 elapsed: now - start,
                 lost: session.lost()?,
                 pid_filter: args.pid,
+                comm_filter: args.comm.as_deref(),
             };
             let findings = audit_now(args, &agg)?;
             if args.json {
@@ -182,6 +194,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
             } else {
                 redraw(
                     &mut out,
+                    args,
                     &agg,
                     &start_state,
                     &summary,
@@ -213,6 +226,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         elapsed: start.elapsed(),
         lost: session.lost()?,
         pid_filter: args.pid,
+        comm_filter: args.comm.as_deref(),
     };
     let findings = audit_now(args, &agg)?;
     if args.json {
@@ -229,7 +243,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
             out,
             "{}\n{}",
             table::render_status(&agg, &summary, &session.probes),
-            body(&agg, &start_state, findings.as_deref())
+            body(args, &agg, &start_state, findings.as_deref())
         )
         .context("writing to stdout")?;
     }
@@ -240,18 +254,21 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     })
 }
 
-/// Under the status lines: the findings when auditing, else the tables.
+/// Under the status lines: the findings when auditing, the ranges in `domain`, else the
+/// tables.
 fn body(
+    args: &Args,
     agg: &Aggregator,
     start: &startstate::StartState,
     findings: Option<&[audit::Finding]>,
 ) -> String {
-    match findings {
-        Some(f) => table::render_findings(f, term_width()),
-        None => format!(
+    match (findings, agg.ranges()) {
+        (Some(f), _) => table::render_findings(f, term_width()),
+        (None, Some(r)) => table::render_domain_view(r, term_width()),
+        (None, None) => format!(
             "{}\n{}",
-            table::render_tables(agg, term_width()),
-            table::render_pin_table(agg, start, term_width())
+            table::render_tables(agg, args.sort, term_width()),
+            table::render_pin_table(agg, start, args.sort, term_width())
         ),
     }
 }
@@ -271,8 +288,9 @@ fn drain<W: Write>(
         drop(item);
         match decoded {
             Ok(ev) => {
-                // The kernel side filters too; this guards a stale object.
-                if args.pid.is_some_and(|pid| ev.header().tgid != pid) {
+                // --pid: the kernel side filters too; this guards a stale object. --comm:
+                // here only.
+                if !agg.accepts(&ev) {
                     continue;
                 }
                 let seen = agg.observe(&ev);
@@ -286,11 +304,13 @@ fn drain<W: Write>(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments, reason = "one call site, all of it needed")]
 fn redraw<W: Write>(
     out: &mut W,
+    args: &Args,
     agg: &Aggregator,
     start: &startstate::StartState,
-    summary: &Summary,
+    summary: &Summary<'_>,
     session: &Session,
     findings: Option<&[audit::Finding]>,
     on_alt_screen: bool,
@@ -303,7 +323,7 @@ fn redraw<W: Write>(
         out,
         "{}\n{}\n(Ctrl-C to quit)",
         table::render_status(agg, summary, &session.probes),
-        body(agg, start, findings)
+        body(args, agg, start, findings)
     )
     .context("writing to stdout")?;
     Ok(())

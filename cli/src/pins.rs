@@ -28,6 +28,12 @@ use std::collections::BTreeMap;
 
 use ioasid_ebpf_common::{PinCounters, PinKindCounters, pin_fn};
 
+use crate::{
+    aggregate::Aggregator,
+    args::SortKey,
+    startstate::{ProcStart, StartState},
+};
+
 /// What a traced function does to the pin or accounting counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -166,6 +172,61 @@ impl PinAggregator {
     }
 }
 
+/// One process of the pinning table (and one `pinned` line).
+#[derive(Debug, Clone)]
+pub struct PinRow<'a> {
+    pub pid: u32,
+    /// Task name at its last pinning call, else from its start-up state.
+    pub comm: String,
+    /// Counted since attach (zero when none was seen).
+    pub events: PinCounters,
+    /// Its start-up state, when it had one.
+    pub start: Option<&'a ProcStart>,
+}
+
+/// The processes seen pinning or listed at start-up that pass `--pid`/`--comm`, by pid, or
+/// in `--sort` order: `pid`; `comm` (then pid); `pinned`, `pins`, `unpins` (most first, then
+/// pid); other keys keep pid order.
+pub fn pin_rows<'a>(
+    agg: &Aggregator,
+    start: &'a StartState,
+    sort: Option<SortKey>,
+) -> Vec<PinRow<'a>> {
+    let procs = agg.pins().procs();
+    let pids: std::collections::BTreeSet<u32> =
+        procs.keys().chain(start.procs.keys()).copied().collect();
+    let mut rows: Vec<PinRow<'a>> = pids
+        .into_iter()
+        .map(|pid| {
+            let events = procs.get(&pid).copied().unwrap_or_default();
+            let start = start.procs.get(&pid);
+            let mut comm = comm(&events);
+            if comm.is_empty() {
+                comm = start.map_or_else(String::new, |s| s.comm.clone());
+            }
+            PinRow {
+                pid,
+                comm,
+                events,
+                start,
+            }
+        })
+        .filter(|r| agg.filter().matches(r.pid, &r.comm))
+        .collect();
+    match sort {
+        Some(SortKey::Comm) => rows.sort_by(|a, b| (&a.comm, a.pid).cmp(&(&b.comm, b.pid))),
+        Some(SortKey::Pinned) => {
+            rows.sort_by_key(|r| (std::cmp::Reverse(r.events.net_pinned()), r.pid));
+        }
+        Some(SortKey::Pins) => rows.sort_by_key(|r| (std::cmp::Reverse(r.events.pinned), r.pid)),
+        Some(SortKey::Unpins) => {
+            rows.sort_by_key(|r| (std::cmp::Reverse(r.events.unpinned), r.pid));
+        }
+        _ => {}
+    }
+    rows
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -175,6 +236,70 @@ pub(crate) mod tests {
             comm: crate::event::tests::comm(name),
             ..PinCounters::default()
         }
+    }
+
+    fn row_pids(rows: &[PinRow<'_>]) -> Vec<u32> {
+        rows.iter().map(|r| r.pid).collect()
+    }
+
+    /// Three processes seen pinning and one only at start-up; each key its own order, and
+    /// --comm keeps the matching ones (the start-up name stands in for a missing comm).
+    #[test]
+    fn pin_rows_sort_and_filter() {
+        use crate::aggregate::Filter;
+        let proc = |name: &str, pinned: u64, unpinned: u64| {
+            let mut c = counters(name);
+            (c.pinned, c.longterm, c.unpinned) = (pinned, pinned, unpinned);
+            c
+        };
+        let live = [
+            (10, proc("qemu-b", 100, 90)),
+            (20, proc("qemu-a", 50, 0)),
+            (30, proc("fio", 200, 190)),
+        ];
+        let mut start = StartState::default();
+        start.procs.insert(
+            5,
+            ProcStart {
+                comm: "qemu-old".into(),
+                vm_pin_pages: 8,
+                vm_lck_pages: 0,
+                ioasid_files: vec![],
+            },
+        );
+        let mut a = Aggregator::new();
+        a.pins_mut().update(Default::default(), &live, &[]);
+        assert_eq!(row_pids(&pin_rows(&a, &start, None)), [5, 10, 20, 30]);
+        for (key, want) in [
+            (SortKey::Pid, [5, 10, 20, 30]),
+            (SortKey::Comm, [30, 20, 10, 5]),
+            // Net: 10, 50, 10, 0.
+            (SortKey::Pinned, [20, 10, 30, 5]),
+            (SortKey::Pins, [30, 10, 20, 5]),
+            (SortKey::Unpins, [30, 10, 5, 20]),
+            (SortKey::Maps, [5, 10, 20, 30]),
+        ] {
+            assert_eq!(row_pids(&pin_rows(&a, &start, Some(key))), want, "{key:?}");
+        }
+        let rows = pin_rows(&a, &start, None);
+        assert_eq!(rows[0].comm, "qemu-old");
+        assert!(rows[0].start.is_some() && rows[1].start.is_none());
+
+        let filtered = |comm: &str| {
+            let filter = Filter {
+                pid: None,
+                comm: Some(comm.into()),
+            };
+            let mut a = Aggregator::with(filter, None);
+            a.pins_mut().update(Default::default(), &live, &[]);
+            a
+        };
+        let qemu = filtered("qemu");
+        assert_eq!(
+            row_pids(&pin_rows(&qemu, &start, Some(SortKey::Pinned))),
+            [20, 10, 5]
+        );
+        assert!(pin_rows(&filtered("nobody"), &start, None).is_empty());
     }
 
     #[test]

@@ -5,10 +5,12 @@ use comfy_table::{CellAlignment, ColumnConstraint, ContentArrangement, Table, Wi
 
 use crate::{
     aggregate::{Aggregator, Lost},
+    args::SortKey,
     audit::Finding,
     event::KvmOp,
     jsonl::Summary,
     loader::ProbeReport,
+    ranges::{RangeTracker, prot_letters},
     startstate::StartState,
 };
 
@@ -37,16 +39,23 @@ pub fn human_bytes(n: i128) -> String {
     format!("{sign}{v:.1} {unit}")
 }
 
-/// The aggregate table. `width`: terminal columns, if known.
-pub fn render_table(agg: &Aggregator, width: Option<u16>) -> String {
+/// A table of `header` in this tool's style, fitted to `width` columns when known.
+fn new_table(header: &[&str], width: Option<u16>) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
     if let Some(w) = width {
         t.set_width(w);
         t.set_content_arrangement(ContentArrangement::Dynamic);
     }
-    t.set_header(COLUMNS.to_vec());
-    for (key, d) in agg.domain_rows() {
+    t.set_header(header.to_vec());
+    t
+}
+
+/// The aggregate table. `width`: terminal columns, if known.
+pub fn render_table(agg: &Aggregator, sort: Option<SortKey>, width: Option<u16>) -> String {
+    let mut t = new_table(&COLUMNS, width);
+    let rows = agg.domain_rows_by(sort);
+    for (key, d) in &rows {
         t.add_row(vec![
             key.pid.to_string(),
             d.comm.clone(),
@@ -63,7 +72,7 @@ pub fn render_table(agg: &Aggregator, width: Option<u16>) -> String {
         }
     }
     let mut s = t.to_string();
-    if agg.domain_rows().is_empty() {
+    if rows.is_empty() {
         s.push_str("\n(no iommu_map/iommu_unmap calls seen yet)");
     }
     s
@@ -73,18 +82,16 @@ pub const KVM_COLUMNS: [&str; 6] = ["PID", "COMM", "KVM", "NONCOHERENT DMA", "RE
 
 /// One row per KVM VM whose non-coherent DMA state changed while tracing, or None when
 /// there is none (most hosts: the table would only take room).
-pub fn render_kvm_table(agg: &Aggregator, width: Option<u16>) -> Option<String> {
-    let rows = agg.kvm_rows();
+pub fn render_kvm_table(
+    agg: &Aggregator,
+    sort: Option<SortKey>,
+    width: Option<u16>,
+) -> Option<String> {
+    let rows = agg.kvm_rows_by(sort);
     if rows.is_empty() {
         return None;
     }
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
-    if let Some(w) = width {
-        t.set_width(w);
-        t.set_content_arrangement(ContentArrangement::Dynamic);
-    }
-    t.set_header(KVM_COLUMNS.to_vec());
+    let mut t = new_table(&KVM_COLUMNS, width);
     for (kvm, vm) in rows {
         t.add_row(vec![
             vm.pid.to_string(),
@@ -109,9 +116,9 @@ pub fn render_kvm_table(agg: &Aggregator, width: Option<u16>) -> Option<String> 
 }
 
 /// The tables: IOMMU domains, then KVM VMs when there are any.
-pub fn render_tables(agg: &Aggregator, width: Option<u16>) -> String {
-    let mut s = render_table(agg, width);
-    if let Some(k) = render_kvm_table(agg, width) {
+pub fn render_tables(agg: &Aggregator, sort: Option<SortKey>, width: Option<u16>) -> String {
+    let mut s = render_table(agg, sort, width);
+    if let Some(k) = render_kvm_table(agg, sort, width) {
         s.push('\n');
         s.push_str(&k);
     }
@@ -133,28 +140,19 @@ pub const PIN_COLUMNS: [&str; 9] = [
 ];
 
 /// Per process pinned pages: events (net and gross) and the start-up state.
-pub fn render_pin_table(agg: &Aggregator, start: &StartState, width: Option<u16>) -> String {
-    let mut t = Table::new();
-    t.load_preset(presets::UTF8_HORIZONTAL_ONLY);
-    if let Some(w) = width {
-        t.set_width(w);
-        t.set_content_arrangement(ContentArrangement::Dynamic);
-    }
-    t.set_header(PIN_COLUMNS.to_vec());
-    let procs = agg.pins().procs();
-    let pids: std::collections::BTreeSet<u32> =
-        procs.keys().chain(start.procs.keys()).copied().collect();
-    let empty = ioasid_ebpf_common::PinCounters::default();
-    for pid in &pids {
-        let e = procs.get(pid).unwrap_or(&empty);
-        let s = start.procs.get(pid);
-        let mut comm = crate::pins::comm(e);
-        if comm.is_empty() {
-            comm = s.map_or_else(String::new, |s| s.comm.clone());
-        }
+pub fn render_pin_table(
+    agg: &Aggregator,
+    start: &StartState,
+    sort: Option<SortKey>,
+    width: Option<u16>,
+) -> String {
+    let mut t = new_table(&PIN_COLUMNS, width);
+    let rows = crate::pins::pin_rows(agg, start, sort);
+    for r in &rows {
+        let (e, s) = (&r.events, r.start);
         t.add_row(vec![
-            pid.to_string(),
-            comm,
+            r.pid.to_string(),
+            r.comm.clone(),
             e.net_pinned().to_string(),
             e.pinned.to_string(),
             e.unpinned.to_string(),
@@ -180,12 +178,72 @@ pub fn render_pin_table(agg: &Aggregator, start: &StartState, width: Option<u16>
         }
     }
     let mut out = t.to_string();
-    if pids.is_empty() {
+    if rows.is_empty() {
         out.push_str("\n(no pins seen yet, none at start-up)");
     }
     out.push_str(
         "\n(pages; \"ev\": from events since attach, \"start\": /proc when ioasid-top started)",
     );
+    out
+}
+
+pub const RANGE_COLUMNS: [&str; 6] = ["IOVA", "END (excl.)", "SIZE", "PROT", "PID", "COMM"];
+
+/// `ioasid-top domain`: per tracked domain a line of totals and a table of its ranges.
+pub fn render_domain_view(t: &RangeTracker, width: Option<u16>) -> String {
+    let mut out = String::new();
+    for (domain, d) in t.domains() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!(
+            "domain {domain:#x}: {} range(s), {} mapped ({} maps, {} unmaps seen",
+            d.len(),
+            human_bytes(i128::from(d.bytes())),
+            d.maps,
+            d.unmaps
+        ));
+        if d.unmapped_untracked_bytes > 0 {
+            out.push_str(&format!(
+                "; {} unmapped that was not seen mapped",
+                human_bytes(i128::from(d.unmapped_untracked_bytes))
+            ));
+        }
+        out.push(')');
+        if d.truncated {
+            out.push_str(&format!(
+                "\nTRUNCATED at {} ranges: {} map(s) and {} not tracked; the list below is incomplete",
+                t.cap(),
+                d.dropped_maps,
+                human_bytes(i128::from(d.dropped_bytes))
+            ));
+        }
+        if d.len() == 0 {
+            continue;
+        }
+        let mut tab = new_table(&RANGE_COLUMNS, width);
+        for r in d.ranges() {
+            tab.add_row(vec![
+                format!("{:#x}", r.start),
+                format!("{:#x}", r.end),
+                human_bytes(i128::from(r.bytes())),
+                prot_letters(r.prot),
+                r.pid.to_string(),
+                r.comm.clone(),
+            ]);
+        }
+        for i in [0, 1, 2, 4] {
+            if let Some(c) = tab.column_mut(i) {
+                c.set_cell_alignment(CellAlignment::Right);
+            }
+        }
+        out.push('\n');
+        out.push_str(&tab.to_string());
+    }
+    if out.is_empty() {
+        out.push_str("(no domain mapped into yet)");
+    }
+    out.push_str("\n(ranges mapped now, from the iommu_map/iommu_unmap calls seen since attach; PROT: R read, W write, C cache-coherent)");
     out
 }
 
@@ -233,7 +291,7 @@ pub fn render_findings(findings: &[Finding], width: Option<u16>) -> String {
 }
 
 /// Status lines above the table (also printed after `--once`).
-pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> String {
+pub fn render_status(agg: &Aggregator, s: &Summary<'_>, probes: &[ProbeReport]) -> String {
     let Lost {
         ringbuf,
         no_entry,
@@ -250,6 +308,9 @@ pub fn render_status(agg: &Aggregator, s: &Summary, probes: &[ProbeReport]) -> S
     );
     if let Some(pid) = s.pid_filter {
         out.push_str(&format!("  pid {pid}"));
+    }
+    if let Some(comm) = s.comm_filter {
+        out.push_str(&format!("  comm ~ {comm:?}"));
     }
     let reg = agg.kvm_calls(KvmOp::Register);
     let unreg = agg.kvm_calls(KvmOp::Unregister);
@@ -335,7 +396,7 @@ mod tests {
                 0,
             ),
         ));
-        let t = render_table(&agg, Some(100));
+        let t = render_table(&agg, None, Some(100));
         for c in COLUMNS {
             assert!(t.contains(c), "missing column {c}:\n{t}");
         }
@@ -344,8 +405,82 @@ mod tests {
         assert!(t.contains("0xffff888000001000"));
         assert!(t.contains("2.0 MiB"));
 
-        let empty = render_table(&Aggregator::new(), None);
+        let empty = render_table(&Aggregator::new(), None, None);
         assert!(empty.contains("no iommu_map"));
+    }
+
+    #[test]
+    fn sort_orders_the_table_rows() {
+        let mut agg = Aggregator::new();
+        for (pid, size) in [(5, 4096), (9, 1 << 20), (7, 8192)] {
+            agg.observe(&Event::Map(
+                MapFn::IommuMap,
+                map_event(MapFn::IommuMap, pid, pid, 0xffff_8880_0000_1000, 0, size, 0),
+            ));
+        }
+        let order = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter_map(|l| l.split_whitespace().next())
+                .filter(|w| w.parse::<u32>().is_ok())
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(order(&render_table(&agg, None, None)), ["9", "7", "5"]);
+        assert_eq!(
+            order(&render_table(&agg, Some(SortKey::Pid), None)),
+            ["5", "7", "9"]
+        );
+    }
+
+    #[test]
+    fn domain_view_lists_ranges_and_says_when_truncated() {
+        use crate::ranges::RangeTracker;
+        let mut t = RangeTracker::new(None, 1);
+        assert!(render_domain_view(&t, None).contains("no domain mapped into yet"));
+        t.map(
+            0xffff_8880_0000_1000,
+            0x10_0000,
+            4 << 16,
+            0b011,
+            77,
+            "vfio-edu-worklo",
+        );
+        let v = render_domain_view(&t, Some(120));
+        for c in RANGE_COLUMNS {
+            assert!(v.contains(c), "missing column {c}:\n{v}");
+        }
+        assert!(
+            v.contains(
+                "domain 0xffff888000001000: 1 range(s), 256.0 KiB mapped (1 maps, 0 unmaps seen)"
+            ),
+            "{v}"
+        );
+        assert!(
+            v.contains("0x100000") && v.contains("0x140000") && v.contains("RW-"),
+            "{v}"
+        );
+        assert!(
+            v.contains("vfio-edu-worklo") && !v.contains("TRUNCATED"),
+            "{v}"
+        );
+        t.map(
+            0xffff_8880_0000_1000,
+            0x80_0000,
+            4096,
+            0b011,
+            77,
+            "vfio-edu-worklo",
+        );
+        t.unmap(0xffff_8880_0000_1000, 0x90_0000, 4096);
+        let v = render_domain_view(&t, None);
+        assert!(
+            v.contains("TRUNCATED at 1 ranges: 1 map(s) and 4.0 KiB not tracked"),
+            "{v}"
+        );
+        assert!(
+            v.contains("4.0 KiB unmapped that was not seen mapped"),
+            "{v}"
+        );
     }
 
     #[test]
@@ -371,22 +506,22 @@ mod tests {
                 ioasid_files: vec![IoasidFile { fd: 3, info }],
             },
         );
-        let t = render_pin_table(&agg, &start, Some(160));
+        let t = render_pin_table(&agg, &start, None, Some(160));
         for c in PIN_COLUMNS {
             assert!(t.contains(c), "missing column {c}:\n{t}");
         }
         assert!(t.contains("vfio-edu-worklo"), "{t}");
         assert!(t.contains("holder"), "{t}");
         assert!(t.contains("48/0 (1 files)"), "{t}");
-        let empty = render_pin_table(&Aggregator::new(), &StartState::default(), None);
+        let empty = render_pin_table(&Aggregator::new(), &StartState::default(), None, None);
         assert!(empty.contains("no pins seen"));
     }
 
     #[test]
     fn kvm_table_shows_the_state_per_vm() {
         let mut agg = Aggregator::new();
-        assert!(render_kvm_table(&agg, None).is_none());
-        assert!(!render_tables(&agg, None).contains("NONCOHERENT"));
+        assert!(render_kvm_table(&agg, None, None).is_none());
+        assert!(!render_tables(&agg, None, None).contains("NONCOHERENT"));
         let ev = |op, k, vm| {
             Event::Kvm(
                 op,
@@ -401,7 +536,7 @@ mod tests {
             kind::KVM_REGISTER_NONCOHERENT_DMA,
             0xffff_c900_0001_0000,
         ));
-        let t = render_kvm_table(&agg, Some(100)).expect("a VM row");
+        let t = render_kvm_table(&agg, None, Some(100)).expect("a VM row");
         for c in KVM_COLUMNS {
             assert!(t.contains(c), "missing column {c}:\n{t}");
         }
@@ -413,7 +548,7 @@ mod tests {
             kind::KVM_UNREGISTER_NONCOHERENT_DMA,
             0xffff_c900_0001_0000,
         ));
-        let t = render_tables(&agg, None);
+        let t = render_tables(&agg, None, None);
         assert!(!t.contains("wbinvd"), "{t}");
         assert!(t.contains("off"), "{t}");
         assert!(t.contains("no iommu_map"), "{t}");
@@ -430,6 +565,7 @@ mod tests {
                 pin_map_full: 4,
             },
             pid_filter: Some(9),
+            comm_filter: None,
         };
         let probes = [
             ProbeReport {
