@@ -149,15 +149,7 @@ fn parse(top: &str, pid: u64) -> Result<Parsed> {
     };
     let mut block: Option<Block> = None;
     let mut workload_calls = 0;
-    for (n, line) in top.lines().enumerate() {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
-        ensure!(
-            v["v"] == crate::TOP_JSON_VERSION,
-            "line {} is not of version {}: {line}",
-            n + 1,
-            crate::TOP_JSON_VERSION
-        );
+    for v in crate::topcheck::top_lines(top)? {
         let ty = str_field(&v, "type")?;
         match ty {
             "probe" => p.probes.push((

@@ -24,6 +24,7 @@ pub mod bench;
 pub mod devices;
 pub mod difftest;
 pub mod dmabuf;
+pub mod domaincheck;
 pub mod edu;
 pub mod errno;
 pub mod kvm;

@@ -31,22 +31,7 @@ struct Final {
     vm: VmCounters,
 }
 
-fn lines(text: &str) -> Result<Vec<Value>> {
-    text.lines()
-        .enumerate()
-        .map(|(n, l)| {
-            let v: Value = serde_json::from_str(l)
-                .with_context(|| format!("line {} is not JSON: {l}", n + 1))?;
-            ensure!(
-                v["v"] == crate::TOP_JSON_VERSION,
-                "line {} is not of version {}: {l}",
-                n + 1,
-                crate::TOP_JSON_VERSION
-            );
-            Ok(v)
-        })
-        .collect()
-}
+use crate::topcheck::top_lines as lines;
 
 fn u(v: &Value, key: &str) -> Result<u64> {
     v[key]

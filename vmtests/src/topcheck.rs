@@ -32,7 +32,7 @@ pub fn workload_areas(summary: &str) -> Result<Vec<(u64, u64)>> {
         .collect())
 }
 
-fn hex(v: &Value, key: &str) -> Result<u64> {
+pub(crate) fn hex(v: &Value, key: &str) -> Result<u64> {
     let s = v[key]
         .as_str()
         .with_context(|| format!("`{key}` is not a string in {v}"))?;
@@ -63,20 +63,31 @@ pub struct Seen {
     pub lost_events: u64,
 }
 
+/// ioasid-top's JSON Lines, each checked to be JSON of the contract version this crate reads.
+pub fn top_lines(jsonl: &str) -> Result<Vec<Value>> {
+    jsonl
+        .lines()
+        .enumerate()
+        .map(|(n, line)| {
+            let v: Value = serde_json::from_str(line)
+                .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
+            ensure!(
+                v["v"] == crate::TOP_JSON_VERSION,
+                "line {} is not of version {}: {line}",
+                n + 1,
+                crate::TOP_JSON_VERSION
+            );
+            Ok(v)
+        })
+        .collect()
+}
+
 pub fn seen_by_top(jsonl: &str, comm: &str) -> Result<Seen> {
     let mut seen = Seen::default();
     let mut mapped = Vec::new();
     let mut unmapped = Vec::new();
     let mut summary = false;
-    for (n, line) in jsonl.lines().enumerate() {
-        let v: Value = serde_json::from_str(line)
-            .with_context(|| format!("line {} is not JSON: {line}", n + 1))?;
-        ensure!(
-            v["v"] == crate::TOP_JSON_VERSION,
-            "line {} is not of version {}: {line}",
-            n + 1,
-            crate::TOP_JSON_VERSION
-        );
+    for v in top_lines(jsonl)? {
         match v["type"].as_str() {
             Some("map") if v["comm"] == comm && v["ret"] == 0 => {
                 let domain = v["domain"]

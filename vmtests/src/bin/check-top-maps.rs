@@ -4,6 +4,11 @@
 //! `check-top-maps --pins EVENTS.jsonl START.jsonl WORKLOAD.json`: exits 0 when the pinned
 //! pages ioasid-top reported, from events and from the start-up state, are exactly what the
 //! held workload pinned (see `ioasid_vmtests::pincheck`).
+//!
+//! `check-top-maps --domain-view held|exited TOP.jsonl WORKLOAD.json COMM`: exits 0 when
+//! `ioasid-top domain --json` showed exactly the workload's maps as merged ranges while it
+//! held them (`held`), or its domain empty again after it exited (`exited`); see
+//! `ioasid_vmtests::domaincheck`.
 
 use anyhow::{Context, Result};
 use ioasid_vmtests::topcheck::{compare, seen_by_top, workload_areas};
@@ -22,9 +27,18 @@ fn main() -> Result<()> {
         println!("ok - ioasid-top saw the pins: {verdict}");
         return Ok(());
     }
+    if let [flag, phase, top, workload, comm] = args.as_slice()
+        && flag == "--domain-view"
+    {
+        let phase = ioasid_vmtests::domaincheck::Phase::parse(phase)?;
+        let verdict =
+            ioasid_vmtests::domaincheck::check(phase, &read(top)?, &read(workload)?, comm)?;
+        println!("ok - ioasid-top domain saw {verdict}");
+        return Ok(());
+    }
     let [top, workload, comm] = args.as_slice() else {
         anyhow::bail!(
-            "usage: check-top-maps TOP.jsonl WORKLOAD.json COMM\n       check-top-maps --pins EVENTS.jsonl START.jsonl WORKLOAD.json"
+            "usage: check-top-maps TOP.jsonl WORKLOAD.json COMM\n       check-top-maps --pins EVENTS.jsonl START.jsonl WORKLOAD.json\n       check-top-maps --domain-view held|exited TOP.jsonl WORKLOAD.json COMM"
         );
     };
     let seen = seen_by_top(&read(top)?, comm)?;
