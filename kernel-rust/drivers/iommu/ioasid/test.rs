@@ -95,11 +95,12 @@ mod hooks {
     }
 
     /// No hooks.
-    pub(crate) struct TestHooks;
+    #[pin_data]
+    pub(crate) struct TestHooks {}
 
     impl TestHooks {
         pub(crate) fn new() -> impl PinInit<Self, Error> {
-            TestHooks
+            try_pin_init!(TestHooks {})
         }
     }
 }
