@@ -309,6 +309,61 @@ fn checks() -> Vec<Check> {
     ]
 }
 
+/// The order the files of a bound, attached device with a mapped area are closed in.
+#[derive(Clone, Copy)]
+enum CloseFirst {
+    /// The iommufd file first: vfio still holds it until the device file goes.
+    Iommufd,
+    /// The device file first: it unbinds, then the iommufd file goes.
+    Device,
+}
+
+/// `VmPin` and `VmLck` of this process, KiB.
+fn pins_now() -> Result<(u64, u64), String> {
+    Ok((status_kib("VmPin")?, status_kib("VmLck")?))
+}
+
+/// Binds, maps an area, attaches, then closes both files in `order`: every pin must be gone.
+fn close_in_order(dev_path: &Path, cdev: &Path, order: CloseFirst) -> CheckResult {
+    let before = pins_now()?;
+    let fd = Iommufd::open(dev_path).map_err(|e| format!("opening {}: {e}", dev_path.display()))?;
+    let dev = VfioDevice::open_cdev(cdev).map_err(|e| format!("{e:#}"))?;
+    let buf = DmaBuffer::new(LEN as usize, 0x5a).map_err(|e| format!("{e:#}"))?;
+    expect_ok(dev.bind_iommufd(fd.as_fd()))?;
+    let ioas = expect_ok(fd.ioas_alloc())?;
+    expect_ok(fd.ioas_map(
+        ioas,
+        buf.addr(),
+        LEN,
+        Some(IOVA),
+        IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+    ))?;
+    expect_ok(dev.attach_pt(ioas))?;
+    let held = pins_now()?;
+    if held.0 <= before.0 {
+        return Err(format!(
+            "VmPin did not grow with the area mapped: {before:?} -> {held:?}"
+        ));
+    }
+    match order {
+        CloseFirst::Iommufd => {
+            drop(fd);
+            drop(dev);
+        }
+        CloseFirst::Device => {
+            drop(dev);
+            drop(fd);
+        }
+    }
+    let after = pins_now()?;
+    if after != before {
+        return Err(format!(
+            "VmPin/VmLck {after:?} kB after closing, {before:?} before ({held:?} while attached)"
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the checks against the iommufd-speaking device `dev_path` with the edu device.
 pub fn run<W: Write>(dev_path: &Path, sysfs: &Path, devfs: &Path, out: W) -> Result<Tap<W>> {
     let bdf = find_edu(sysfs, None)?;
@@ -317,7 +372,7 @@ pub fn run<W: Write>(dev_path: &Path, sysfs: &Path, devfs: &Path, out: W) -> Res
     let pin_before = status_kib("VmPin").map_err(anyhow::Error::msg)?;
     let lck_before = status_kib("VmLck").map_err(anyhow::Error::msg)?;
     let all = checks();
-    let mut tap = Tap::new(out, all.len() + 1).context("writing TAP output")?;
+    let mut tap = Tap::new(out, all.len() + 3).context("writing TAP output")?;
     {
         let mut c = Ctx {
             iommu,
@@ -350,5 +405,18 @@ pub fn run<W: Write>(dev_path: &Path, sysfs: &Path, devfs: &Path, out: W) -> Res
     };
     tap.report("closing the files releases every pin", &r)
         .context("writing TAP output")?;
+    for (name, order) in [
+        (
+            "closing the iommufd file before the attached device's releases every pin",
+            CloseFirst::Iommufd,
+        ),
+        (
+            "closing the attached device's file before the iommufd file releases every pin",
+            CloseFirst::Device,
+        ),
+    ] {
+        let r = close_in_order(dev_path, &cdev, order);
+        tap.report(name, &r).context("writing TAP output")?;
+    }
     Ok(tap)
 }
