@@ -270,6 +270,22 @@ fn why(w: &Summary) -> String {
     }
 }
 
+/// The calls must be one register then one unregister, of one VM: returns the VM.
+fn register_then_unregister(calls: &[Call]) -> Result<&str> {
+    let ops: Vec<&str> = calls.iter().map(|c| c.op.as_str()).collect();
+    ensure!(
+        ops == ["register", "unregister"],
+        "the workload's kvm calls were {ops:?}, expected [register, unregister]: {calls:?}"
+    );
+    let kvm = calls[0].kvm.as_str();
+    ensure!(
+        calls[1].kvm == kvm,
+        "register for {kvm} but unregister for {}",
+        calls[1].kvm
+    );
+    Ok(kvm)
+}
+
 /// The verdict: Ok with a one-line description, or what differs.
 pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
     ensure!(
@@ -349,18 +365,7 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
             register,
             unregister,
         } => {
-            let ops: Vec<&str> = p.calls.iter().map(|c| c.op.as_str()).collect();
-            ensure!(
-                ops == ["register", "unregister"],
-                "the workload's kvm calls were {ops:?}, expected [register, unregister]: {:?}",
-                p.calls
-            );
-            let kvm = p.calls[0].kvm.as_str();
-            ensure!(
-                p.calls[1].kvm == kvm,
-                "register for {kvm} but unregister for {}",
-                p.calls[1].kvm
-            );
+            let kvm = register_then_unregister(&p.calls)?;
             for (call, step) in [(&p.calls[0], register), (&p.calls[1], unregister)] {
                 let [start, end] = step
                     .window(w)
@@ -386,18 +391,7 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
             ))
         }
         Expect::Flip => {
-            let ops: Vec<&str> = p.calls.iter().map(|c| c.op.as_str()).collect();
-            ensure!(
-                ops == ["register", "unregister"],
-                "the workload's kvm calls were {ops:?}, expected [register, unregister]: {:?}",
-                p.calls
-            );
-            let kvm = p.calls[0].kvm.as_str();
-            ensure!(
-                p.calls[1].kvm == kvm,
-                "register for {kvm} but unregister for {}",
-                p.calls[1].kvm
-            );
+            let kvm = register_then_unregister(&p.calls)?;
             let mut live = 0;
             for b in &p.blocks {
                 match b.phase {
