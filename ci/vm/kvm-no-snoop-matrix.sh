@@ -42,13 +42,7 @@ for backend in iommufd ioasid; do
                 expect=never
             fi
             cell="$out/$backend-$device-$ability"
-            ioasid-top --json --interval 0.25 > "$cell.top.jsonl" 2> "$cell.top.stderr" &
-            top=$!
-            if ! wait_until $top probes_at_least "$cell.top.jsonl" 6; then
-                cat "$cell.top.stderr" >&2
-                echo "ioasid-top did not attach" >&2
-                exit 1
-            fi
+            start_top "$cell.top" 6 --json --interval 0.25 || exit 1
             kvm-vfio-workload --backend "$backend" --bdf "$bdf" --hold-ms 1000 > "$cell.workload.json"
             sleep 0.5
             kill -INT $top

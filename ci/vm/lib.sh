@@ -21,6 +21,22 @@ probes_at_least() {
     [ "$(grep -c '"type":"probe"' "$1" 2>/dev/null || true)" -ge "$2" ]
 }
 
+# start_top PREFIX N ARGS...: starts `ioasid-top ARGS...` in the background, its output to
+# PREFIX.jsonl and its stderr to PREFIX.stderr, sets $top to its pid, and waits until N traced
+# functions have their `probe` line; fails, showing its stderr, if it does not get there.
+start_top() {
+    _prefix=$1
+    _n=$2
+    shift 2
+    ioasid-top "$@" > "$_prefix.jsonl" 2> "$_prefix.stderr" &
+    top=$!
+    if ! wait_until $top probes_at_least "$_prefix.jsonl" "$_n"; then
+        echo "ioasid-top did not attach:" >&2
+        cat "$_prefix.stderr" >&2
+        return 1
+    fi
+}
+
 # check_audit_outcome DIR STATUS TABLE_STATUS EXPECT FINDING: the JSON audit in DIR/audit.jsonl
 # (exit status STATUS) has exactly FINDING (`rule@pid`) when EXPECT is `finding`, none when it
 # is `clean` (check-audit); the table audit in DIR/audit.txt says as much, with the same status.

@@ -19,14 +19,8 @@ if [ -n "${NO_SNOOP_OVERRIDE:-}" ]; then
 fi
 
 # No --once: the periodic report blocks are what shows the state while the file is in the VM.
-ioasid-top --json --interval 0.25 > "$out/top.jsonl" 2> "$out/top.stderr" &
-top=$!
 # The probes are attached once every function (iommu and kvm: 6) has its `probe` line.
-if ! wait_until $top probes_at_least "$out/top.jsonl" 6; then
-    echo "ioasid-top did not attach:" >&2
-    cat "$out/top.stderr" >&2
-    exit 1
-fi
+start_top "$out/top" 6 --json --interval 0.25 || exit 1
 
 # shellcheck disable=SC2086 # WORKLOAD_ARGS is a list of options
 kvm-vfio-workload --backend "$backend" --remove "$remove" --hold-ms 1500 ${WORKLOAD_ARGS:-} \

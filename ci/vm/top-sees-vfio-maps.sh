@@ -11,15 +11,9 @@ maps=${2:-4}
 size=${3:-64K}
 out=${IOASID_VM_OUT:?run me through cargo xtask vm}
 
-# shellcheck disable=SC2086 # TOP_ARGS is a list of options
-ioasid-top --once --json --interval 600 ${TOP_ARGS:-} > "$out/top.jsonl" 2> "$out/top.stderr" &
-top=$!
 # The probes are attached once every function has its `probe` line.
-if ! wait_until $top probes_at_least "$out/top.jsonl" 3; then
-    echo "ioasid-top did not attach:" >&2
-    cat "$out/top.stderr" >&2
-    exit 1
-fi
+# shellcheck disable=SC2086 # TOP_ARGS is a list of options
+start_top "$out/top" 3 --once --json --interval 600 ${TOP_ARGS:-} || exit 1
 
 vfio-edu-workload --backend "$backend" --maps "$maps" --size "$size" > "$out/workload.json"
 kill -INT $top

@@ -63,6 +63,16 @@ pub fn status_kib(field: &str) -> Result<u64, String> {
     parse_status_kib(&text, field)
 }
 
+/// `(VmPin, VmLck)` of this process, in KiB: what the kernel charged for pinned and locked
+/// memory.
+pub fn vm_pin_and_lck_kib() -> Result<(u64, u64), String> {
+    let text = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    Ok((
+        parse_status_kib(&text, "VmPin")?,
+        parse_status_kib(&text, "VmLck")?,
+    ))
+}
+
 /// [`status_kib`] of a given status text.
 pub fn parse_status_kib(status: &str, field: &str) -> Result<u64, String> {
     let line = status

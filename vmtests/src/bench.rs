@@ -33,7 +33,7 @@
 //! closed the cdev, and then `type1` (a VFIO group cannot be used while the device's cdev is
 //! open). Ratios across groups are therefore not protected from drift; the report says so.
 
-use crate::accounting::status_kib;
+use crate::accounting::vm_pin_and_lck_kib;
 use crate::difftest::domain::edu_cdev;
 use crate::dmabuf::DmaBuffer;
 use crate::errno::describe_error;
@@ -596,10 +596,8 @@ pub struct Counters {
 }
 
 fn counters() -> Result<Counters> {
-    Ok(Counters {
-        pin_kib: status_kib("VmPin").map_err(|e| anyhow!(e))?,
-        lck_kib: status_kib("VmLck").map_err(|e| anyhow!(e))?,
-    })
+    let (pin_kib, lck_kib) = vm_pin_and_lck_kib().map_err(|e| anyhow!(e))?;
+    Ok(Counters { pin_kib, lck_kib })
 }
 
 /// Did the counters move from `before` to `after` by exactly `kib` where `pinning` says the

@@ -5,7 +5,7 @@
 //! The checks run in order on one cdev and one iommufd file; a check whose setup failed reports
 //! "not run". At the end the files are closed and `VmPin`/`VmLck` must be back where they were.
 
-use crate::accounting::status_kib;
+use crate::accounting::vm_pin_and_lck_kib;
 use crate::difftest::domain::edu_cdev;
 use crate::dmabuf::DmaBuffer;
 use crate::kvm::{DeviceIommu, device_iommu};
@@ -318,14 +318,9 @@ enum CloseFirst {
     Device,
 }
 
-/// `VmPin` and `VmLck` of this process, KiB.
-fn pins_now() -> Result<(u64, u64), String> {
-    Ok((status_kib("VmPin")?, status_kib("VmLck")?))
-}
-
 /// Binds, maps an area, attaches, then closes both files in `order`: every pin must be gone.
 fn close_in_order(dev_path: &Path, cdev: &Path, order: CloseFirst) -> CheckResult {
-    let before = pins_now()?;
+    let before = vm_pin_and_lck_kib()?;
     let fd = Iommufd::open(dev_path).map_err(|e| format!("opening {}: {e}", dev_path.display()))?;
     let dev = VfioDevice::open_cdev(cdev).map_err(|e| format!("{e:#}"))?;
     let buf = DmaBuffer::new(LEN as usize, 0x5a).map_err(|e| format!("{e:#}"))?;
@@ -339,7 +334,7 @@ fn close_in_order(dev_path: &Path, cdev: &Path, order: CloseFirst) -> CheckResul
         IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
     ))?;
     expect_ok(dev.attach_pt(ioas))?;
-    let held = pins_now()?;
+    let held = vm_pin_and_lck_kib()?;
     if held.0 <= before.0 {
         return Err(format!(
             "VmPin did not grow with the area mapped: {before:?} -> {held:?}"
@@ -355,7 +350,7 @@ fn close_in_order(dev_path: &Path, cdev: &Path, order: CloseFirst) -> CheckResul
             drop(fd);
         }
     }
-    let after = pins_now()?;
+    let after = vm_pin_and_lck_kib()?;
     if after != before {
         return Err(format!(
             "VmPin/VmLck {after:?} kB after closing, {before:?} before ({held:?} while attached)"
@@ -369,8 +364,7 @@ pub fn run<W: Write>(dev_path: &Path, sysfs: &Path, devfs: &Path, out: W) -> Res
     let bdf = find_edu(sysfs, None)?;
     let cdev = edu_cdev(sysfs, devfs, Some(&bdf))?;
     let iommu = device_iommu(sysfs, &bdf)?;
-    let pin_before = status_kib("VmPin").map_err(anyhow::Error::msg)?;
-    let lck_before = status_kib("VmLck").map_err(anyhow::Error::msg)?;
+    let before = vm_pin_and_lck_kib().map_err(anyhow::Error::msg)?;
     let all = checks();
     let mut tap = Tap::new(out, all.len() + 3).context("writing TAP output")?;
     {
@@ -391,16 +385,12 @@ pub fn run<W: Write>(dev_path: &Path, sysfs: &Path, devfs: &Path, out: W) -> Res
         }
         // Closing the device file unbinds it; closing the iommufd file drops the rest.
     }
-    let pins = (
-        status_kib("VmPin").map_err(anyhow::Error::msg)?,
-        status_kib("VmLck").map_err(anyhow::Error::msg)?,
-    );
-    let r = if pins == (pin_before, lck_before) {
+    let pins = vm_pin_and_lck_kib().map_err(anyhow::Error::msg)?;
+    let r = if pins == before {
         Ok(())
     } else {
         Err(format!(
-            "VmPin/VmLck {pins:?} kB after closing, {:?} before",
-            (pin_before, lck_before)
+            "VmPin/VmLck {pins:?} kB after closing, {before:?} before"
         ))
     };
     tap.report("closing the files releases every pin", &r)

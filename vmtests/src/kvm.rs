@@ -555,23 +555,18 @@ fn open_vfio(args: &Args, bdf: &str, summary: &mut Summary) -> Result<VfioHolder
 /// /dev/ioasid also asks whether the device can issue no-snoop requests at all (the three
 /// conditions of the series; the platform, x86, honours no-snoop). `None` when the IOMMU does
 /// not say.
-fn expect_noncoherent(
-    backend: Backend,
-    snoop_control: Option<bool>,
-    sysfs_root: &Path,
-    bdf: &str,
-) -> Result<Option<bool>> {
+fn expect_noncoherent(args: &Args, snoop_control: Option<bool>, bdf: &str) -> Result<Option<bool>> {
     let Some(sc) = snoop_control else {
         return Ok(None);
     };
-    if backend != Backend::Ioasid {
+    if args.backend != Backend::Ioasid {
         return Ok(Some(!sc));
     }
-    let can_issue_no_snoop = match no_snoop_override(sysfs_root)?.as_deref() {
+    let can_issue_no_snoop = match no_snoop_override(&args.debugfs)?.as_deref() {
         Some("1") => true,
         Some("0") => false,
         _ => {
-            let cfg_path = sysfs_root.join("bus/pci/devices").join(bdf).join("config");
+            let cfg_path = sysfs::pci_device_dir(&args.sysfs, bdf).join("config");
             let cfg = std::fs::read(&cfg_path)
                 .with_context(|| format!("reading {}", cfg_path.display()))?;
             !parse_pci_config(&cfg).cannot()
@@ -580,11 +575,11 @@ fn expect_noncoherent(
     Ok(Some(!sc && can_issue_no_snoop))
 }
 
-/// `/sys/kernel/debug/ioasid/no_snoop_override` (a kernel with `CONFIG_IOASID_TEST`): `1` or `0`
+/// `<debugfs>/ioasid/no_snoop_override` (a kernel with `CONFIG_IOASID_TEST`): `1` or `0`
 /// replaces what /dev/ioasid reads of a device's ability to issue no-snoop, `hw` does not;
 /// `None` without the hook.
-pub fn no_snoop_override(sysfs_root: &Path) -> Result<Option<String>> {
-    let path = sysfs_root.join("kernel/debug/ioasid/no_snoop_override");
+pub fn no_snoop_override(debugfs: &Path) -> Result<Option<String>> {
+    let path = debugfs.join("ioasid/no_snoop_override");
     match std::fs::read_to_string(&path) {
         Ok(s) => Ok(Some(s.trim().to_owned())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -616,10 +611,10 @@ pub fn run(args: &Args) -> Result<Summary> {
         iommu_ecap: iommu.ecap.map(|e| format!("{e:#x}")),
         snoop_control: snoop,
         no_snoop_override: match args.backend {
-            Backend::Ioasid => no_snoop_override(&args.sysfs)?,
+            Backend::Ioasid => no_snoop_override(&args.debugfs)?,
             _ => None,
         },
-        expect_noncoherent: expect_noncoherent(args.backend, snoop, &args.sysfs, &bdf)?,
+        expect_noncoherent: expect_noncoherent(args, snoop, &bdf)?,
         vm_fd: -1,
         vm_debugfs: None,
         kvm_vfio_fd: -1,

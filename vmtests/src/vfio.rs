@@ -41,11 +41,7 @@ impl VfioDevice {
 
     /// `VFIO_DEVICE_BIND_IOMMUFD`: returns the iommufd device id.
     pub fn bind_iommufd(&self, iommufd: BorrowedFd<'_>) -> io::Result<u32> {
-        let mut arg = VfioDeviceBindIommufd::new();
-        arg.iommufd = iommufd.as_raw_fd();
-        // SAFETY: argsz == size_of; token_uuid_ptr unused (flags == 0).
-        unsafe { ioctl_ptr(self.file.as_fd(), VFIO_DEVICE_BIND_IOMMUFD, &mut arg) }?;
-        Ok(arg.out_devid)
+        self.bind_iommufd_raw(iommufd.as_raw_fd())
     }
 
     /// `VFIO_DEVICE_BIND_IOMMUFD` with any fd number, for the checks of bad fds.

@@ -223,13 +223,9 @@ pub struct VmCounters {
 
 /// `(VmPin, VmLck)` of this process, KiB.
 fn vm_now() -> Result<(u64, u64)> {
-    let pin = crate::accounting::status_kib("VmPin")
+    crate::accounting::vm_pin_and_lck_kib()
         .map_err(anyhow::Error::msg)
-        .context("reading VmPin of /proc/self/status")?;
-    let lck = crate::accounting::status_kib("VmLck")
-        .map_err(anyhow::Error::msg)
-        .context("reading VmLck of /proc/self/status")?;
-    Ok((pin, lck))
+        .context("reading VmPin and VmLck of /proc/self/status")
 }
 
 /// The hold point of `--hold-until`: records the counters, prints the `held` line (stdout,
