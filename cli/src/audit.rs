@@ -8,8 +8,15 @@
 //! Rules (ids are stable: the `rule` field of `finding` lines):
 //! - [`UNNEEDED_WBINVD`]: KVM registered non-coherent DMA for a VM, but no device that could
 //!   be behind it can issue no-snoop.
+//! - [`GUEST_CANNOT_FLUSH`]: a process holds a KVM VM and a VFIO device that may issue no-snoop
+//!   DMA behind an IOMMU that lets it through, and KVM was never told (no KVM-VFIO device), or
+//!   was last seen turning non-coherent DMA off.
 //! - [`PINS_OVER_MEMLOCK`]: a process holds more locked or pinned memory than its
 //!   `RLIMIT_MEMLOCK`.
+//!
+//! Which devices a VM has: those of the VFIO files its process holds ([`procfiles`]); for a
+//! VM whose process holds none that can be read, every device bound to vfio-pci (a heuristic
+//! the evidence says is one).
 
 use std::{
     collections::BTreeMap,
@@ -19,11 +26,21 @@ use std::{
 
 use anyhow::Context as _;
 
-use crate::{aggregate::Aggregator, startstate, table::human_bytes};
-use ioasid_uapi::pci::{NoSnoop, parse_pci_config};
+use crate::{
+    aggregate::{Aggregator, KvmStats},
+    procfiles::{self, ProcFiles},
+    startstate,
+    table::human_bytes,
+};
+use ioasid_uapi::{
+    iommu_sysfs,
+    pci::{NoSnoop, parse_pci_config},
+};
 
 /// Rule id: unneeded wbinvd exposure.
 pub const UNNEEDED_WBINVD: &str = "unneeded-wbinvd-exposure";
+/// Rule id: a device may issue no-snoop DMA that KVM does not know of.
+pub const GUEST_CANNOT_FLUSH: &str = "guest-cannot-flush";
 /// Rule id: pinned or locked pages over `RLIMIT_MEMLOCK`.
 pub const PINS_OVER_MEMLOCK: &str = "pins-over-memlock";
 
@@ -37,7 +54,6 @@ pub enum Severity {
     #[allow(dead_code, reason = "part of the contract; no rule reports it yet")]
     Info,
     Warning,
-    #[allow(dead_code, reason = "part of the contract; no rule reports it yet")]
     Critical,
 }
 
@@ -73,11 +89,33 @@ pub struct Finding {
     pub action: &'static str,
 }
 
-/// A device bound to vfio-pci.
+/// A PCI device bound to vfio-pci or held through VFIO.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciDev {
     pub bdf: String,
     pub no_snoop: NoSnoop,
+    /// Whether its IOMMU enforces cache coherency (VT-d snoop control); None: not known (no
+    /// IOMMU, not intel-iommu, unreadable).
+    pub snoop_control: Option<bool>,
+}
+
+impl PciDev {
+    fn describe(&self, no_snoop_override: Option<bool>) -> String {
+        let iommu = match self.snoop_control {
+            Some(true) => "IOMMU with snoop control",
+            Some(false) => "IOMMU without snoop control",
+            None => "IOMMU's snoop control unknown",
+        };
+        match no_snoop_override {
+            Some(o) => format!(
+                "{}: {}, but the test kernel's no_snoop_override says it {} issue no-snoop; {iommu}",
+                self.bdf,
+                self.no_snoop.describe(),
+                if o { "can" } else { "cannot" }
+            ),
+            None => format!("{}: {}; {iommu}", self.bdf, self.no_snoop.describe()),
+        }
+    }
 }
 
 /// `RLIMIT_MEMLOCK` and what a process has locked and pinned, from /proc.
@@ -96,9 +134,81 @@ pub struct ProcMem {
 pub struct Snapshot {
     /// Devices in /sys/bus/pci/drivers/vfio-pci, by BDF.
     pub vfio_pci: Vec<PciDev>,
+    /// Devices held through VFIO by a process but bound to another driver than vfio-pci.
+    pub other_held: Vec<PciDev>,
     /// Processes with VmLck or VmPin non-zero.
     pub procs: BTreeMap<u32, ProcMem>,
+    /// Processes that hold VFIO devices, IOMMU files or KVM VMs, and what they hold.
+    pub files: BTreeMap<u32, ProcFiles>,
+    /// `<debugfs>/ioasid/no_snoop_override` of a test kernel (CONFIG_IOASID_TEST): `1` or `0`
+    /// replace what config space says of every device's ability to issue no-snoop, as they do
+    /// for /dev/ioasid, because no QEMU device can enable no-snoop.
+    pub no_snoop_override: Option<bool>,
     pub page_size: u64,
+}
+
+impl Snapshot {
+    /// A device by PCI address.
+    pub fn pci(&self, bdf: &str) -> Option<&PciDev> {
+        self.vfio_pci
+            .iter()
+            .chain(&self.other_held)
+            .find(|d| d.bdf == bdf)
+    }
+
+    /// Whether a device may issue no-snoop DMA; None: cannot tell.
+    pub fn may_issue_no_snoop(&self, dev: &PciDev) -> Option<bool> {
+        if let Some(o) = self.no_snoop_override {
+            return Some(o);
+        }
+        match dev.no_snoop {
+            NoSnoop::ConventionalPci | NoSnoop::Disabled => Some(false),
+            NoSnoop::Enabled | NoSnoop::PciX => Some(true),
+            NoSnoop::Unknown(_) => None,
+        }
+    }
+}
+
+/// Reads `<debugfs_root>/ioasid/no_snoop_override`: Some for `1` or `0`, None without the hook
+/// or for `hw`.
+pub fn read_no_snoop_override(debugfs_root: &Path) -> anyhow::Result<Option<bool>> {
+    let path = debugfs_root.join("ioasid/no_snoop_override");
+    match fs::read_to_string(&path) {
+        Ok(s) => Ok(match s.trim() {
+            "1" => Some(true),
+            "0" => Some(false),
+            _ => None,
+        }),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound
+                || e.kind() == io::ErrorKind::PermissionDenied =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A PCI device's no-snoop ability (config space) and its IOMMU's snoop control (sysfs).
+fn read_pci_dev(sys_root: &Path, bdf: &str) -> PciDev {
+    let cfg_path: PathBuf = sys_root.join("bus/pci/devices").join(bdf).join("config");
+    let no_snoop = match fs::read(&cfg_path) {
+        Ok(b) => parse_pci_config(&b),
+        Err(err) => NoSnoop::Unknown(format!("reading {}: {err}", cfg_path.display())),
+    };
+    let snoop_control = match iommu_sysfs::device_iommu(sys_root, bdf) {
+        Ok(Some(iommu)) => iommu.snoop_control(),
+        Ok(None) => None,
+        Err(e) => {
+            eprintln!("ioasid-top: warning: audit: the IOMMU of {bdf}: {e}");
+            None
+        }
+    };
+    PciDev {
+        bdf: bdf.to_owned(),
+        no_snoop,
+        snoop_control,
+    }
 }
 
 /// Soft and hard `Max locked memory` of a `/proc/<pid>/limits` file, bytes (None: unlimited).
@@ -133,11 +243,13 @@ fn vanished(e: &io::Error) -> bool {
 pub fn read_snapshot(
     sys_root: &Path,
     proc_root: &Path,
+    debugfs_root: &Path,
     pid: Option<u32>,
     page_size: u64,
 ) -> anyhow::Result<Snapshot> {
     let mut snap = Snapshot {
         page_size,
+        no_snoop_override: read_no_snoop_override(debugfs_root)?,
         ..Snapshot::default()
     };
     let drv = sys_root.join("bus/pci/drivers/vfio-pci");
@@ -150,20 +262,22 @@ pub fn read_snapshot(
                 if name.len() != 12 || name.as_bytes().get(4) != Some(&b':') {
                     continue;
                 }
-                let cfg_path: PathBuf = sys_root.join("bus/pci/devices").join(&name).join("config");
-                let no_snoop = match fs::read(&cfg_path) {
-                    Ok(b) => parse_pci_config(&b),
-                    Err(err) => NoSnoop::Unknown(format!("reading {}: {err}", cfg_path.display())),
-                };
-                snap.vfio_pci.push(PciDev {
-                    bdf: name,
-                    no_snoop,
-                });
+                snap.vfio_pci.push(read_pci_dev(sys_root, &name));
             }
             snap.vfio_pci.sort_by(|a, b| a.bdf.cmp(&b.bdf));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("listing {}", drv.display())),
+    }
+
+    snap.files = procfiles::scan(proc_root, sys_root, pid)?;
+    let held: std::collections::BTreeSet<&String> =
+        snap.files.values().flat_map(|f| &f.devices).collect();
+    for bdf in held {
+        if snap.pci(bdf).is_none() {
+            let dev = read_pci_dev(sys_root, bdf);
+            snap.other_held.push(dev);
+        }
     }
 
     for pid in startstate::proc_pids(proc_root, pid)? {
@@ -216,45 +330,145 @@ fn limit_str(l: Option<u64>) -> String {
     l.map_or_else(|| "unlimited".into(), |b| human_bytes(i128::from(b)))
 }
 
+/// The devices behind the VMs of process `pid`, and where that list comes from.
+fn vm_devices(snap: &Snapshot, pid: u32) -> (Vec<&PciDev>, String) {
+    if let Some(files) = snap.files.get(&pid).filter(|f| !f.devices.is_empty()) {
+        let devs: Vec<&PciDev> = files.devices.iter().filter_map(|b| snap.pci(b)).collect();
+        return (
+            devs,
+            format!("the VFIO devices pid {pid} holds (from /proc/{pid}/fd)"),
+        );
+    }
+    (
+        snap.vfio_pci.iter().collect(),
+        format!(
+            "by heuristic all the devices bound to vfio-pci (the VFIO files of pid {pid} could \
+             not be seen)"
+        ),
+    )
+}
+
+fn describe_devices(snap: &Snapshot, devs: &[&PciDev]) -> String {
+    devs.iter()
+        .map(|d| d.describe(snap.no_snoop_override))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// Rule [`UNNEEDED_WBINVD`].
 pub fn rule_unneeded_wbinvd(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
-    let devs = &snap.vfio_pci;
-    // Nothing bound to vfio-pci: the VM's files are of another VFIO driver; cannot tell.
-    if devs.is_empty() || !devs.iter().all(|d| d.no_snoop.cannot()) {
-        return Vec::new();
-    }
-    let listed = devs
-        .iter()
-        .map(|d| format!("{}: {}", d.bdf, d.no_snoop.describe()))
-        .collect::<Vec<_>>()
-        .join("; ");
     agg.kvm_rows()
         .into_iter()
         .filter(|(_, vm)| vm.noncoherent)
-        .map(|(kvm, vm)| Finding {
-            rule: UNNEEDED_WBINVD,
-            severity: Severity::Warning,
-            title: "Unneeded wbinvd exposure",
-            subject: format!("KVM VM {kvm:#x} (pid {} {})", vm.pid, vm.comm),
-            pid: Some(vm.pid),
-            kvm: Some(kvm),
-            devices: devs.iter().map(|d| d.bdf.clone()).collect(),
-            evidence: format!(
-                "kvm_arch_register_noncoherent_dma seen for this VM ({} register, {} unregister: \
-                 non-coherent DMA on, KVM honours the guest's WBINVD). Devices that could be \
-                 behind it, by heuristic all those bound to vfio-pci (ioasid-top does not see \
-                 which VFIO files the VM holds), from their PCI config space in sysfs: {listed}. \
-                 None of them can issue no-snoop DMA.",
-                vm.registers, vm.unregisters
-            ),
-            why: "KVM turned on WBINVD emulation because the IOMMU does not enforce cache \
-                  coherency, not because a device needs it: none can issue no-snoop. A guest \
-                  looping WBINVD then flushes the caches of every host CPU it ran on, slowing \
-                  its neighbours, for no correctness gain.",
-            action: "Assign the devices through an IOMMU that enforces cache coherency \
-                     (Intel VT-d snoop control, ECAP.SC; a vIOMMU with snoop-control=on), or \
-                     keep such VMs on dedicated CPUs. If a device can enable no-snoop later \
-                     (PCIe, Enable No Snoop settable by the guest), the exposure is needed.",
+        .filter_map(|(kvm, vm)| {
+            let (devs, source) = vm_devices(snap, vm.pid);
+            // No device known (another VFIO driver), or one that can or may issue no-snoop.
+            if devs.is_empty()
+                || !devs
+                    .iter()
+                    .all(|d| snap.may_issue_no_snoop(d) == Some(false))
+            {
+                return None;
+            }
+            Some(Finding {
+                rule: UNNEEDED_WBINVD,
+                severity: Severity::Warning,
+                title: "Unneeded wbinvd exposure",
+                subject: format!("KVM VM {kvm:#x} (pid {} {})", vm.pid, vm.comm),
+                pid: Some(vm.pid),
+                kvm: Some(kvm),
+                devices: devs.iter().map(|d| d.bdf.clone()).collect(),
+                evidence: format!(
+                    "kvm_arch_register_noncoherent_dma seen for this VM ({} register, {} \
+                     unregister: non-coherent DMA on, KVM honours the guest's WBINVD). Devices \
+                     behind it, {source}, from their PCI config space in sysfs: {}. None of them \
+                     can issue no-snoop DMA.",
+                    vm.registers,
+                    vm.unregisters,
+                    describe_devices(snap, &devs)
+                ),
+                why: "KVM turned on WBINVD emulation because the IOMMU does not enforce cache \
+                      coherency, not because a device needs it: none can issue no-snoop. A guest \
+                      looping WBINVD then flushes the caches of every host CPU it ran on, \
+                      slowing its neighbours, for no correctness gain.",
+                action: "Assign the devices through an IOMMU that enforces cache coherency \
+                         (Intel VT-d snoop control, ECAP.SC; a vIOMMU with snoop-control=on), \
+                         or keep such VMs on dedicated CPUs. If a device can enable no-snoop \
+                         later (PCIe, Enable No Snoop settable by the guest), the exposure is \
+                         needed.",
+            })
+        })
+        .collect()
+}
+
+/// Rule [`GUEST_CANNOT_FLUSH`].
+pub fn rule_guest_cannot_flush(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
+    let vms = agg.kvm_rows();
+    snap.files
+        .iter()
+        .filter(|(_, f)| f.kvm_vms > 0)
+        .filter_map(|(&pid, files)| {
+            let risky: Vec<&PciDev> = files
+                .devices
+                .iter()
+                .filter_map(|b| snap.pci(b))
+                .filter(|d| {
+                    snap.may_issue_no_snoop(d) == Some(true) && d.snoop_control == Some(false)
+                })
+                .collect();
+            if risky.is_empty() {
+                return None;
+            }
+            let seen: Vec<(u64, &KvmStats)> = vms
+                .iter()
+                .filter(|(_, vm)| vm.pid == pid)
+                .copied()
+                .collect();
+            let (kvm, told) = if files.kvm_vfio_devices == 0 {
+                (
+                    None,
+                    "The process has no KVM-VFIO device (no anon_inode:kvm-vfio fd): KVM was \
+                     never given a VFIO file, so it never registered non-coherent DMA and \
+                     WBINVD is a no-op for the guest."
+                        .to_owned(),
+                )
+            } else if !seen.is_empty() && seen.iter().all(|(_, vm)| !vm.noncoherent) {
+                let (kvm, vm) = seen[seen.len() - 1];
+                (
+                    Some(kvm),
+                    format!(
+                        "KVM VM {kvm:#x} was last seen unregistering non-coherent DMA ({} \
+                         register, {} unregister): KVM treats its DMA as coherent and WBINVD \
+                         is a no-op for the guest.",
+                        vm.registers, vm.unregisters
+                    ),
+                )
+            } else {
+                return None;
+            };
+            Some(Finding {
+                rule: GUEST_CANNOT_FLUSH,
+                severity: Severity::Critical,
+                title: "Guest cannot flush caches for no-snoop DMA",
+                subject: format!("pid {pid} {}", files.comm),
+                pid: Some(pid),
+                kvm,
+                devices: risky.iter().map(|d| d.bdf.clone()).collect(),
+                evidence: format!(
+                    "pid {pid} holds {} KVM VM(s) and VFIO devices (from /proc/{pid}/fd) that \
+                     may issue no-snoop DMA through an IOMMU that lets it through: {}. {told}",
+                    files.kvm_vms,
+                    describe_devices(snap, &risky)
+                ),
+                why: "A no-snoop DMA write goes to memory past the CPU caches. A guest driver \
+                      that uses no-snoop flushes its caches with WBINVD or CLFLUSH to see the \
+                      data; with KVM treating the DMA as coherent, WBINVD does nothing, so the \
+                      guest can read stale data and corrupt what the device wrote.",
+                action: "Give the device's VFIO file to the VM's KVM-VFIO device (QEMU does; \
+                         a VMM must call KVM_DEV_VFIO_FILE_ADD), or assign it through an \
+                         IOMMU that enforces cache coherency (VT-d snoop control), or have \
+                         the device's driver clear Enable No Snoop.",
+            })
         })
         .collect()
 }
@@ -302,6 +516,7 @@ pub fn rule_pins_over_memlock(snap: &Snapshot) -> Vec<Finding> {
 /// Every rule; worst first, then by rule id and subject.
 pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     let mut f = rule_unneeded_wbinvd(agg, snap);
+    f.extend(rule_guest_cannot_flush(agg, snap));
     f.extend(rule_pins_over_memlock(snap));
     f.sort_by(|a, b| {
         b.severity
@@ -365,10 +580,11 @@ mod tests {
                 .map(|(i, n)| PciDev {
                     bdf: format!("0000:00:0{i}.0"),
                     no_snoop: n.clone(),
+                    snoop_control: Some(false),
                 })
                 .collect(),
-            procs: BTreeMap::new(),
             page_size: 4096,
+            ..Snapshot::default()
         }
     }
 
@@ -411,6 +627,121 @@ mod tests {
             );
         }
         assert_eq!(exit_status(&evaluate(&agg, &snap_with(&[]))), 0);
+    }
+
+    fn vmm_files(devices: &[&str], kvm_vfio_devices: u32) -> ProcFiles {
+        ProcFiles {
+            comm: "kvm-vfio-worklo".into(),
+            devices: devices.iter().map(|d| (*d).to_owned()).collect(),
+            kvm_vms: 1,
+            kvm_vfio_devices,
+            ..ProcFiles::default()
+        }
+    }
+
+    #[test]
+    fn wbinvd_looks_at_the_devices_the_vm_process_holds() {
+        let mut agg = Aggregator::new();
+        kvm(&mut agg, KvmOp::Register, 7);
+        // Device 0 cannot issue no-snoop, device 1 can; pid 812 holds only device 0.
+        let mut snap = snap_with(&[NoSnoop::ConventionalPci, NoSnoop::Enabled]);
+        assert!(
+            rule_unneeded_wbinvd(&agg, &snap).is_empty(),
+            "heuristic: all of vfio-pci"
+        );
+        snap.files.insert(812, vmm_files(&["0000:00:00.0"], 1));
+        let f = rule_unneeded_wbinvd(&agg, &snap);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].devices, ["0000:00:00.0"]);
+        assert!(f[0].evidence.contains("/proc/812/fd"), "{}", f[0].evidence);
+        // The test kernel's override says every device can: the exposure is needed.
+        snap.no_snoop_override = Some(true);
+        assert!(rule_unneeded_wbinvd(&agg, &snap).is_empty());
+    }
+
+    #[test]
+    fn cannot_flush_fires_without_a_kvm_vfio_device() {
+        let agg = Aggregator::new();
+        let mut snap = snap_with(&[NoSnoop::Enabled]);
+        snap.files.insert(812, vmm_files(&["0000:00:00.0"], 0));
+        let f = rule_guest_cannot_flush(&agg, &snap);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, GUEST_CANNOT_FLUSH);
+        assert_eq!(f[0].severity, Severity::Critical);
+        assert_eq!((f[0].pid, f[0].kvm), (Some(812), None));
+        assert_eq!(f[0].devices, ["0000:00:00.0"]);
+        assert!(
+            f[0].evidence.contains("no KVM-VFIO device"),
+            "{}",
+            f[0].evidence
+        );
+        assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_CRITICAL);
+    }
+
+    #[test]
+    fn cannot_flush_fires_when_kvm_was_last_told_coherent() {
+        let mut agg = Aggregator::new();
+        kvm(&mut agg, KvmOp::Register, 9);
+        kvm(&mut agg, KvmOp::Unregister, 9);
+        let mut snap = snap_with(&[NoSnoop::ConventionalPci]);
+        snap.no_snoop_override = Some(true);
+        snap.files.insert(812, vmm_files(&["0000:00:00.0"], 1));
+        let f = rule_guest_cannot_flush(&agg, &snap);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].kvm, Some(9));
+        assert!(
+            f[0].evidence.contains("no_snoop_override"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(
+            f[0].evidence.contains("last seen unregistering"),
+            "{}",
+            f[0].evidence
+        );
+    }
+
+    #[test]
+    fn cannot_flush_does_not_fire() {
+        let mut agg = Aggregator::new();
+        let told = vmm_files(&["0000:00:00.0"], 1);
+        // The device cannot issue no-snoop, or nothing says.
+        for devs in [NoSnoop::Disabled, NoSnoop::Unknown("x".into())] {
+            let mut snap = snap_with(&[devs]);
+            snap.files.insert(812, vmm_files(&["0000:00:00.0"], 0));
+            assert!(rule_guest_cannot_flush(&agg, &snap).is_empty());
+        }
+        // The IOMMU enforces coherency, or is not known to let no-snoop through.
+        for sc in [Some(true), None] {
+            let mut snap = snap_with(&[NoSnoop::Enabled]);
+            snap.vfio_pci[0].snoop_control = sc;
+            snap.files.insert(812, vmm_files(&["0000:00:00.0"], 0));
+            assert!(rule_guest_cannot_flush(&agg, &snap).is_empty(), "{sc:?}");
+        }
+        // Told (a KVM-VFIO device, no call seen: cannot know otherwise), or registered.
+        let mut snap = snap_with(&[NoSnoop::Enabled]);
+        snap.files.insert(812, told);
+        assert!(rule_guest_cannot_flush(&agg, &snap).is_empty());
+        kvm(&mut agg, KvmOp::Register, 9);
+        assert!(rule_guest_cannot_flush(&agg, &snap).is_empty());
+        // No VM in the process: not a guest.
+        let mut no_vm = vmm_files(&["0000:00:00.0"], 0);
+        no_vm.kvm_vms = 0;
+        snap.files.insert(812, no_vm);
+        assert!(rule_guest_cannot_flush(&agg, &snap).is_empty());
+    }
+
+    #[test]
+    fn the_no_snoop_override_is_read_from_debugfs() {
+        let root = std::env::temp_dir().join(format!("ioasid-audit-dbg-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        assert_eq!(read_no_snoop_override(&root).unwrap(), None);
+        fs::create_dir_all(root.join("ioasid")).unwrap();
+        for (text, want) in [("1\n", Some(true)), ("0\n", Some(false)), ("hw\n", None)] {
+            fs::write(root.join("ioasid/no_snoop_override"), text).unwrap();
+            assert_eq!(read_no_snoop_override(&root).unwrap(), want, "{text}");
+        }
+        fs::remove_dir_all(&root).unwrap();
     }
 
     fn proc_mem(lck_pages: u64, pin_pages: u64, soft: Option<u64>) -> ProcMem {
@@ -500,13 +831,14 @@ mod tests {
             )
             .expect("write");
         }
-        let snap = read_snapshot(&sys, &proc_, None, 4096).expect("snapshot");
+        let snap = read_snapshot(&sys, &proc_, &root.join("debug"), None, 4096).expect("snapshot");
         let _ = fs::remove_dir_all(&root);
         assert_eq!(
             snap.vfio_pci,
             [PciDev {
                 bdf: "0000:00:03.0".into(),
-                no_snoop: NoSnoop::ConventionalPci
+                no_snoop: NoSnoop::ConventionalPci,
+                snoop_control: None,
             }]
         );
         assert_eq!(snap.procs.keys().copied().collect::<Vec<_>>(), [7]);

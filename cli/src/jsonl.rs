@@ -1226,6 +1226,7 @@ mod tests {
         snap.vfio_pci.push(crate::audit::PciDev {
             bdf: "0000:00:03.0".into(),
             no_snoop: ioasid_uapi::pci::NoSnoop::ConventionalPci,
+            snoop_control: Some(false),
         });
         snap.procs.insert(
             2,

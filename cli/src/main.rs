@@ -8,6 +8,7 @@ mod jsonl;
 mod loader;
 mod pins;
 mod privs;
+mod procfiles;
 mod ranges;
 mod startstate;
 mod table;
@@ -64,6 +65,7 @@ fn audit_now(args: &Args, agg: &Aggregator) -> anyhow::Result<Option<Vec<audit::
     let snap = audit::read_snapshot(
         std::path::Path::new("/sys"),
         std::path::Path::new("/proc"),
+        std::path::Path::new("/sys/kernel/debug"),
         args.pid,
         startstate::page_size(),
     )

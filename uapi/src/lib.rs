@@ -6,6 +6,7 @@
 //! * [`vfio`] — the VFIO container/group/device/cdev subset used by tests.
 //! * [`kvm`] — `KVM_CREATE_VM`, `KVM_CREATE_DEVICE`, `KVM_SET_DEVICE_ATTR`
 //!   and the KVM-VFIO device constants.
+//! * [`iommu_sysfs`] — the IOMMU behind a PCI device and its snoop control, from sysfs.
 //! * [`fdinfo`] — the pinning lines of a `/dev/ioasid` file's fdinfo (a procfs uAPI).
 //! * [`ioctl`] — `_IO/_IOR/_IOW/_IOWR` as `const fn`s plus raw `ioctl(2)`.
 //! * [`Iommufd`] — a thin safe wrapper that works the same on `/dev/iommu`
@@ -13,6 +14,7 @@
 
 pub mod fdinfo;
 pub mod ioctl;
+pub mod iommu_sysfs;
 pub mod iommufd;
 mod iommufd_fd;
 pub mod kvm;

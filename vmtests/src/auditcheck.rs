@@ -8,7 +8,9 @@
 //! tracer that is not there proves nothing) and no event was lost.
 //!
 //! Per rule: `unneeded-wbinvd-exposure` names a KVM VM whose `kvm` line in the same block has
-//! `noncoherent_dma: true`, and devices bound to vfio-pci, the heuristic said in its evidence.
+//! `noncoherent_dma: true`; `guest-cannot-flush` names no VM or one with `noncoherent_dma:
+//! false`. Both name devices, and with a pid expected, their evidence says they are those
+//! the process holds (`/proc/<pid>/fd`), not the vfio-pci heuristic.
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
@@ -146,28 +148,36 @@ pub fn check(jsonl: &str, status: i32, expected: &[Expected]) -> Result<String> 
         if let Some(pid) = e.pid {
             ensure!(f["pid"] == pid, "{} is not about pid {pid}: {f}", e.rule);
         }
-        if e.rule == "unneeded-wbinvd-exposure" {
-            let kvm = f["kvm"]
-                .as_str()
-                .with_context(|| format!("no kvm in {f}"))?;
-            let vm = block
-                .iter()
-                .find(|l| ty(l) == "kvm" && l["kvm"] == kvm)
-                .with_context(|| format!("no kvm line for {kvm} in the block"))?;
-            ensure!(
-                vm["noncoherent_dma"] == true,
-                "VM {kvm} is not non-coherent: {vm}"
-            );
+        let wants_noncoherent = match e.rule.as_str() {
+            "unneeded-wbinvd-exposure" => Some(true),
+            "guest-cannot-flush" => Some(false),
+            _ => None,
+        };
+        if let Some(noncoherent) = wants_noncoherent {
+            match f["kvm"].as_str() {
+                Some(kvm) => {
+                    let vm = block
+                        .iter()
+                        .find(|l| ty(l) == "kvm" && l["kvm"] == kvm)
+                        .with_context(|| format!("no kvm line for {kvm} in the block"))?;
+                    ensure!(
+                        vm["noncoherent_dma"] == noncoherent,
+                        "VM {kvm} does not have noncoherent_dma {noncoherent}: {vm}"
+                    );
+                }
+                None => ensure!(!noncoherent, "{} names no KVM VM: {f}", e.rule),
+            }
             ensure!(
                 f["devices"].as_array().is_some_and(|d| !d.is_empty()),
                 "no devices in {f}"
             );
-            ensure!(
-                f["evidence"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("vfio-pci")),
-                "the evidence does not state the vfio-pci heuristic: {f}"
-            );
+            if let Some(pid) = e.pid {
+                let source = format!("/proc/{pid}/fd");
+                ensure!(
+                    f["evidence"].as_str().is_some_and(|s| s.contains(&source)),
+                    "the evidence does not say the devices are those {source} holds: {f}"
+                );
+            }
         }
     }
 
@@ -197,9 +207,11 @@ mod tests {
 "#;
     const KVM_ON: &str = r#"{"v":2,"type":"kvm","kvm":"0xffffc90000a41000","pid":77,"comm":"kvm-vfio-worklo","noncoherent_dma":true,"registers":1,"unregisters":0,"last_op":"register","last_ts_ns":1}
 "#;
-    const WBINVD: &str = r#"{"v":2,"type":"finding","rule":"unneeded-wbinvd-exposure","severity":"warning","title":"t","subject":"s","pid":77,"kvm":"0xffffc90000a41000","devices":["0000:00:03.0"],"evidence":"bound to vfio-pci","why":"w","action":"a"}
+    const WBINVD: &str = r#"{"v":2,"type":"finding","rule":"unneeded-wbinvd-exposure","severity":"warning","title":"t","subject":"s","pid":77,"kvm":"0xffffc90000a41000","devices":["0000:00:03.0"],"evidence":"the VFIO devices pid 77 holds (from /proc/77/fd)","why":"w","action":"a"}
 "#;
     const MEMLOCK: &str = r#"{"v":2,"type":"finding","rule":"pins-over-memlock","severity":"warning","title":"t","subject":"s","pid":88,"kvm":null,"devices":[],"evidence":"e","why":"w","action":"a"}
+"#;
+    const CANNOT_FLUSH: &str = r#"{"v":2,"type":"finding","rule":"guest-cannot-flush","severity":"critical","title":"t","subject":"s","pid":77,"kvm":null,"devices":["0000:00:03.0"],"evidence":"pid 77 holds 1 KVM VM(s) and VFIO devices (from /proc/77/fd)","why":"w","action":"a"}
 "#;
     const SUMMARY: &str = r#"{"v":2,"type":"summary","final":true,"elapsed_s":1.0,"events":2,"lost_events":0}
 "#;
@@ -219,6 +231,29 @@ mod tests {
         let o = out(&[PROBE_LINES, MEMLOCK, SUMMARY]);
         check(&o, 3, &[exp("pins-over-memlock@88")]).expect("memlock");
         check(&out(&[PROBE_LINES, SUMMARY]), 0, &[]).expect("clean");
+        let o = out(&[PROBE_LINES, CANNOT_FLUSH, SUMMARY]);
+        check(&o, 4, &[exp("guest-cannot-flush@77")]).expect("cannot flush");
+    }
+
+    #[test]
+    fn a_vm_finding_must_name_the_processs_devices_and_the_right_vm_state() {
+        // Critical is 4, not 3.
+        let o = out(&[PROBE_LINES, CANNOT_FLUSH, SUMMARY]);
+        assert!(check(&o, 3, &[exp("guest-cannot-flush@77")]).is_err());
+        // The vfio-pci heuristic is not the devices of the process.
+        let heuristic = WBINVD.replace(
+            "the VFIO devices pid 77 holds (from /proc/77/fd)",
+            "by heuristic all the devices bound to vfio-pci",
+        );
+        let o = out(&[PROBE_LINES, KVM_ON, &heuristic, SUMMARY]);
+        assert!(check(&o, 3, &[exp("unneeded-wbinvd-exposure@77")]).is_err());
+        // Cannot flush about a VM that KVM shows non-coherent.
+        let with_vm = CANNOT_FLUSH.replace("\"kvm\":null", "\"kvm\":\"0xffffc90000a41000\"");
+        let o = out(&[PROBE_LINES, KVM_ON, &with_vm, SUMMARY]);
+        assert!(check(&o, 4, &[exp("guest-cannot-flush@77")]).is_err());
+        let off = KVM_ON.replace("\"noncoherent_dma\":true", "\"noncoherent_dma\":false");
+        let o = out(&[PROBE_LINES, &off, &with_vm, SUMMARY]);
+        check(&o, 4, &[exp("guest-cannot-flush@77")]).expect("VM shown coherent");
     }
 
     #[test]

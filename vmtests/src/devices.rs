@@ -8,12 +8,13 @@
 use crate::accounting::vm_pin_and_lck_kib;
 use crate::difftest::domain::edu_cdev;
 use crate::dmabuf::DmaBuffer;
-use crate::kvm::{DeviceIommu, device_iommu};
+use crate::kvm::device_iommu;
 use crate::tap::{CheckResult, Tap, expect_errno, expect_ok};
 use crate::vfio::VfioDevice;
 use crate::workload::find_edu;
 use anyhow::{Context, Result};
 use ioasid_uapi::Iommufd;
+use ioasid_uapi::iommu_sysfs::DeviceIommu;
 use ioasid_uapi::iommufd::{
     IOMMU_HW_INFO_TYPE_INTEL_VTD, IOMMU_HWPT_DATA_NONE, IOMMU_IOAS_MAP_READABLE,
     IOMMU_IOAS_MAP_WRITEABLE, IommuHwptAlloc, IommuIovaRange,

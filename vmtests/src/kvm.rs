@@ -22,6 +22,7 @@ use crate::workload::{check_device, find_edu, open_cdev, open_type1};
 use anyhow::{Context, Result, bail, ensure};
 use clap::{Parser, ValueEnum};
 use ioasid_uapi::ioctl::{ioctl_ptr, ioctl_val};
+use ioasid_uapi::iommu_sysfs::{self, DeviceIommu};
 use ioasid_uapi::kvm::*;
 use ioasid_uapi::pci::parse_pci_config;
 use ioasid_uapi::{DEV_IOASID, DEV_IOMMU, Iommufd};
@@ -77,6 +78,10 @@ pub struct Args {
     /// attach and detach can tell KVM (not with type1)
     #[arg(long)]
     pub attach_after_add: bool,
+    /// never make the VM's KVM-VFIO device, so that KVM is never told of the VFIO file: a VMM
+    /// that forgets KVM_DEV_VFIO_FILE_ADD (the VM and the attached device are held all the same)
+    #[arg(long, conflicts_with_all = ["attach_after_add", "remove"])]
+    pub no_kvm_vfio: bool,
     /// PCI address of the edu device (default: the first 1234:11e8 found)
     #[arg(long)]
     pub bdf: Option<String>,
@@ -97,56 +102,17 @@ pub struct Args {
     pub debugfs: PathBuf,
 }
 
-/// Snoop control (`ECAP.SC`, bit 7 of VT-d's extended capability register): the IOMMU can
-/// force snooping, so intel-iommu reports `IOMMU_CAP_ENFORCE_CACHE_COHERENCY`
-/// (drivers/iommu/intel/iommu.c, `intel_iommu_capable()`).
-pub const ECAP_SC: u64 = 1 << 7;
-
-/// Parses the sysfs `intel-iommu/ecap` file: hex digits, no prefix (`"f00f4a\n"`).
-pub fn parse_ecap(s: &str) -> Result<u64> {
-    let t = s.trim();
-    let digits = t.strip_prefix("0x").unwrap_or(t);
-    u64::from_str_radix(digits, 16).with_context(|| format!("ecap {t:?} is not hex"))
-}
-
-/// The device's IOMMU as sysfs shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceIommu {
-    /// `dmar0`, from the `<dev>/iommu` link
-    pub name: String,
-    /// VT-d extended capabilities; None for an IOMMU that is not intel-iommu
-    pub ecap: Option<u64>,
-}
-
-impl DeviceIommu {
-    /// Whether the IOMMU enforces cache coherency for the device; None when not known
-    /// (not intel-iommu).
-    pub fn snoop_control(&self) -> Option<bool> {
-        self.ecap.map(|e| e & ECAP_SC != 0)
-    }
-}
-
-/// `<root>/bus/pci/devices/<bdf>/iommu` (a link to the IOMMU's class device) and, for
-/// intel-iommu, its `intel-iommu/ecap`.
+/// `<root>/bus/pci/devices/<bdf>/iommu` and its ecap ([`iommu_sysfs::device_iommu`]); a
+/// device without an IOMMU is an error that says what to check.
 pub fn device_iommu(root: &Path, bdf: &str) -> Result<DeviceIommu> {
-    let link = sysfs::pci_device_dir(root, bdf).join("iommu");
-    let target = std::fs::read_link(&link).with_context(|| {
-        format!(
-            "readlink {}: the device has no IOMMU (is intel_iommu=on, is the guest started with -device intel-iommu?)",
-            link.display()
-        )
-    })?;
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .with_context(|| format!("{} points to {}", link.display(), target.display()))?;
-    let ecap_path = link.join("intel-iommu/ecap");
-    let ecap = match std::fs::read_to_string(&ecap_path) {
-        Ok(s) => Some(parse_ecap(&s).with_context(|| format!("in {}", ecap_path.display()))?),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", ecap_path.display())),
-    };
-    Ok(DeviceIommu { name, ecap })
+    iommu_sysfs::device_iommu(root, bdf)
+        .with_context(|| format!("reading the IOMMU of {bdf} in sysfs"))?
+        .with_context(|| {
+            format!(
+                "{bdf} has no IOMMU (is intel_iommu=on, is the guest started with -device \
+                 intel-iommu?)"
+            )
+        })
 }
 
 /// The iommufd objects of the cdev backend.
@@ -237,6 +203,17 @@ fn hold_until(release: &Path, summary: &Summary) -> Result<()> {
         waited += step;
     }
     Ok(())
+}
+
+/// Holds what the workload has for `--hold-until` or `--hold-ms`.
+fn hold(args: &Args, summary: &Summary) -> Result<()> {
+    match &args.hold_until {
+        Some(release) => hold_until(release, summary),
+        None => {
+            std::thread::sleep(Duration::from_millis(args.hold_ms));
+            Ok(())
+        }
+    }
 }
 
 /// `/dev/kvm`
@@ -651,6 +628,15 @@ pub fn run(args: &Args) -> Result<Summary> {
         summary.vm_debugfs = Some(debugfs_dir.display().to_string());
     }
 
+    if args.no_kvm_vfio {
+        let mut holder = open_vfio(args, &bdf, &mut summary)?;
+        hold(args, &summary)?;
+        drop(vm);
+        drop(kvm);
+        holder.detach()?;
+        return Ok(summary);
+    }
+
     let kv = vm.create_kvm_vfio()?;
     summary.kvm_vfio_fd = kv.as_fd().as_raw_fd();
     // The device is the KVM-VFIO one: it knows the VFIO file attributes.
@@ -690,10 +676,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         summary.steps.attach = window;
     }
 
-    match &args.hold_until {
-        Some(release) => hold_until(release, &summary)?,
-        None => std::thread::sleep(Duration::from_millis(args.hold_ms)),
-    }
+    hold(args, &summary)?;
     if args.attach_after_add {
         timed(&mut summary.steps.detach, || holder.detach())?;
     }
@@ -741,7 +724,6 @@ pub fn run(args: &Args) -> Result<Summary> {
 mod tests {
     use super::*;
     use crate::sysfs::testutil::TestDir;
-    use std::os::unix::fs::symlink;
 
     #[test]
     fn args_parse() {
@@ -779,53 +761,30 @@ mod tests {
             ])
             .is_err()
         );
+        let a = Args::try_parse_from(["x", "--backend", "ioasid", "--no-kvm-vfio"]).unwrap();
+        assert!(a.no_kvm_vfio);
+        assert!(
+            Args::try_parse_from([
+                "x",
+                "--backend",
+                "ioasid",
+                "--no-kvm-vfio",
+                "--attach-after-add"
+            ])
+            .is_err()
+        );
         assert!(Args::try_parse_from(["x"]).is_err());
         assert!(Args::try_parse_from(["x", "--backend", "dpdk"]).is_err());
         assert!(Args::try_parse_from(["x", "--backend", "type1", "--remove", "never"]).is_err());
     }
 
     #[test]
-    fn ecap_snoop_control_bit() {
-        // QEMU's intel-iommu with snoop-control=off and =on (as the guest's sysfs shows them).
-        let off = DeviceIommu {
-            name: "dmar0".into(),
-            ecap: Some(parse_ecap("f00f4a\n").unwrap()),
-        };
-        let on = DeviceIommu {
-            name: "dmar0".into(),
-            ecap: Some(parse_ecap("0xf00fca").unwrap()),
-        };
-        assert_eq!(off.snoop_control(), Some(false));
-        assert_eq!(on.snoop_control(), Some(true));
-        let other = DeviceIommu {
-            name: "virtio-iommu".into(),
-            ecap: None,
-        };
-        assert_eq!(other.snoop_control(), None);
-        assert!(parse_ecap("zz").is_err());
-        assert!(parse_ecap("").is_err());
-    }
-
-    #[test]
-    fn device_iommu_from_fake_sysfs() {
+    fn a_device_without_an_iommu_says_what_to_check() {
         let t = TestDir::new("kvm-iommu");
         let root = t.path();
-        let dev = sysfs::pci_device_dir(root, "0000:00:0a.0");
-        std::fs::create_dir_all(&dev).unwrap();
+        std::fs::create_dir_all(sysfs::pci_device_dir(root, "0000:00:0a.0")).unwrap();
         let err = device_iommu(root, "0000:00:0a.0").unwrap_err();
         assert!(format!("{err:#}").contains("no IOMMU"), "{err:#}");
-
-        let dmar = root.join("devices/virtual/iommu/dmar0");
-        std::fs::create_dir_all(dmar.join("intel-iommu")).unwrap();
-        std::fs::write(dmar.join("intel-iommu/ecap"), "f00fca\n").unwrap();
-        symlink(&dmar, dev.join("iommu")).unwrap();
-        let got = device_iommu(root, "0000:00:0a.0").unwrap();
-        assert_eq!(got.name, "dmar0");
-        assert_eq!(got.ecap, Some(0xf00fca));
-        assert_eq!(got.snoop_control(), Some(true));
-
-        std::fs::remove_dir_all(dmar.join("intel-iommu")).unwrap();
-        assert_eq!(device_iommu(root, "0000:00:0a.0").unwrap().ecap, None);
     }
 
     #[test]

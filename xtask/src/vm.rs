@@ -120,13 +120,25 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
          export PATH={repo}/target/release:$PATH\n\
          export IOASID_VM_OUT={d}\n\
          mount -t debugfs none /sys/kernel/debug 2>/dev/null\n\
+         ( sleep {watch_s}\n\
+           echo 'cargo xtask vm: the command is still running after {watch_s} s' > /dev/kmsg\n\
+           for p in /proc/[0-9]*; do\n\
+             cmd=$(tr '\\0' ' ' < $p/cmdline)\n\
+             [ -n \"$cmd\" ] || continue\n\
+             echo \"${{p#/proc/}} $(cut -d' ' -f3 $p/stat) $(cat $p/wchan) $cmd\"\n\
+           done > {d}/{HANG_PROCS} 2>/dev/null\n\
+           echo w > /proc/sysrq-trigger\n\
+           dmesg > {d}/{HANG_DMESG} ) &\n\
+         watchdog=$!\n\
          ( {cmdline} ) > {d}/stdout 2> {d}/stderr < /dev/null\n\
          echo $? > {d}/status.tmp\n\
+         kill $watchdog 2>/dev/null\n\
          dmesg > {d}/dmesg\n\
          mv {d}/status.tmp {d}/status\n\
          sync\n",
         repo = shell_quote(&paths.repo.to_string_lossy()),
         cmdline = command_line.join(" "),
+        watch_s = hang_watch(opts.timeout).as_secs(),
     );
     let script_path = dir.join("run.sh");
     std::fs::write(&script_path, script)?;
@@ -185,6 +197,7 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
             eprintln!("    | {l}");
         }
         if timed_out {
+            report_hang(&dir);
             bail!(
                 "the guest did not finish within {:?}; console: {}",
                 opts.timeout,
@@ -212,6 +225,50 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         dmesg: read_lossy(&dir.join("dmesg")),
         dir,
     })
+}
+
+/// What the guest leaves when its command outlives [`hang_watch`]: every user process with its state
+/// and wait channel, and dmesg with the kernel stacks of the blocked (D state) tasks (SysRq w).
+const HANG_PROCS: &str = "procs-at-hang";
+const HANG_DMESG: &str = "dmesg-at-hang";
+
+/// When the guest records what a command that may hang is doing: early enough that the host's
+/// timeout, which also covers the boot, does not kill the guest first.
+fn hang_watch(timeout: Duration) -> Duration {
+    timeout
+        .saturating_sub(Duration::from_secs(60))
+        .max(timeout / 2)
+}
+
+/// Prints what a guest that ran out of time was doing: the command's output so far, its
+/// processes, and the blocked tasks' kernel stacks, so that a hang in CI can be diagnosed from
+/// the log alone.
+fn report_hang(dir: &Path) {
+    let show = |title: &str, text: &str, keep: usize| {
+        if text.trim().is_empty() {
+            return;
+        }
+        eprintln!("    {title}:");
+        let lines: Vec<&str> = text.lines().collect();
+        for l in &lines[lines.len().saturating_sub(keep)..] {
+            eprintln!("    | {l}");
+        }
+    };
+    show("stdout (tail)", &read_lossy(&dir.join("stdout")), 40);
+    show("stderr (tail)", &read_lossy(&dir.join("stderr")), 40);
+    show(
+        "user processes (pid state wchan command)",
+        &read_lossy(&dir.join(HANG_PROCS)),
+        200,
+    );
+    let dmesg = read_lossy(&dir.join(HANG_DMESG));
+    let marker = "cargo xtask vm: the command is still running";
+    let from = dmesg.find(marker).unwrap_or(0);
+    show(
+        "dmesg from the hang on (SysRq w: blocked tasks)",
+        &dmesg[from..],
+        300,
+    );
 }
 
 fn read_lossy(path: &Path) -> String {
@@ -271,6 +328,15 @@ mod tests {
             kernel_bug_lines("[ 2.0] BUG: kernel NULL pointer dereference").len(),
             1
         );
+    }
+
+    #[test]
+    fn the_guest_records_a_hang_before_the_host_gives_up() {
+        assert_eq!(
+            hang_watch(Duration::from_secs(300)),
+            Duration::from_secs(240)
+        );
+        assert_eq!(hang_watch(Duration::from_secs(60)), Duration::from_secs(30));
     }
 
     #[test]
