@@ -27,6 +27,7 @@ use ioasid_ebpf_common::MapEvent;
 use crate::{
     args::SortKey,
     event::{Event, KvmOp, MapFn, comm_str},
+    phys::PhysTracker,
     pins::PinAggregator,
     ranges::RangeTracker,
 };
@@ -198,6 +199,8 @@ pub struct Aggregator {
     pins: PinAggregator,
     /// The IOVA ranges mapped now (`ioasid-top domain` only).
     ranges: Option<RangeTracker>,
+    /// The physical memory mapped now, per process (`ioasid-top audit` only).
+    phys: Option<PhysTracker>,
     filter: Filter,
     events: u64,
     undecodable: u64,
@@ -233,6 +236,16 @@ impl Aggregator {
     /// The mapped ranges, when tracked.
     pub fn ranges(&self) -> Option<&RangeTracker> {
         self.ranges.as_ref()
+    }
+
+    /// Tracks the physical memory each process maps from now on (for the audit).
+    pub fn track_phys(&mut self) {
+        self.phys.get_or_insert_with(PhysTracker::default);
+    }
+
+    /// The physical memory mapped now, when tracked.
+    pub fn phys(&self) -> Option<&PhysTracker> {
+        self.phys.as_ref()
     }
 
     /// Accounts one event.
@@ -272,6 +285,9 @@ impl Aggregator {
                     if let Some(r) = self.ranges.as_mut().filter(|_| m.ret == 0) {
                         r.map(m.domain, m.iova, m.size, m.prot, h.tgid, &comm_str(&h.comm));
                     }
+                    if let Some(p) = self.phys.as_mut().filter(|_| m.ret == 0) {
+                        p.map(h.tgid, m.domain, m.iova, m.paddr, m.size);
+                    }
                 }
             }
             Event::Unmap(f, u) => {
@@ -286,6 +302,9 @@ impl Aggregator {
                 d.unmapped_bytes = d.unmapped_bytes.saturating_add(u.unmapped);
                 if let Some(r) = &mut self.ranges {
                     r.unmap(u.domain, u.iova, u.unmapped);
+                }
+                if let Some(p) = &mut self.phys {
+                    p.unmap(u.domain, u.iova, u.unmapped);
                 }
             }
             Event::Kvm(op, k) => {

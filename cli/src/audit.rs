@@ -13,6 +13,9 @@
 //!   was last seen turning non-coherent DMA off.
 //! - [`PINS_OVER_MEMLOCK`]: a process holds more locked or pinned memory than its
 //!   `RLIMIT_MEMLOCK`.
+//! - [`DOUBLE_ACCOUNTED`]: a process mapped the same physical memory into several IOMMU
+//!   domains (seen since attach, [`crate::phys`]) and was charged for every copy: its
+//!   `VmPin` or `VmLck` grew by at least all it mapped.
 //!
 //! Which devices a VM has: those of the VFIO files its process holds ([`procfiles`]); for a
 //! VM whose process holds none that can be read, every device bound to vfio-pci (a heuristic
@@ -41,6 +44,8 @@ use ioasid_uapi::{
 pub const UNNEEDED_WBINVD: &str = "unneeded-wbinvd-exposure";
 /// Rule id: a device may issue no-snoop DMA that KVM does not know of.
 pub const GUEST_CANNOT_FLUSH: &str = "guest-cannot-flush";
+/// Rule id: the same pages pinned and charged more than once.
+pub const DOUBLE_ACCOUNTED: &str = "double-accounted-pins";
 /// Rule id: pinned or locked pages over `RLIMIT_MEMLOCK`.
 pub const PINS_OVER_MEMLOCK: &str = "pins-over-memlock";
 
@@ -144,6 +149,9 @@ pub struct Snapshot {
     /// replace what config space says of every device's ability to issue no-snoop, as they do
     /// for /dev/ioasid, because no QEMU device can enable no-snoop.
     pub no_snoop_override: Option<bool>,
+    /// `VmPin` and `VmLck` pages of the processes that had any when ioasid-top started: what
+    /// they were charged before the events it saw.
+    pub charged_at_start: BTreeMap<u32, (u64, u64)>,
     pub page_size: u64,
 }
 
@@ -513,11 +521,75 @@ pub fn rule_pins_over_memlock(snap: &Snapshot) -> Vec<Finding> {
         .collect()
 }
 
+/// Rule [`DOUBLE_ACCOUNTED`].
+pub fn rule_double_accounted(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
+    let Some(phys) = agg.phys() else {
+        return Vec::new();
+    };
+    let ps = snap.page_size;
+    phys.per_process()
+        .into_iter()
+        .filter_map(|(pid, p)| {
+            if p.repeated_bytes() < ps {
+                return None;
+            }
+            let now = snap.procs.get(&pid)?;
+            let (pin0, lck0) = snap.charged_at_start.get(&pid).copied().unwrap_or((0, 0));
+            let pin = bytes(now.vm_pin_pages.saturating_sub(pin0), ps);
+            let lck = bytes(now.vm_lck_pages.saturating_sub(lck0), ps);
+            // iommufd's mm mode charges both counters for one pin: the larger is the charge.
+            if pin.max(lck) < p.mapped_bytes {
+                return None;
+            }
+            let holds = snap.files.get(&pid).map_or_else(String::new, |f| {
+                format!(
+                    " It holds {} VFIO container(s), {} /dev/iommu and {} /dev/ioasid file(s).",
+                    f.vfio_containers, f.iommufd_files, f.ioasid_files
+                )
+            });
+            Some(Finding {
+                rule: DOUBLE_ACCOUNTED,
+                severity: Severity::Warning,
+                title: "Double-accounted pinned pages",
+                subject: format!("pid {pid} {}", now.comm),
+                pid: Some(pid),
+                kvm: None,
+                devices: snap
+                    .files
+                    .get(&pid)
+                    .map(|f| f.devices.iter().cloned().collect())
+                    .unwrap_or_default(),
+                evidence: format!(
+                    "Since ioasid-top attached, the process mapped {} into {} IOMMU domains \
+                     (iommu_map), {} of distinct physical memory: {} is mapped more than once. \
+                     Its VmPin grew by {} and its VmLck by {} (/proc/{pid}/status): it was \
+                     charged for every copy.{holds}",
+                    human_bytes(i128::from(p.mapped_bytes)),
+                    p.domains,
+                    human_bytes(i128::from(p.distinct_bytes)),
+                    human_bytes(i128::from(p.repeated_bytes())),
+                    human_bytes(i128::from(pin)),
+                    human_bytes(i128::from(lck))
+                ),
+                why: "Each VFIO type1 container and each iommufd IOAS pins and charges the pages \
+                      it maps on its own, so memory mapped through two of them counts twice \
+                      against RLIMIT_MEMLOCK: a VM can hit its limit with half its memory \
+                      mapped, or an operator raises the limit to twice what is really pinned.",
+                action: "Map the memory once: attach every group to one type1 container, or \
+                         every device to one IOAS; between IOASes use IOMMU_IOAS_COPY, which \
+                         shares the pinned pages. /dev/ioasid charges a page once per file, \
+                         however many IOASes map it.",
+            })
+        })
+        .collect()
+}
+
 /// Every rule; worst first, then by rule id and subject.
 pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     let mut f = rule_unneeded_wbinvd(agg, snap);
     f.extend(rule_guest_cannot_flush(agg, snap));
     f.extend(rule_pins_over_memlock(snap));
+    f.extend(rule_double_accounted(agg, snap));
     f.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -742,6 +814,86 @@ mod tests {
             assert_eq!(read_no_snoop_override(&root).unwrap(), want, "{text}");
         }
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn map(agg: &mut Aggregator, domain: u64, iova: u64, paddr: u64, size: u64) {
+        let e = ioasid_ebpf_common::MapEvent {
+            header: crate::event::tests::hdr(
+                kind::IOMMU_MAP_NOSYNC,
+                std::mem::size_of::<ioasid_ebpf_common::MapEvent>(),
+                812,
+                812,
+                "vfio-double-map",
+            ),
+            domain,
+            iova,
+            paddr,
+            size,
+            prot: 3,
+            gfp: 0,
+            ret: 0,
+            _pad: 0,
+        };
+        agg.observe(&Event::Map(crate::event::MapFn::IommuMapNosync, e));
+    }
+
+    /// pid 812 mapped 1 MiB at paddr 0x4000_0000 into domains 0xa and 0xb, and its VmPin
+    /// went from `pin0` to `pin_now` pages.
+    fn double_map(pin0: u64, pin_now: u64) -> (Aggregator, Snapshot) {
+        let mut agg = Aggregator::new();
+        agg.track_phys();
+        map(&mut agg, 0xa, 0x10_0000, 0x4000_0000, 1 << 20);
+        map(&mut agg, 0xb, 0x10_0000, 0x4000_0000, 1 << 20);
+        let mut snap = Snapshot {
+            page_size: 4096,
+            ..Snapshot::default()
+        };
+        snap.procs.insert(812, proc_mem(0, pin_now, None));
+        if pin0 > 0 {
+            snap.charged_at_start.insert(812, (pin0, 0));
+        }
+        (agg, snap)
+    }
+
+    #[test]
+    fn double_accounting_fires_when_every_copy_was_charged() {
+        // 2 MiB mapped, 1 MiB distinct, 512 pages charged since attach.
+        let (agg, snap) = double_map(100, 612);
+        let f = rule_double_accounted(&agg, &snap);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, DOUBLE_ACCOUNTED);
+        assert_eq!(f[0].pid, Some(812));
+        assert!(
+            f[0].evidence.contains("2.0 MiB into 2 IOMMU domains"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(
+            f[0].evidence.contains("VmPin grew by 2.0 MiB"),
+            "{}",
+            f[0].evidence
+        );
+        assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_WARNING);
+    }
+
+    #[test]
+    fn double_accounting_does_not_fire() {
+        // Charged once (one IOAS in two domains, or /dev/ioasid), or the charge predates attach.
+        for (pin0, pin_now) in [(0, 256), (556, 812)] {
+            let (agg, snap) = double_map(pin0, pin_now);
+            assert!(
+                rule_double_accounted(&agg, &snap).is_empty(),
+                "{pin0} {pin_now}"
+            );
+        }
+        // Mapped once, charged once; or not tracked at all.
+        let mut agg = Aggregator::new();
+        agg.track_phys();
+        map(&mut agg, 0xa, 0, 0x4000_0000, 1 << 20);
+        let (_, snap) = double_map(0, 256);
+        assert!(rule_double_accounted(&agg, &snap).is_empty());
+        let (_, snap) = double_map(0, 512);
+        assert!(rule_double_accounted(&Aggregator::new(), &snap).is_empty());
     }
 
     fn proc_mem(lck_pages: u64, pin_pages: u64, soft: Option<u64>) -> ProcMem {

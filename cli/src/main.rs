@@ -6,6 +6,7 @@ mod audit;
 mod event;
 mod jsonl;
 mod loader;
+mod phys;
 mod pins;
 mod privs;
 mod procfiles;
@@ -58,7 +59,11 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 /// The findings of `ioasid-top audit` now (None when not auditing).
-fn audit_now(args: &Args, agg: &Aggregator) -> anyhow::Result<Option<Vec<audit::Finding>>> {
+fn audit_now(
+    args: &Args,
+    agg: &Aggregator,
+    start_state: &startstate::StartState,
+) -> anyhow::Result<Option<Vec<audit::Finding>>> {
     if !args.audit() {
         return Ok(None);
     }
@@ -70,6 +75,14 @@ fn audit_now(args: &Args, agg: &Aggregator) -> anyhow::Result<Option<Vec<audit::
         startstate::page_size(),
     )
     .context("reading the audit's sysfs/procfs snapshot")?;
+    let snap = audit::Snapshot {
+        charged_at_start: start_state
+            .procs
+            .iter()
+            .map(|(pid, p)| (*pid, (p.vm_pin_pages, p.vm_lck_pages)))
+            .collect(),
+        ..snap
+    };
     Ok(Some(audit::evaluate(agg, &snap)))
 }
 
@@ -161,6 +174,9 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         .domain_view()
         .map(|only| ranges::RangeTracker::new(only, ranges::DEFAULT_CAP));
     let mut agg = Aggregator::with(filter, ranges);
+    if args.audit() {
+        agg.track_phys();
+    }
     loop {
         let now = Instant::now();
         if !STOP.load(Ordering::Relaxed) && now < next_tick {
@@ -183,7 +199,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 pid_filter: args.pid,
                 comm_filter: args.comm.as_deref(),
             };
-            let findings = audit_now(args, &agg)?;
+            let findings = audit_now(args, &agg, &start_state)?;
             if args.json {
                 jsonl::write_audit_report(
                     &mut out,
@@ -230,7 +246,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         pid_filter: args.pid,
         comm_filter: args.comm.as_deref(),
     };
-    let findings = audit_now(args, &agg)?;
+    let findings = audit_now(args, &agg, &start_state)?;
     if args.json {
         jsonl::write_audit_report(
             &mut out,

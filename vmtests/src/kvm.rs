@@ -179,30 +179,12 @@ impl Summary {
 
 /// `--hold-until`: says the VM holds the file (stdout, flushed), then waits for `release`.
 fn hold_until(release: &Path, summary: &Summary) -> Result<()> {
-    use std::io::Write as _;
     let line = serde_json::json!({
         "held": true,
         "pid": summary.pid,
         "vfio_file": summary.vfio_file,
     });
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}")
-            .and_then(|()| out.flush())
-            .context("writing the held line to stdout")?;
-    }
-    let step = Duration::from_millis(20);
-    let mut waited = Duration::ZERO;
-    while !release.exists() {
-        ensure!(
-            waited < Duration::from_secs(600),
-            "{} did not appear within 600 s",
-            release.display()
-        );
-        std::thread::sleep(step);
-        waited += step;
-    }
-    Ok(())
+    crate::hold::announce_and_wait(&line, release)
 }
 
 /// Holds what the workload has for `--hold-until` or `--hold-ms`.

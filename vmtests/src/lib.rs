@@ -13,6 +13,8 @@
 //! * `kvm-vfio-workload` — gives the edu device's VFIO file (group or cdev) to
 //!   a KVM VM and takes it back; `check-top-kvm` checks what ioasid-top saw
 //!   of KVM's non-coherent DMA (wbinvd) state meanwhile.
+//! * `vfio-double-map` — maps one buffer for two devices through two type1 containers or two
+//!   IOASes, so that type1 and iommufd charge it twice and /dev/ioasid once.
 //! * `check-audit` — checks that `ioasid-top audit --once --json` reported
 //!   exactly the findings a scenario provokes, with the matching exit status.
 //!
@@ -25,8 +27,10 @@ pub mod devices;
 pub mod difftest;
 pub mod dmabuf;
 pub mod domaincheck;
+pub mod doublemap;
 pub mod edu;
 pub mod errno;
+pub mod hold;
 pub mod kvm;
 pub mod kvmcheck;
 pub mod memfd;

@@ -254,24 +254,7 @@ impl Hold<'_> {
             "maps": maps,
             "vm": self.vm,
         });
-        {
-            use std::io::Write as _;
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}")
-                .and_then(|()| out.flush())
-                .context("writing the held line to stdout")?;
-        }
-        let mut waited = Duration::ZERO;
-        while !file.exists() {
-            ensure!(
-                waited < Duration::from_secs(600),
-                "{} did not appear within 600 s",
-                file.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-            waited += Duration::from_millis(20);
-        }
-        Ok(())
+        crate::hold::announce_and_wait(&line, file)
     }
 
     fn after(&mut self) -> Result<()> {
