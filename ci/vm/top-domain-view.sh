@@ -5,7 +5,8 @@
 # maps MAPS x SIZE at IOVA 0x100000.. and holds; 3. the first ioasid-top is stopped (SIGINT:
 # its final report is taken while the maps are held); 4. the workload unmaps and exits; 5. the
 # second ioasid-top is stopped. check-top-maps --domain-view compares both with the workload's
-# own list of maps and pid.
+# own list of maps and pid, and check-top-maps --attach that both tie the domain to the device's
+# IOMMU group (held: attached, listing the device; exited: detached).
 # Usage: top-domain-view.sh BACKEND (iommufd | type1 | ioasid) [MAPS SIZE]
 set -eu
 . ci/vm/lib.sh
@@ -54,3 +55,8 @@ grep -E '"type":"domain_range' "$out/domain-held.jsonl" || true
 grep -E '"type":"domain_range' "$out/domain-exited.jsonl" || true
 check-top-maps --domain-view held "$out/domain-held.jsonl" "$out/domain-workload.json" "$comm"
 check-top-maps --domain-view exited "$out/domain-exited.jsonl" "$out/domain-workload.json" "$comm"
+bdf=$(grep -o '"bdf":"[^"]*"' "$out/domain-workload.json" | tail -n 1 | cut -d'"' -f4)
+group=$(basename "$(readlink "/sys/bus/pci/devices/$bdf/iommu_group")")
+grep -E '"type":"(attach|group)"' "$out/domain-held.jsonl" "$out/domain-exited.jsonl" || true
+check-top-maps --attach held "$out/domain-held.jsonl" "$out/domain-workload.json" "$group"
+check-top-maps --attach exited "$out/domain-exited.jsonl" "$out/domain-workload.json" "$group"

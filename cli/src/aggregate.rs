@@ -19,6 +19,11 @@
 //! guest's memory types). That device is the only caller, at most one per VM, and it only
 //! calls on a change, so the calls for one VM alternate and the last one seen is the VM's
 //! state; [`KvmStats`] keeps it per `struct kvm *`.
+//!
+//! Attach and detach tie a domain to devices: a group attached to a domain (the group
+//! number read in the kernel, its devices from sysfs) stays with it until a detach of that
+//! domain or a replace moves it; [`GroupAttach`] keeps it per `struct iommu_group *`. Groups
+//! attached before ioasid-top started are not known.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -26,7 +31,7 @@ use ioasid_ebpf_common::MapEvent;
 
 use crate::{
     args::SortKey,
-    event::{Event, KvmOp, MapFn, comm_str},
+    event::{AttachOp, Event, KvmOp, MapFn, comm_str},
     phys::PhysTracker,
     pins::PinAggregator,
     ranges::RangeTracker,
@@ -130,14 +135,34 @@ pub struct KindStats {
 }
 
 /// Traced functions in a stable order (the order of report lines).
-pub const FUNCTIONS: [&str; 6] = [
+pub const FUNCTIONS: [&str; 11] = [
     "iommu_map",
     "iommu_map_nosync",
     "iommu_unmap",
     "iommu_unmap_fast",
     "kvm_arch_register_noncoherent_dma",
     "kvm_arch_unregister_noncoherent_dma",
+    "iommu_attach_group",
+    "iommu_detach_group",
+    "iommu_attach_group_handle",
+    "iommu_detach_group_handle",
+    "iommu_replace_group_handle",
 ];
+
+/// An IOMMU group attached to a domain, as last seen.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupAttach {
+    /// `struct iommu_domain *` it is attached to.
+    pub domain: u64,
+    /// Its number (`/sys/kernel/iommu_groups/<id>`); -1 when the kernel's BTF did not say
+    /// where to read it.
+    pub id: i32,
+    /// Its devices (PCI addresses), from sysfs; None until looked up.
+    pub devices: Option<Vec<String>>,
+    /// Process (tgid) and task name of the attach.
+    pub pid: u32,
+    pub comm: String,
+}
 
 /// What the aggregator concluded about one event (for per-event output).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,6 +226,8 @@ pub struct Aggregator {
     ranges: Option<RangeTracker>,
     /// The physical memory mapped now, per process (`ioasid-top audit` only).
     phys: Option<PhysTracker>,
+    /// Groups attached now, by `struct iommu_group *`.
+    groups: BTreeMap<u64, GroupAttach>,
     filter: Filter,
     events: u64,
     undecodable: u64,
@@ -327,6 +354,35 @@ impl Aggregator {
                     }
                 }
             }
+            Event::Attach(f, a) => {
+                let k = self.kinds.entry(f.name()).or_default();
+                k.calls += 1;
+                if a.ret != 0 {
+                    k.failed += 1;
+                    return observed;
+                }
+                match f.op() {
+                    AttachOp::Attach | AttachOp::Replace => {
+                        let g = self.groups.entry(a.group).or_default();
+                        if g.id != a.group_id {
+                            g.devices = None;
+                        }
+                        g.domain = a.domain;
+                        g.id = a.group_id;
+                        g.pid = h.tgid;
+                        g.comm = comm_str(&h.comm);
+                    }
+                    AttachOp::Detach => {
+                        if self
+                            .groups
+                            .get(&a.group)
+                            .is_some_and(|g| g.domain == a.domain)
+                        {
+                            self.groups.remove(&a.group);
+                        }
+                    }
+                }
+            }
         }
         observed
     }
@@ -421,6 +477,40 @@ impl Aggregator {
         rows
     }
 
+    /// The groups attached now (as far as seen), by `struct iommu_group *`.
+    pub fn groups(&self) -> &BTreeMap<u64, GroupAttach> {
+        &self.groups
+    }
+
+    /// The groups attached to `domain` now.
+    pub fn domain_groups(&self, domain: u64) -> Vec<&GroupAttach> {
+        self.groups
+            .values()
+            .filter(|g| g.domain == domain)
+            .collect()
+    }
+
+    /// The PCI devices of the groups attached to `domain` now, as far as known, sorted.
+    pub fn domain_devices(&self, domain: u64) -> Vec<&str> {
+        let mut devices: Vec<&str> = self
+            .domain_groups(domain)
+            .into_iter()
+            .flat_map(|g| g.devices.iter().flatten().map(String::as_str))
+            .collect();
+        devices.sort_unstable();
+        devices
+    }
+
+    /// Looks up the devices of the groups that do not have them yet with `lookup` (group
+    /// number to PCI addresses; None when it cannot tell).
+    pub fn fill_group_devices(&mut self, lookup: impl Fn(i32) -> Option<Vec<String>>) {
+        for g in self.groups.values_mut() {
+            if g.devices.is_none() && g.id >= 0 {
+                g.devices = lookup(g.id);
+            }
+        }
+    }
+
     /// Number of kvm register / unregister calls seen.
     pub fn kvm_calls(&self, op: KvmOp) -> u64 {
         self.kinds.get(op.function()).map_or(0, |k| k.calls)
@@ -434,6 +524,39 @@ mod tests {
         UnmapFn,
         tests::{hdr, map_event, unmap_event},
     };
+
+    #[test]
+    fn attach_ties_a_domain_to_its_groups_until_detach_or_replace() {
+        use crate::event::{AttachFn, tests::attach_event};
+        let ev = |f, domain, group, id| Event::Attach(f, attach_event(f, 40, domain, group, id));
+        let mut agg = Aggregator::new();
+        agg.observe(&ev(AttachFn::AttachGroupHandle, 0xd1, 0x91, 5));
+        agg.observe(&ev(AttachFn::AttachGroup, 0xd2, 0x92, 6));
+        agg.fill_group_devices(|id| Some(vec![format!("0000:00:0{id}.0")]));
+        let ids = |agg: &Aggregator, d| -> Vec<i32> {
+            agg.domain_groups(d).iter().map(|g| g.id).collect()
+        };
+        assert_eq!(ids(&agg, 0xd1), [5]);
+        assert_eq!(
+            agg.groups()[&0x91].devices.as_deref(),
+            Some(&["0000:00:05.0".to_owned()][..])
+        );
+        // A failed attach changes nothing but the failure count.
+        let mut failed = attach_event(AttachFn::AttachGroup, 40, 0xd3, 0x92, 6);
+        failed.ret = -16;
+        agg.observe(&Event::Attach(AttachFn::AttachGroup, failed));
+        assert_eq!(ids(&agg, 0xd2), [6]);
+        assert_eq!(agg.kinds["iommu_attach_group"].failed, 1);
+        // Replace moves group 5 to 0xd2; a detach of the domain it left does nothing.
+        agg.observe(&ev(AttachFn::ReplaceGroupHandle, 0xd2, 0x91, 5));
+        agg.observe(&ev(AttachFn::DetachGroupHandle, 0xd1, 0x91, 5));
+        assert_eq!(ids(&agg, 0xd2), [5, 6]);
+        assert!(ids(&agg, 0xd1).is_empty());
+        agg.observe(&ev(AttachFn::DetachGroup, 0xd2, 0x92, 6));
+        agg.observe(&ev(AttachFn::DetachGroupHandle, 0xd2, 0x91, 5));
+        assert!(agg.groups().is_empty());
+        assert_eq!(agg.kinds["iommu_detach_group_handle"].calls, 2);
+    }
 
     fn unmap(f: UnmapFn, tgid: u32, domain: u64, iova: u64, size: u64, unmapped: u64) -> Event {
         Event::Unmap(f, unmap_event(f, tgid, domain, iova, size, unmapped))

@@ -2,7 +2,7 @@
 
 use std::mem::size_of;
 
-use ioasid_ebpf_common::{EventHeader, KvmEvent, MapEvent, UnmapEvent, flags, kind};
+use ioasid_ebpf_common::{AttachEvent, EventHeader, KvmEvent, MapEvent, UnmapEvent, flags, kind};
 
 /// Which map function a [`MapEvent`] came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,12 +61,63 @@ impl KvmOp {
     }
 }
 
+/// Which attach or detach function an [`AttachEvent`] came from: VFIO type1 and /dev/ioasid
+/// attach with `iommu_attach_group`, iommufd with the `_handle` functions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AttachFn {
+    AttachGroup,
+    DetachGroup,
+    AttachGroupHandle,
+    DetachGroupHandle,
+    ReplaceGroupHandle,
+}
+
+/// What an [`AttachFn`] does to the group's domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachOp {
+    Attach,
+    Detach,
+    /// Moves the group from whatever domain it had to this one.
+    Replace,
+}
+
+impl AttachFn {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachFn::AttachGroup => "iommu_attach_group",
+            AttachFn::DetachGroup => "iommu_detach_group",
+            AttachFn::AttachGroupHandle => "iommu_attach_group_handle",
+            AttachFn::DetachGroupHandle => "iommu_detach_group_handle",
+            AttachFn::ReplaceGroupHandle => "iommu_replace_group_handle",
+        }
+    }
+
+    pub fn op(self) -> AttachOp {
+        match self {
+            AttachFn::AttachGroup | AttachFn::AttachGroupHandle => AttachOp::Attach,
+            AttachFn::DetachGroup | AttachFn::DetachGroupHandle => AttachOp::Detach,
+            AttachFn::ReplaceGroupHandle => AttachOp::Replace,
+        }
+    }
+}
+
+impl AttachOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachOp::Attach => "attach",
+            AttachOp::Detach => "detach",
+            AttachOp::Replace => "replace",
+        }
+    }
+}
+
 /// One decoded record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     Map(MapFn, MapEvent),
     Unmap(UnmapFn, UnmapEvent),
     Kvm(KvmOp, KvmEvent),
+    Attach(AttachFn, AttachEvent),
 }
 
 impl Event {
@@ -75,6 +126,7 @@ impl Event {
             Event::Map(_, e) => &e.header,
             Event::Unmap(_, e) => &e.header,
             Event::Kvm(_, e) => &e.header,
+            Event::Attach(_, e) => &e.header,
         }
     }
 }
@@ -121,6 +173,17 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::IOMMU_UNMAP_FAST => Ok(Event::Unmap(UnmapFn::IommuUnmapFast, read(record)?)),
         kind::KVM_REGISTER_NONCOHERENT_DMA => Ok(Event::Kvm(KvmOp::Register, read(record)?)),
         kind::KVM_UNREGISTER_NONCOHERENT_DMA => Ok(Event::Kvm(KvmOp::Unregister, read(record)?)),
+        kind::IOMMU_ATTACH_GROUP => Ok(Event::Attach(AttachFn::AttachGroup, read(record)?)),
+        kind::IOMMU_DETACH_GROUP => Ok(Event::Attach(AttachFn::DetachGroup, read(record)?)),
+        kind::IOMMU_ATTACH_GROUP_HANDLE => {
+            Ok(Event::Attach(AttachFn::AttachGroupHandle, read(record)?))
+        }
+        kind::IOMMU_DETACH_GROUP_HANDLE => {
+            Ok(Event::Attach(AttachFn::DetachGroupHandle, read(record)?))
+        }
+        kind::IOMMU_REPLACE_GROUP_HANDLE => {
+            Ok(Event::Attach(AttachFn::ReplaceGroupHandle, read(record)?))
+        }
         other => Err(DecodeError::UnknownKind(other)),
     }
 }
@@ -162,6 +225,51 @@ pub(crate) mod tests {
             tid,
             comm: comm(name),
         }
+    }
+
+    /// A successful attach-family call of `f` by process `tgid`: `domain`, `group` (pointer)
+    /// and its number `group_id`.
+    pub(crate) fn attach_event(
+        f: AttachFn,
+        tgid: u32,
+        domain: u64,
+        group: u64,
+        group_id: i32,
+    ) -> AttachEvent {
+        let k = match f {
+            AttachFn::AttachGroup => kind::IOMMU_ATTACH_GROUP,
+            AttachFn::DetachGroup => kind::IOMMU_DETACH_GROUP,
+            AttachFn::AttachGroupHandle => kind::IOMMU_ATTACH_GROUP_HANDLE,
+            AttachFn::DetachGroupHandle => kind::IOMMU_DETACH_GROUP_HANDLE,
+            AttachFn::ReplaceGroupHandle => kind::IOMMU_REPLACE_GROUP_HANDLE,
+        };
+        AttachEvent {
+            header: hdr(k, size_of::<AttachEvent>(), tgid, tgid, "qemu-system-x86"),
+            domain,
+            group,
+            group_id,
+            ret: 0,
+        }
+    }
+
+    #[test]
+    fn attach_records_decode_to_their_function() {
+        for f in [
+            AttachFn::AttachGroup,
+            AttachFn::DetachGroup,
+            AttachFn::AttachGroupHandle,
+            AttachFn::DetachGroupHandle,
+            AttachFn::ReplaceGroupHandle,
+        ] {
+            let e = attach_event(f, 7, 0xd0, 0x90, 3);
+            // SAFETY: AttachEvent is repr(C), integers only, no padding.
+            let bytes = unsafe {
+                std::slice::from_raw_parts((&raw const e).cast::<u8>(), size_of::<AttachEvent>())
+            };
+            assert_eq!(decode(bytes), Ok(Event::Attach(f, e)), "{}", f.name());
+        }
+        assert_eq!(AttachFn::ReplaceGroupHandle.op(), AttachOp::Replace);
+        assert_eq!(AttachFn::DetachGroupHandle.op().name(), "detach");
     }
 
     pub(crate) fn map_event(

@@ -111,6 +111,7 @@ pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::R
         Event::Map(f, _) => f.name(),
         Event::Unmap(f, _) => f.name(),
         Event::Kvm(op, _) => op.function(),
+        Event::Attach(f, _) => f.name(),
     };
     let common = Common {
         ts_ns: h.ts_ns,
@@ -190,6 +191,30 @@ pub fn write_event<W: Write>(w: &mut W, ev: &Event, wraps_nosync: bool) -> io::R
                     common,
                     op: op.name(),
                     kvm: hex(k.kvm),
+                },
+            )
+        }
+        Event::Attach(f, a) => {
+            #[derive(Serialize)]
+            struct Attach {
+                #[serde(flatten)]
+                common: Common,
+                op: &'static str,
+                domain: String,
+                group: String,
+                group_id: Option<i32>,
+                ret: i32,
+            }
+            write_line(
+                w,
+                "attach",
+                Attach {
+                    common,
+                    op: f.op().name(),
+                    domain: hex(a.domain),
+                    group: hex(a.group),
+                    group_id: (a.group_id >= 0).then_some(a.group_id),
+                    ret: a.ret,
                 },
             )
         }
@@ -510,6 +535,7 @@ pub fn write_audit_report<W: Write>(
         failed_maps: u64,
         gross_mapped_bytes: u64,
         gross_unmapped_bytes: u64,
+        devices: Vec<&'a str>,
     }
     for (key, d) in agg.domain_rows() {
         let net = d.net_bytes();
@@ -530,6 +556,31 @@ pub fn write_audit_report<W: Write>(
                 failed_maps: d.failed_maps,
                 gross_mapped_bytes: d.mapped_bytes,
                 gross_unmapped_bytes: d.unmapped_bytes,
+                devices: agg.domain_devices(key.domain),
+            },
+        )?;
+    }
+
+    #[derive(Serialize)]
+    struct Group<'a> {
+        group: String,
+        group_id: Option<i32>,
+        domain: String,
+        devices: Option<&'a [String]>,
+        pid: u32,
+        comm: &'a str,
+    }
+    for (group, g) in agg.groups() {
+        write_line(
+            w,
+            "group",
+            Group {
+                group: hex(*group),
+                group_id: (g.id >= 0).then_some(g.id),
+                domain: hex(g.domain),
+                devices: g.devices.as_deref(),
+                pid: g.pid,
+                comm: &g.comm,
             },
         )?;
     }
@@ -612,8 +663,8 @@ mod tests {
     use crate::startstate::StartState;
     use crate::{
         event::{
-            KvmOp, MapFn, UnmapFn,
-            tests::{hdr, map_event, unmap_event},
+            AttachFn, KvmOp, MapFn, UnmapFn,
+            tests::{attach_event, hdr, map_event, unmap_event},
         },
         loader::{Attach, ProbeReport},
     };
@@ -622,6 +673,7 @@ mod tests {
     use std::mem::size_of;
 
     const PIN_KINDS: usize = crate::pins::PIN_FUNCTIONS.len();
+    const KINDS: usize = crate::aggregate::FUNCTIONS.len();
 
     fn lines(buf: &[u8]) -> Vec<Value> {
         let text = std::str::from_utf8(buf).expect("output is UTF-8");
@@ -864,8 +916,8 @@ mod tests {
         )
         .expect("write");
         let l = lines(&out);
-        // 6 kind lines, 1 domain line, the pin_kind lines, 1 summary line.
-        assert_eq!(l.len(), 8 + PIN_KINDS);
+        // The kind lines, 1 domain line, the pin_kind lines, 1 summary line.
+        assert_eq!(l.len(), KINDS + 2 + PIN_KINDS);
         for (i, f) in crate::aggregate::FUNCTIONS.iter().enumerate() {
             check_envelope(&l[i], "kind");
             assert_eq!(l[i]["fn"], *f);
@@ -882,8 +934,9 @@ mod tests {
         assert_eq!(l[3]["bytes"], 8192);
         assert_eq!(l[4]["calls"], 0);
 
-        let dom = &l[6];
+        let dom = &l[KINDS];
         check_envelope(dom, "domain");
+        assert_eq!(dom["devices"], serde_json::json!([]));
         assert_eq!(dom["pid"], 50);
         assert_eq!(dom["comm"], "qemu-system-x86");
         assert_eq!(dom["domain"], "0xffff8880dead0000");
@@ -895,10 +948,10 @@ mod tests {
         assert_eq!(dom["gross_unmapped_bytes"], 4096 + 8192);
 
         for (i, f) in crate::pins::PIN_FUNCTIONS.iter().enumerate() {
-            check_envelope(&l[7 + i], "pin_kind");
-            assert_eq!(l[7 + i]["fn"], f.0);
+            check_envelope(&l[KINDS + 1 + i], "pin_kind");
+            assert_eq!(l[KINDS + 1 + i]["fn"], f.0);
         }
-        let s = &l[7 + PIN_KINDS];
+        let s = &l[KINDS + 1 + PIN_KINDS];
         check_envelope(s, "summary");
         assert_eq!(s["final"], true);
         assert_eq!(s["elapsed_s"], 2.004);
@@ -1148,8 +1201,8 @@ mod tests {
         )
         .expect("write");
         let l = lines(&out);
-        assert_eq!(l.len(), 7 + PIN_KINDS);
-        let s = &l[6 + PIN_KINDS];
+        assert_eq!(l.len(), KINDS + 1 + PIN_KINDS);
+        let s = &l[KINDS + PIN_KINDS];
         check_envelope(s, "summary");
         assert_eq!(s["final"], false);
         assert_eq!(s["lost_events"], 0);
@@ -1183,6 +1236,13 @@ mod tests {
             kvm: 1,
         };
         write_event(&mut out, &Event::Kvm(KvmOp::Register, k), false).expect("write");
+        let a = attach_event(AttachFn::AttachGroupHandle, 1, 1, 0x88, 5);
+        write_event(
+            &mut out,
+            &Event::Attach(AttachFn::AttachGroupHandle, a),
+            false,
+        )
+        .expect("write");
         write_probe(
             &mut out,
             &ProbeReport {
@@ -1195,6 +1255,8 @@ mod tests {
         let mut agg = Aggregator::new();
         agg.observe(&Event::Map(MapFn::IommuMap, m));
         agg.observe(&Event::Kvm(KvmOp::Register, k));
+        agg.observe(&Event::Attach(AttachFn::AttachGroupHandle, a));
+        agg.fill_group_devices(|_| Some(vec!["0000:00:03.0".into()]));
         // A process's pinning counters, a start-up line and their `pinned` lines.
         agg.pins_mut().update(
             Default::default(),
@@ -1293,10 +1355,12 @@ mod tests {
         assert_eq!(
             types.into_iter().collect::<Vec<_>>(),
             [
+                "attach",
                 "domain",
                 "domain_range",
                 "domain_ranges",
                 "finding",
+                "group",
                 "kind",
                 "kvm",
                 "kvm_noncoherent_dma",
@@ -1384,8 +1448,8 @@ mod tests {
         )
         .expect("write");
         let l = lines(&out);
-        // 6 kind lines, the pin_kind lines, 1 finding, 1 summary.
-        assert_eq!(l.len(), 8 + PIN_KINDS);
+        // The kind lines, the pin_kind lines, 1 finding, 1 summary.
+        assert_eq!(l.len(), KINDS + 2 + PIN_KINDS);
         let f = &l[l.len() - 2];
         check_envelope(f, "finding");
         check_envelope(&l[l.len() - 1], "summary");

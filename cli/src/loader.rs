@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context as _, anyhow, bail};
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe},
 };
 use ioasid_ebpf_common::{PinCounters, PinKindCounters};
@@ -59,7 +59,7 @@ struct Target {
 }
 
 /// Program names are those of ebpf/ioasid-ebpf/src/main.rs.
-const TARGETS: [Target; 6] = [
+const TARGETS: [Target; 11] = [
     Target {
         function: "iommu_map",
         fexit: "iommu_map_fexit",
@@ -101,6 +101,42 @@ const TARGETS: [Target; 6] = [
         fexit: "kvm_unregister_ncdma_fexit",
         kprobe: "kvm_unregister_ncdma_kprobe",
         kretprobe: None,
+        required: false,
+    },
+    // Attach and detach tie domains to devices; optional like the kvm probes.
+    Target {
+        function: "iommu_attach_group",
+        fexit: "iommu_attach_group_fexit",
+        kprobe: "iommu_attach_group_kprobe",
+        kretprobe: Some("iommu_attach_group_kretprobe"),
+        required: false,
+    },
+    Target {
+        function: "iommu_detach_group",
+        fexit: "iommu_detach_group_fexit",
+        kprobe: "iommu_detach_group_kprobe",
+        kretprobe: None,
+        required: false,
+    },
+    Target {
+        function: "iommu_attach_group_handle",
+        fexit: "iommu_attach_group_handle_fexit",
+        kprobe: "iommu_attach_group_handle_kprobe",
+        kretprobe: Some("iommu_attach_group_handle_kretprobe"),
+        required: false,
+    },
+    Target {
+        function: "iommu_detach_group_handle",
+        fexit: "iommu_detach_group_handle_fexit",
+        kprobe: "iommu_detach_group_handle_kprobe",
+        kretprobe: None,
+        required: false,
+    },
+    Target {
+        function: "iommu_replace_group_handle",
+        fexit: "iommu_replace_group_handle_fexit",
+        kprobe: "iommu_replace_group_handle_kprobe",
+        kretprobe: Some("iommu_replace_group_handle_kretprobe"),
         required: false,
     },
 ];
@@ -250,6 +286,19 @@ const PIN_TARGETS: [PinTarget; 15] = [
 pub struct Session {
     ebpf: Ebpf,
     pub probes: Vec<ProbeReport>,
+    /// Where `struct iommu_group::id` is, or why it is not known (group numbers are then -1).
+    pub group_id_offset: Result<u32, String>,
+}
+
+/// Finds `struct iommu_group::id` in the running kernel's BTF.
+fn iommu_group_id_offset() -> Result<u32, String> {
+    let data = std::fs::read("/sys/kernel/btf/vmlinux")
+        .map_err(|e| format!("reading /sys/kernel/btf/vmlinux: {e}"))?;
+    let btf = crate::btf::Btf::parse(&data).map_err(|e| format!("/sys/kernel/btf/vmlinux: {e}"))?;
+    match btf.int_member("iommu_group", "id")? {
+        (off, 4) => Ok(off),
+        (_, size) => Err(format!("iommu_group.id is {size} bytes, not an int")),
+    }
 }
 
 /// `{err:#}` of an error, on one line.
@@ -274,6 +323,22 @@ impl Session {
             .override_global("SELF_TGID", &std::process::id(), true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (creating maps)")?;
+
+        // Before any program runs: where the programs read the group number.
+        let group_id_offset = iommu_group_id_offset();
+        {
+            let map = ebpf
+                .map_mut("OFFSETS")
+                .ok_or_else(|| anyhow!("eBPF object has no OFFSETS map"))?;
+            let mut offsets: Array<_, u32> =
+                Array::try_from(map).context("opening the OFFSETS array")?;
+            let value = *group_id_offset
+                .as_ref()
+                .unwrap_or(&ioasid_ebpf_common::offsets::UNKNOWN);
+            offsets
+                .set(ioasid_ebpf_common::offsets::IOMMU_GROUP_ID, value, 0)
+                .context("writing OFFSETS")?;
+        }
 
         // Without kernel BTF there is no fexit: go straight to kprobes. The error says why
         // fexit was not used.
@@ -323,7 +388,11 @@ impl Session {
             ));
         }
 
-        Ok(Session { ebpf, probes })
+        Ok(Session {
+            ebpf,
+            probes,
+            group_id_offset,
+        })
     }
 
     /// Whether at least one of iommu_map, iommu_map_nosync, iommu_unmap,

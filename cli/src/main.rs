@@ -3,6 +3,7 @@
 mod aggregate;
 mod args;
 mod audit;
+mod btf;
 mod event;
 mod jsonl;
 mod loader;
@@ -98,6 +99,12 @@ fn run(args: &Args) -> anyhow::Result<u8> {
 
     let mut session = Session::load(args.pid, args.kprobes_only)?;
     let mut ring = session.ring_buffer()?;
+    if let Err(why) = &session.group_id_offset {
+        eprintln!(
+            "ioasid-top: warning: IOMMU group numbers cannot be read ({why}): domains are not \
+             tied to devices"
+        );
+    }
 
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -183,6 +190,10 @@ fn run(args: &Args) -> anyhow::Result<u8> {
             wait_readable(ring.as_raw_fd(), next_tick - now)?;
         }
         drain(&mut ring, &mut agg, args, &mut out)?;
+        agg.fill_group_devices(|id| {
+            let id = u32::try_from(id).ok()?;
+            procfiles::group_devices(std::path::Path::new("/sys"), id).ok()
+        });
         if args.json {
             out.flush().context("writing to stdout")?;
         }

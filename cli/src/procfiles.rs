@@ -95,8 +95,8 @@ fn cdev_bdf(sys_root: &Path, name: &str) -> io::Result<String> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no device name"))
 }
 
-/// The devices of IOMMU group `group`: `<sys>/kernel/iommu_groups/<group>/devices/*`.
-fn group_devices(sys_root: &Path, group: u32) -> io::Result<Vec<String>> {
+/// The devices of IOMMU group `group`: `<sys>/kernel/iommu_groups/<group>/devices/*`, sorted.
+pub fn group_devices(sys_root: &Path, group: u32) -> io::Result<Vec<String>> {
     let dir = sys_root
         .join("kernel/iommu_groups")
         .join(group.to_string())
@@ -105,6 +105,7 @@ fn group_devices(sys_root: &Path, group: u32) -> io::Result<Vec<String>> {
     for e in fs::read_dir(dir)? {
         out.push(e?.file_name().to_string_lossy().into_owned());
     }
+    out.sort_unstable();
     Ok(out)
 }
 

@@ -14,8 +14,8 @@ use crate::{
     startstate::StartState,
 };
 
-pub const COLUMNS: [&str; 7] = [
-    "PID", "COMM", "DOMAIN", "MAPS", "UNMAPS", "MAPPED", "FAILED",
+pub const COLUMNS: [&str; 8] = [
+    "PID", "COMM", "DOMAIN", "DEVICES", "MAPS", "UNMAPS", "MAPPED", "FAILED",
 ];
 
 /// Bytes in binary units, one decimal above 1 KiB: "512 B", "-4.0 KiB".
@@ -60,13 +60,18 @@ pub fn render_table(agg: &Aggregator, sort: Option<SortKey>, width: Option<u16>)
             key.pid.to_string(),
             d.comm.clone(),
             format!("{:#x}", key.domain),
+            // Attached before ioasid-top started, or detached since: not known.
+            match agg.domain_devices(key.domain) {
+                devices if devices.is_empty() => "-".to_owned(),
+                devices => devices.join(" "),
+            },
             d.maps.to_string(),
             d.unmaps.to_string(),
             human_bytes(d.net_bytes()),
             d.failed_maps.to_string(),
         ]);
     }
-    for i in [0, 3, 4, 5, 6] {
+    for i in [0, 4, 5, 6, 7] {
         if let Some(c) = t.column_mut(i) {
             c.set_cell_alignment(CellAlignment::Right);
         }

@@ -21,6 +21,7 @@
 //! All ioctl numbers and structures come from `ioasid-uapi`.
 
 pub mod accounting;
+pub mod attachcheck;
 pub mod auditcheck;
 pub mod bench;
 pub mod devices;

@@ -30,6 +30,17 @@ pub mod kind {
     pub const KVM_UNREGISTER_NONCOHERENT_DMA: u16 = 5;
     /// `iommu_unmap_fast()` returned; record is [`super::UnmapEvent`].
     pub const IOMMU_UNMAP_FAST: u16 = 6;
+    /// `iommu_attach_group()` returned (VFIO type1, /dev/ioasid); record is
+    /// [`super::AttachEvent`].
+    pub const IOMMU_ATTACH_GROUP: u16 = 7;
+    /// `iommu_detach_group()` was called; record is [`super::AttachEvent`] (`ret` 0).
+    pub const IOMMU_DETACH_GROUP: u16 = 8;
+    /// `iommu_attach_group_handle()` returned (iommufd); record is [`super::AttachEvent`].
+    pub const IOMMU_ATTACH_GROUP_HANDLE: u16 = 9;
+    /// `iommu_detach_group_handle()` was called (iommufd); record is [`super::AttachEvent`].
+    pub const IOMMU_DETACH_GROUP_HANDLE: u16 = 10;
+    /// `iommu_replace_group_handle()` returned (iommufd); record is [`super::AttachEvent`].
+    pub const IOMMU_REPLACE_GROUP_HANDLE: u16 = 11;
 
     // 32..=49 were the per-call pin, unpin and accounting records (ring buffer) before
     // pinning was counted in the kernel ([`super::PinCounters`]): retired, never reuse them.
@@ -65,6 +76,19 @@ pub mod lost {
     pub const PIN_MAP_FULL: u32 = 2;
     /// Number of slots.
     pub const SLOTS: u32 = 3;
+}
+
+/// Slots of the `OFFSETS` array: byte offsets of the kernel struct members the programs read,
+/// found by userspace in the running kernel's BTF (Rust eBPF has no CO-RE) and written before
+/// the programs attach. [`offsets::UNKNOWN`] means the member could not be found: the field of
+/// the record that needs it is left at its "unknown" value.
+pub mod offsets {
+    /// `struct iommu_group::id` (an `int`): the group's number, `/sys/kernel/iommu_groups/<id>`.
+    pub const IOMMU_GROUP_ID: u32 = 0;
+    /// Number of slots.
+    pub const SLOTS: u32 = 1;
+    /// Value of a slot whose member was not found.
+    pub const UNKNOWN: u32 = u32::MAX;
 }
 
 /// `FOLL_LONGTERM` of `enum gup_flags` (include/linux/mm_types.h, 1 << 8 since
@@ -270,6 +294,34 @@ pub struct KvmEvent {
     pub kvm: u64,
 }
 
+/// A domain attached to or detached from an IOMMU group:
+/// `int iommu_attach_group(struct iommu_domain *, struct iommu_group *)`,
+/// `void iommu_detach_group(struct iommu_domain *, struct iommu_group *)`,
+/// `int iommu_attach_group_handle(struct iommu_domain *, struct iommu_group *, handle)`,
+/// `void iommu_detach_group_handle(struct iommu_domain *, struct iommu_group *)`,
+/// `int iommu_replace_group_handle(struct iommu_group *, struct iommu_domain *new, handle)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttachEvent {
+    pub header: EventHeader,
+    /// `struct iommu_domain *`: the domain attached, detached, or replacing the group's.
+    pub domain: u64,
+    /// `struct iommu_group *` (only an identity).
+    pub group: u64,
+    /// `group->id`, read at the offset of [`offsets::IOMMU_GROUP_ID`]; -1 when unknown.
+    pub group_id: i32,
+    /// Return value: 0 or a negative errno (0 for the void detaches).
+    pub ret: i32,
+}
+
+/// Arguments of an attach call, stored per thread by the kprobe fallback.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AttachArgs {
+    pub domain: u64,
+    pub group: u64,
+}
+
 /// Arguments of a pin or accounting call, stored per thread by fentry or the
 /// kprobe fallback. For pins its presence also marks the thread as inside a
 /// pin call ([`PinCounters::unpinned_inside_pin`]).
@@ -313,6 +365,8 @@ const _: () = {
     assert!(core::mem::size_of::<MapEvent>() == 40 + 4 * 8 + 4 * 4);
     assert!(core::mem::size_of::<UnmapEvent>() == 40 + 4 * 8);
     assert!(core::mem::size_of::<KvmEvent>() == 40 + 8);
+    assert!(core::mem::size_of::<AttachEvent>() == 40 + 2 * 8 + 2 * 4);
+    assert!(core::mem::size_of::<AttachArgs>() == 2 * 8);
     assert!(core::mem::size_of::<MapArgs>() == 4 * 8 + 2 * 4);
     assert!(core::mem::size_of::<UnmapArgs>() == 3 * 8);
     assert!(core::mem::size_of::<PinCounters>() == 10 * 8 + COMM_LEN);
@@ -331,6 +385,8 @@ mod pod {
     unsafe impl aya::Pod for super::MapEvent {}
     unsafe impl aya::Pod for super::UnmapEvent {}
     unsafe impl aya::Pod for super::KvmEvent {}
+    unsafe impl aya::Pod for super::AttachEvent {}
+    unsafe impl aya::Pod for super::AttachArgs {}
     unsafe impl aya::Pod for super::MapArgs {}
     unsafe impl aya::Pod for super::UnmapArgs {}
     unsafe impl aya::Pod for super::PinCounters {}

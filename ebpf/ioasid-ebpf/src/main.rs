@@ -6,8 +6,10 @@
 //! function in a module, kernel without trampolines, ...). The kprobe stores
 //! the arguments per thread in a hash map; the kretprobe emits the record.
 //!
-//! Rust eBPF has no CO-RE: these programs only read function arguments and
-//! return values, never fields of kernel structs.
+//! Rust eBPF has no CO-RE: these programs read function arguments and return
+//! values, and one kernel struct member, `iommu_group::id`, at the offset
+//! userspace found in the running kernel's BTF and wrote into `OFFSETS`
+//! (`cli/src/btf.rs`); no offset is compiled in.
 //!
 //! Program names are part of the contract with the loader in
 //! `cli/src/loader.rs`.
@@ -23,14 +25,15 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, generated},
     macros::{fentry, fexit, kprobe, kretprobe, map},
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use ioasid_ebpf_common::{
-    COMM_LEN, EventHeader, FOLL_LONGTERM, KvmEvent, MapArgs, MapEvent, PINS_MAX_ENTRIES, PinArgs,
-    PinCounters, PinKindCounters, UnmapArgs, UnmapEvent, UnpinPair, flags, kind, lost, pin_fn,
+    AttachArgs, AttachEvent, COMM_LEN, EventHeader, FOLL_LONGTERM, KvmEvent, MapArgs, MapEvent,
+    PINS_MAX_ENTRIES, PinArgs, PinCounters, PinKindCounters, UnmapArgs, UnmapEvent, UnpinPair,
+    flags, kind, lost, offsets, pin_fn,
 };
 
 /// Records for userspace. 4 MiB holds ~47k map records (88 bytes + 8 of ring
@@ -51,6 +54,18 @@ static MAP_NOSYNC_ARGS: HashMap<u64, MapArgs> = HashMap::with_max_entries(10240,
 static UNMAP_ARGS: HashMap<u64, UnmapArgs> = HashMap::with_max_entries(10240, 0);
 #[map]
 static UNMAP_FAST_ARGS: HashMap<u64, UnmapArgs> = HashMap::with_max_entries(10240, 0);
+
+#[map]
+static ATTACH_ARGS: HashMap<u64, AttachArgs> = HashMap::with_max_entries(1024, 0);
+#[map]
+static ATTACH_HANDLE_ARGS: HashMap<u64, AttachArgs> = HashMap::with_max_entries(1024, 0);
+#[map]
+static REPLACE_ARGS: HashMap<u64, AttachArgs> = HashMap::with_max_entries(1024, 0);
+
+/// Byte offsets of kernel struct members, indexed by `ioasid_ebpf_common::offsets`; written by
+/// the loader from the kernel's BTF before any program attaches.
+#[map]
+static OFFSETS: Array<u32> = Array::with_max_entries(offsets::SLOTS, 0);
 
 /// Only report this thread group (process) when non-zero. Set by the loader.
 #[unsafe(no_mangle)]
@@ -280,6 +295,103 @@ pub fn kvm_unregister_ncdma_fexit(ctx: FExitContext) -> i32 {
     0
 }
 
+// -------------------------------------------------------- attach/detach ----
+
+/// `group->id`, or -1 when its offset is unknown or the read fails.
+#[inline(always)]
+fn group_id(group: u64) -> i32 {
+    let off = match OFFSETS.get(offsets::IOMMU_GROUP_ID) {
+        Some(off) if *off != offsets::UNKNOWN && group != 0 => *off,
+        _ => return -1,
+    };
+    // SAFETY: the helper reads kernel memory checked: a bad address is an error, not a fault.
+    unsafe { bpf_probe_read_kernel((group + u64::from(off)) as *const i32) }.unwrap_or(-1)
+}
+
+#[inline(always)]
+fn emit_attach(kind: u16, flags: u32, pid_tgid: u64, args: &AttachArgs, ret: i32) {
+    let id = group_id(args.group);
+    let Some(mut entry) = EVENTS.reserve::<AttachEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return;
+    };
+    let p = entry.as_mut_ptr();
+    // SAFETY: as in emit_map.
+    unsafe {
+        fill_header(
+            &raw mut (*p).header,
+            kind,
+            size_of::<AttachEvent>(),
+            flags,
+            pid_tgid,
+        );
+        (*p).domain = args.domain;
+        (*p).group = args.group;
+        (*p).group_id = id;
+        (*p).ret = ret;
+    }
+    entry.submit(0);
+}
+
+/// fexit of an attach or detach: the domain and the group are arguments `domain_arg` and
+/// `group_arg`; `ret_slot` is the slot of the return value (None: the function is void).
+#[inline(always)]
+fn attach_fexit(
+    ctx: &FExitContext,
+    kind: u16,
+    domain_arg: usize,
+    group_arg: usize,
+    ret_slot: Option<usize>,
+) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    let args = AttachArgs {
+        domain: ctx.arg::<u64>(domain_arg),
+        group: ctx.arg::<u64>(group_arg),
+    };
+    let ret = ret_slot.map_or(0, |slot| ctx.arg::<u64>(slot) as i32);
+    emit_attach(kind, 0, pid_tgid, &args, ret);
+}
+
+// int iommu_attach_group(struct iommu_domain *domain, struct iommu_group *group)
+#[fexit(function = "iommu_attach_group")]
+pub fn iommu_attach_group_fexit(ctx: FExitContext) -> i32 {
+    attach_fexit(&ctx, kind::IOMMU_ATTACH_GROUP, 0, 1, Some(2));
+    0
+}
+
+// void iommu_detach_group(struct iommu_domain *domain, struct iommu_group *group)
+#[fexit(function = "iommu_detach_group")]
+pub fn iommu_detach_group_fexit(ctx: FExitContext) -> i32 {
+    attach_fexit(&ctx, kind::IOMMU_DETACH_GROUP, 0, 1, None);
+    0
+}
+
+// int iommu_attach_group_handle(struct iommu_domain *domain, struct iommu_group *group,
+//                               struct iommu_attach_handle *handle)
+#[fexit(function = "iommu_attach_group_handle")]
+pub fn iommu_attach_group_handle_fexit(ctx: FExitContext) -> i32 {
+    attach_fexit(&ctx, kind::IOMMU_ATTACH_GROUP_HANDLE, 0, 1, Some(3));
+    0
+}
+
+// void iommu_detach_group_handle(struct iommu_domain *domain, struct iommu_group *group)
+#[fexit(function = "iommu_detach_group_handle")]
+pub fn iommu_detach_group_handle_fexit(ctx: FExitContext) -> i32 {
+    attach_fexit(&ctx, kind::IOMMU_DETACH_GROUP_HANDLE, 0, 1, None);
+    0
+}
+
+// int iommu_replace_group_handle(struct iommu_group *group, struct iommu_domain *new_domain,
+//                                struct iommu_attach_handle *handle)
+#[fexit(function = "iommu_replace_group_handle")]
+pub fn iommu_replace_group_handle_fexit(ctx: FExitContext) -> i32 {
+    attach_fexit(&ctx, kind::IOMMU_REPLACE_GROUP_HANDLE, 1, 0, Some(3));
+    0
+}
+
 // ------------------------------------------------- kprobe/kretprobe fallback ----
 
 #[inline(always)]
@@ -428,6 +540,91 @@ pub fn kvm_unregister_ncdma_kprobe(ctx: ProbeContext) -> u32 {
             ctx.arg::<u64>(0).unwrap_or(0),
         );
     }
+    0
+}
+
+#[inline(always)]
+fn attach_args(ctx: &ProbeContext, domain_arg: usize, group_arg: usize) -> AttachArgs {
+    AttachArgs {
+        domain: ctx.arg::<u64>(domain_arg).unwrap_or(0),
+        group: ctx.arg::<u64>(group_arg).unwrap_or(0),
+    }
+}
+
+/// Entry of an attach that returns a value: saves the arguments for the kretprobe.
+#[inline(always)]
+fn attach_kprobe(ctx: &ProbeContext, args_map: &HashMap<u64, AttachArgs>, d: usize, g: usize) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if wanted(pid_tgid) {
+        let _ = args_map.insert(pid_tgid, attach_args(ctx, d, g), 0);
+    }
+}
+
+#[inline(always)]
+fn attach_kretprobe(ctx: &RetProbeContext, args_map: &HashMap<u64, AttachArgs>, kind: u16) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if !wanted(pid_tgid) {
+        return;
+    }
+    if let Some(args) = take_saved(args_map, pid_tgid) {
+        emit_attach(kind, flags::VIA_KPROBE, pid_tgid, &args, ctx.ret::<u64>() as i32);
+    }
+}
+
+/// A void detach: the entry kprobe has everything.
+#[inline(always)]
+fn detach_kprobe(ctx: &ProbeContext, kind: u16) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if wanted(pid_tgid) {
+        emit_attach(kind, flags::VIA_KPROBE, pid_tgid, &attach_args(ctx, 0, 1), 0);
+    }
+}
+
+#[kprobe]
+pub fn iommu_attach_group_kprobe(ctx: ProbeContext) -> u32 {
+    attach_kprobe(&ctx, &ATTACH_ARGS, 0, 1);
+    0
+}
+
+#[kretprobe]
+pub fn iommu_attach_group_kretprobe(ctx: RetProbeContext) -> u32 {
+    attach_kretprobe(&ctx, &ATTACH_ARGS, kind::IOMMU_ATTACH_GROUP);
+    0
+}
+
+#[kprobe]
+pub fn iommu_detach_group_kprobe(ctx: ProbeContext) -> u32 {
+    detach_kprobe(&ctx, kind::IOMMU_DETACH_GROUP);
+    0
+}
+
+#[kprobe]
+pub fn iommu_attach_group_handle_kprobe(ctx: ProbeContext) -> u32 {
+    attach_kprobe(&ctx, &ATTACH_HANDLE_ARGS, 0, 1);
+    0
+}
+
+#[kretprobe]
+pub fn iommu_attach_group_handle_kretprobe(ctx: RetProbeContext) -> u32 {
+    attach_kretprobe(&ctx, &ATTACH_HANDLE_ARGS, kind::IOMMU_ATTACH_GROUP_HANDLE);
+    0
+}
+
+#[kprobe]
+pub fn iommu_detach_group_handle_kprobe(ctx: ProbeContext) -> u32 {
+    detach_kprobe(&ctx, kind::IOMMU_DETACH_GROUP_HANDLE);
+    0
+}
+
+#[kprobe]
+pub fn iommu_replace_group_handle_kprobe(ctx: ProbeContext) -> u32 {
+    attach_kprobe(&ctx, &REPLACE_ARGS, 1, 0);
+    0
+}
+
+#[kretprobe]
+pub fn iommu_replace_group_handle_kretprobe(ctx: RetProbeContext) -> u32 {
+    attach_kretprobe(&ctx, &REPLACE_ARGS, kind::IOMMU_REPLACE_GROUP_HANDLE);
     0
 }
 
