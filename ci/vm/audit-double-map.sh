@@ -14,20 +14,7 @@ expect=$2
 out=${IOASID_VM_OUT:?run me through cargo xtask vm}
 rm -f "$out/release"
 
-ioasid-top audit --once --json --interval 600 > "$out/audit.jsonl" 2> "$out/audit.stderr" &
-top=$!
-ioasid-top audit --once --interval 600 > "$out/audit.txt" 2> "$out/audit-table.stderr" &
-table=$!
-if ! wait_until $top probes_at_least "$out/audit.jsonl" 6; then
-    echo "ioasid-top audit did not attach:" >&2
-    cat "$out/audit.stderr" >&2
-    exit 1
-fi
-if ! wait_until $table grep -qs 'iopt_pages_update_pinned' "$out/audit-table.stderr"; then
-    echo "ioasid-top audit (table) did not attach:" >&2
-    cat "$out/audit-table.stderr" >&2
-    exit 1
-fi
+start_audits "$out" || exit 1
 
 vfio-double-map --backend "$backend" --hold-until "$out/release" > "$out/workload.json" &
 wl=$!
@@ -37,11 +24,7 @@ if ! wait_until $wl grep -qs '"held":true' "$out/workload.json"; then
     exit 1
 fi
 pid=$(grep '"held":true' "$out/workload.json" | grep -o '"pid":[0-9]*' | head -1 | cut -d: -f2)
-kill -INT $top $table
-status=0
-wait $top || status=$?
-table_status=0
-wait $table || table_status=$?
+stop_audits
 : > "$out/release"
 wait $wl
 cat "$out/workload.json"

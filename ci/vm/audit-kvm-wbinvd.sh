@@ -31,21 +31,7 @@ if [ "$expect" = finding ] && [ "$rule" = unneeded-wbinvd-exposure ]; then
     wait_register=1
 fi
 
-ioasid-top audit --once --json --interval 600 > "$out/audit.jsonl" 2> "$out/audit.stderr" &
-top=$!
-ioasid-top audit --once --interval 600 > "$out/audit.txt" 2> "$out/audit-table.stderr" &
-table=$!
-if ! wait_until $top probes_at_least "$out/audit.jsonl" 6; then
-    echo "ioasid-top audit did not attach:" >&2
-    cat "$out/audit.stderr" >&2
-    exit 1
-fi
-# The table audit says so on stderr once its probes are attached (the last, iopt_pages_update_pinned).
-if ! wait_until $table grep -qs 'iopt_pages_update_pinned' "$out/audit-table.stderr"; then
-    echo "ioasid-top audit (table) did not attach:" >&2
-    cat "$out/audit-table.stderr" >&2
-    exit 1
-fi
+start_audits "$out" || exit 1
 
 # shellcheck disable=SC2086 # WORKLOAD_ARGS is a list of options
 kvm-vfio-workload --backend "$backend" --hold-until "$out/release" ${WORKLOAD_ARGS:-} \
@@ -66,11 +52,7 @@ if [ "$wait_register" = 1 ]; then
         exit 1
     fi
 fi
-kill -INT $top $table
-status=0
-wait $top || status=$?
-table_status=0
-wait $table || table_status=$?
+stop_audits
 : > "$out/release"
 wait $wl
 cat "$out/audit.stderr" >&2

@@ -37,6 +37,38 @@ start_top() {
     fi
 }
 
+# start_audits DIR: starts `ioasid-top audit --once --interval 600` twice in the background,
+# JSON Lines to DIR/audit.jsonl (pid $top) and the table to DIR/audit.txt (pid $table), and waits
+# until both have attached every probe; fails, showing why, if one does not.
+start_audits() {
+    ioasid-top audit --once --json --interval 600 > "$1/audit.jsonl" 2> "$1/audit.stderr" &
+    top=$!
+    ioasid-top audit --once --interval 600 > "$1/audit.txt" 2> "$1/audit-table.stderr" &
+    table=$!
+    if ! wait_until $top probes_at_least "$1/audit.jsonl" 6; then
+        echo "ioasid-top audit did not attach:" >&2
+        cat "$1/audit.stderr" >&2
+        return 1
+    fi
+    # The table audit says so on stderr once its probes are attached (the last,
+    # iopt_pages_update_pinned).
+    if ! wait_until $table grep -qs 'iopt_pages_update_pinned' "$1/audit-table.stderr"; then
+        echo "ioasid-top audit (table) did not attach:" >&2
+        cat "$1/audit-table.stderr" >&2
+        return 1
+    fi
+}
+
+# stop_audits: stops the audits of start_audits (SIGINT: their final report) and sets $status
+# and $table_status to their exit statuses.
+stop_audits() {
+    kill -INT $top $table
+    status=0
+    wait $top || status=$?
+    table_status=0
+    wait $table || table_status=$?
+}
+
 # check_audit_outcome DIR STATUS TABLE_STATUS EXPECT FINDING: the JSON audit in DIR/audit.jsonl
 # (exit status STATUS) has exactly FINDING (`rule@pid`) when EXPECT is `finding`, none when it
 # is `clean` (check-audit); the table audit in DIR/audit.txt says as much, with the same status.

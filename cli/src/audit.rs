@@ -13,6 +13,9 @@
 //!   was last seen turning non-coherent DMA off.
 //! - [`PINS_OVER_MEMLOCK`]: a process holds more locked or pinned memory than its
 //!   `RLIMIT_MEMLOCK`.
+//! - [`PINS_OUTLIVE_OWNER`]: a process exited holding long-term pins it took (counted in the
+//!   kernel since attach) that nobody dropped since: the memory stays pinned for a file
+//!   another process holds, charged to an address space that is gone.
 //! - [`DOUBLE_ACCOUNTED`]: a process mapped the same physical memory into several IOMMU
 //!   domains (seen since attach, [`crate::phys`]) and was charged for every copy: its
 //!   `VmPin` or `VmLck` grew by at least all it mapped.
@@ -46,6 +49,8 @@ pub const UNNEEDED_WBINVD: &str = "unneeded-wbinvd-exposure";
 pub const GUEST_CANNOT_FLUSH: &str = "guest-cannot-flush";
 /// Rule id: the same pages pinned and charged more than once.
 pub const DOUBLE_ACCOUNTED: &str = "double-accounted-pins";
+/// Rule id: pins held after the process that took them exited.
+pub const PINS_OUTLIVE_OWNER: &str = "pins-outlive-owner";
 /// Rule id: pinned or locked pages over `RLIMIT_MEMLOCK`.
 pub const PINS_OVER_MEMLOCK: &str = "pins-over-memlock";
 
@@ -145,6 +150,8 @@ pub struct Snapshot {
     pub procs: BTreeMap<u32, ProcMem>,
     /// Processes that hold VFIO devices, IOMMU files or KVM VMs, and what they hold.
     pub files: BTreeMap<u32, ProcFiles>,
+    /// Kernel threads (`PF_KTHREAD` in `/proc/<pid>/stat`): their unpins are of others' pins.
+    pub kernel_threads: std::collections::BTreeSet<u32>,
     /// `<debugfs>/ioasid/no_snoop_override` of a test kernel (CONFIG_IOASID_TEST): `1` or `0`
     /// replace what config space says of every device's ability to issue no-snoop, as they do
     /// for /dev/ioasid, because no QEMU device can enable no-snoop.
@@ -279,6 +286,7 @@ pub fn read_snapshot(
     }
 
     snap.files = procfiles::scan(proc_root, sys_root, pid)?;
+    snap.kernel_threads = procfiles::kernel_threads(proc_root)?;
     let held: std::collections::BTreeSet<&String> =
         snap.files.values().flat_map(|f| &f.devices).collect();
     for bdf in held {
@@ -521,6 +529,79 @@ pub fn rule_pins_over_memlock(snap: &Snapshot) -> Vec<Finding> {
         .collect()
 }
 
+/// Rule [`PINS_OUTLIVE_OWNER`].
+///
+/// Pins are counted per process; when a process exits, its VFIO or IOMMU files are released
+/// in its own context and their unpins count for it, so it nets out. What does not: pins it
+/// took for a file another process still holds (inherited, passed over a socket). Those are
+/// bounded by what all user processes still hold together, so pins taken by one and dropped by
+/// another (the holder closing the file) cancel out. Kernel threads are left out: kworkers
+/// drop the short-term pins of others' I/O, which would hide everything.
+pub fn rule_pins_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
+    let holds_files = |pid: u32| {
+        snap.files.get(&pid).is_some_and(|f| {
+            f.vfio_containers + f.iommufd_files + f.ioasid_files > 0 || !f.devices.is_empty()
+        })
+    };
+    let procs = agg.pins().procs();
+    let held_by_all: i128 = procs
+        .iter()
+        .filter(|(pid, _)| !snap.kernel_threads.contains(*pid))
+        .map(|(_, c)| c.net_pinned())
+        .sum();
+    if held_by_all <= 0 {
+        return Vec::new();
+    }
+    let holders: Vec<String> = snap
+        .files
+        .keys()
+        .filter(|pid| holds_files(**pid))
+        .map(|pid| format!("pid {pid} {}", snap.files[pid].comm))
+        .collect();
+    let holders = if holders.is_empty() {
+        "No live process holds a VFIO container, iommufd or /dev/ioasid file or a VFIO device \
+         (from /proc/<pid>/fd)."
+            .to_owned()
+    } else {
+        format!(
+            "Processes holding VFIO containers, iommufd or /dev/ioasid files or VFIO devices \
+             now (from /proc/<pid>/fd): {}.",
+            holders.join(", ")
+        )
+    };
+    procs
+        .iter()
+        .filter(|(pid, c)| agg.pins().has_exited(**pid) && c.net_pinned() > 0)
+        .map(|(&pid, c)| {
+            let still = c.net_pinned().min(held_by_all);
+            Finding {
+                rule: PINS_OUTLIVE_OWNER,
+                severity: Severity::Warning,
+                title: "Pinned pages outlive their owner",
+                subject: format!("pid {pid} {} (exited)", crate::pins::comm(c)),
+                pid: Some(pid),
+                kvm: None,
+                devices: Vec::new(),
+                evidence: format!(
+                    "pid {pid} took {} long-term pins since ioasid-top attached and dropped {}, \
+                     then exited; {still} of them are still held as far as the counts of all \
+                     user processes tell (their net long-term pins, kernel threads left out: \
+                     {held_by_all}). {holders}",
+                    c.longterm, c.unpinned
+                ),
+                why: "The pages stay pinned, unmovable and unswappable, for a VFIO or IOMMU file \
+                      that another process inherited or was passed, while the charge for them \
+                      stays with the exited process's address space and user: no live \
+                      process's VmPin or VmLck shows them, and RLIMIT_MEMLOCK no longer bounds \
+                      who holds them.",
+                action: "Find the process that holds the file (the holders above; lsof \
+                         /dev/vfio /dev/iommu /dev/ioasid) and close it, or have the VMM set \
+                         O_CLOEXEC and not hand its VFIO and IOMMU files to children.",
+            }
+        })
+        .collect()
+}
+
 /// Rule [`DOUBLE_ACCOUNTED`].
 pub fn rule_double_accounted(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     let Some(phys) = agg.phys() else {
@@ -590,6 +671,7 @@ pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     f.extend(rule_guest_cannot_flush(agg, snap));
     f.extend(rule_pins_over_memlock(snap));
     f.extend(rule_double_accounted(agg, snap));
+    f.extend(rule_pins_outlive_owner(agg, snap));
     f.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -612,7 +694,7 @@ pub fn exit_status(findings: &[Finding]) -> u8 {
 mod tests {
     use super::*;
     use crate::event::{Event, KvmOp};
-    use ioasid_ebpf_common::{KvmEvent, kind};
+    use ioasid_ebpf_common::{KvmEvent, PinCounters, kind};
 
     #[test]
     fn limits_parsing() {
@@ -894,6 +976,75 @@ mod tests {
         assert!(rule_double_accounted(&agg, &snap).is_empty());
         let (_, snap) = double_map(0, 512);
         assert!(rule_double_accounted(&Aggregator::new(), &snap).is_empty());
+    }
+
+    fn pins(longterm: u64, unpinned: u64, comm: &str) -> PinCounters {
+        let mut c = PinCounters {
+            longterm,
+            pinned: longterm,
+            unpinned,
+            ..PinCounters::default()
+        };
+        c.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+        c
+    }
+
+    #[test]
+    fn pins_outlive_an_owner_whose_file_another_process_holds() {
+        let mut agg = Aggregator::new();
+        // 812 pinned 256 and exited; its child 813 holds the file.
+        // A kworker dropped 500 short-term pins of others' I/O: not counted.
+        agg.pins_mut().update(
+            Default::default(),
+            &[
+                (813, pins(0, 0, "child")),
+                (10, pins(0, 500, "kworker/u8:0")),
+            ],
+            &[(812, pins(256, 0, "orphaner"))],
+        );
+        let mut snap = Snapshot::default();
+        snap.kernel_threads.insert(10);
+        snap.files.insert(
+            813,
+            ProcFiles {
+                comm: "child".into(),
+                iommufd_files: 1,
+                ..ProcFiles::default()
+            },
+        );
+        let f = rule_pins_outlive_owner(&agg, &snap);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].rule, f[0].pid), (PINS_OUTLIVE_OWNER, Some(812)));
+        assert!(
+            f[0].evidence.contains("256 of them are still held"),
+            "{}",
+            f[0].evidence
+        );
+        assert!(f[0].evidence.contains("pid 813 child"), "{}", f[0].evidence);
+        assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_WARNING);
+    }
+
+    #[test]
+    fn pins_do_not_outlive_an_owner_that_dropped_them_or_whose_holder_did() {
+        let snap = Snapshot::default();
+        for (live, exited) in [
+            // Exited after dropping its pins (its files closed as it exited).
+            (vec![], vec![(812, pins(256, 256, "w"))]),
+            // Its child dropped them when it closed the file.
+            (
+                vec![(813, pins(0, 256, "child"))],
+                vec![(812, pins(256, 0, "w"))],
+            ),
+            // Alive and holding: not an orphan.
+            (vec![(812, pins(256, 0, "w"))], vec![]),
+        ] {
+            let mut agg = Aggregator::new();
+            agg.pins_mut().update(Default::default(), &live, &exited);
+            assert!(
+                rule_pins_outlive_owner(&agg, &snap).is_empty(),
+                "{live:?} {exited:?}"
+            );
+        }
     }
 
     fn proc_mem(lck_pages: u64, pin_pages: u64, soft: Option<u64>) -> ProcMem {

@@ -157,6 +157,11 @@ impl PinAggregator {
         self.kinds = kinds;
     }
 
+    /// Whether `pid` has exited (its counts were folded out of the kernel's map).
+    pub fn has_exited(&self, pid: u32) -> bool {
+        self.exited.contains_key(&pid)
+    }
+
     /// Per-process rows by pid (`comm`: see [`comm`]).
     pub fn procs(&self) -> &BTreeMap<u32, PinCounters> {
         &self.procs

@@ -164,6 +164,31 @@ fn read_proc_files(dir: &Path, sys_root: &Path) -> anyhow::Result<Option<ProcFil
     Ok(Some(files))
 }
 
+/// `PF_KTHREAD` of `task_struct::flags` (include/linux/sched.h).
+const PF_KTHREAD: u64 = 0x0020_0000;
+
+/// Whether a `/proc/<pid>/stat` line is a kernel thread's: its `flags` (the 9th field, counted
+/// after the parenthesised `comm`, which may hold spaces) have `PF_KTHREAD`.
+pub fn stat_is_kernel_thread(stat: &str) -> Option<bool> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // After `comm`: state (3), ppid, pgrp, session, tty_nr, tpgid, flags (9).
+    let flags: u64 = rest.split_whitespace().nth(6)?.parse().ok()?;
+    Some(flags & PF_KTHREAD != 0)
+}
+
+/// The pids of the kernel threads now. Processes that vanish or cannot be read are left out.
+pub fn kernel_threads(proc_root: &Path) -> anyhow::Result<std::collections::BTreeSet<u32>> {
+    Ok(startstate::proc_pids(proc_root, None)?
+        .into_iter()
+        .filter(|pid| {
+            fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
+                .ok()
+                .and_then(|s| stat_is_kernel_thread(&s))
+                == Some(true)
+        })
+        .collect())
+}
+
 /// The processes (or only `pid`) that hold any of the files above, by pid. A process whose
 /// fds cannot be read is warned about on stderr and left out.
 pub fn scan(
@@ -188,6 +213,15 @@ pub fn scan(
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn kernel_threads_are_told_by_their_stat_flags() {
+        let kworker = "10 (kworker/u8:0-events unbound) I 2 0 0 0 -1 69238880 0 0 0 0";
+        let shell = "1234 (sh (with) parens) S 1 1234 1234 0 -1 4194560 100 0 0 0";
+        assert_eq!(stat_is_kernel_thread(kworker), Some(true));
+        assert_eq!(stat_is_kernel_thread(shell), Some(false));
+        assert_eq!(stat_is_kernel_thread("garbage"), None);
+    }
 
     #[test]
     fn links_are_classified() {

@@ -15,7 +15,7 @@
 use crate::dmabuf::DmaBuffer;
 use crate::sysfs;
 use crate::vfio::{VfioContainer, VfioDevice, VfioGroup};
-use crate::workload::{Backend, find_edu, open_cdev, open_type1};
+use crate::workload::{Backend, find_edu, open_cdev, open_type1, vm_now};
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use ioasid_uapi::iommufd::{IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE};
@@ -68,12 +68,6 @@ pub struct Summary {
     pub vm_lck_kib: u64,
     /// Both back to where they were after the unmaps and closes.
     pub released: bool,
-}
-
-fn vm_now() -> Result<(u64, u64)> {
-    crate::accounting::vm_pin_and_lck_kib()
-        .map_err(anyhow::Error::msg)
-        .context("reading VmPin and VmLck of /proc/self/status")
 }
 
 /// The first igb NIC.

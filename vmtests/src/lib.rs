@@ -15,6 +15,8 @@
 //!   of KVM's non-coherent DMA (wbinvd) state meanwhile.
 //! * `vfio-double-map` — maps one buffer for two devices through two type1 containers or two
 //!   IOASes, so that type1 and iommufd charge it twice and /dev/ioasid once.
+//! * `vfio-orphan-pins` — maps for edu, forks and exits: the child holds the pins of a
+//!   process that is gone.
 //! * `check-audit` — checks that `ioasid-top audit --once --json` reported
 //!   exactly the findings a scenario provokes, with the matching exit status.
 //!
@@ -35,6 +37,7 @@ pub mod hold;
 pub mod kvm;
 pub mod kvmcheck;
 pub mod memfd;
+pub mod orphan;
 pub mod overhead;
 pub mod pincheck;
 pub mod smoke;

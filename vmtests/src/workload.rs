@@ -222,7 +222,8 @@ pub struct VmCounters {
 }
 
 /// `(VmPin, VmLck)` of this process, KiB.
-fn vm_now() -> Result<(u64, u64)> {
+/// VmPin and VmLck of this process now, in KiB.
+pub(crate) fn vm_now() -> Result<(u64, u64)> {
     crate::accounting::vm_pin_and_lck_kib()
         .map_err(anyhow::Error::msg)
         .context("reading VmPin and VmLck of /proc/self/status")
