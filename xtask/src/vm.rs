@@ -128,6 +128,7 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
              echo \"${{p#/proc/}} $(cut -d' ' -f3 $p/stat) $(cat $p/wchan) $cmd\"\n\
            done > {d}/{HANG_PROCS} 2>/dev/null\n\
            echo w > /proc/sysrq-trigger\n\
+           echo l > /proc/sysrq-trigger\n\
            dmesg > {d}/{HANG_DMESG} ) &\n\
          watchdog=$!\n\
          ( {cmdline} ) > {d}/stdout 2> {d}/stderr < /dev/null\n\
@@ -228,7 +229,9 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
 }
 
 /// What the guest leaves when its command outlives [`hang_watch`]: every user process with its state
-/// and wait channel, and dmesg with the kernel stacks of the blocked (D state) tasks (SysRq w).
+/// and wait channel, and dmesg with the kernel stacks of the blocked (D state) tasks (SysRq w)
+/// and of what every CPU is running (SysRq l), for a task spinning with the other CPU's answer
+/// lost.
 const HANG_PROCS: &str = "procs-at-hang";
 const HANG_DMESG: &str = "dmesg-at-hang";
 
@@ -265,9 +268,9 @@ fn report_hang(dir: &Path) {
     let marker = "cargo xtask vm: the command is still running";
     let from = dmesg.find(marker).unwrap_or(0);
     show(
-        "dmesg from the hang on (SysRq w: blocked tasks)",
+        "dmesg from the hang on (SysRq w: blocked tasks; SysRq l: every CPU)",
         &dmesg[from..],
-        300,
+        400,
     );
 }
 
