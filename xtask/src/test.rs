@@ -2,7 +2,7 @@
 //! every in-VM scenario of ci/vm/scenarios.toml, each in a freshly booted guest.
 
 use crate::util::{Paths, run, step};
-use crate::vm::{SnoopControl, VmOpts, kernel_bug_lines, run_in_vm};
+use crate::vm::{GuestHung, SnoopControl, VmOpts, kernel_bug_lines, run_in_vm};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 use std::process::Command;
@@ -24,6 +24,10 @@ enum Expect {
     Fail,
     /// The guest kernel reports a bug (WARN, BUG, Oops…): the runner must catch it.
     KernelBug,
+    /// The command never ends: the runner must give up, twice (it runs a hung guest once
+    /// more), and leave what the guest was doing: the command among its processes, and the
+    /// blocked tasks' stacks.
+    Hang,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +124,7 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
         bail!("no VM scenario matches {:?}", opts.filter);
     }
     let (mut passed, mut failed) = (0, Vec::new());
+    let mut hung_once: Vec<String> = Vec::new();
     let vm_start = Instant::now();
     for s in chosen {
         let snoop = match s.snoop_control.as_str() {
@@ -134,7 +139,7 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
             "vm: {} (snoop-control={}, expect {:?})",
             s.name, s.snoop_control, s.expect
         ));
-        let vm = VmOpts {
+        let mut vm = VmOpts {
             snoop_control: snoop,
             timeout: Duration::from_secs(s.timeout_s),
             name: s.name.clone(),
@@ -142,7 +147,24 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
             memory: s.memory.clone(),
             pcie_nic: s.pcie_nic,
         };
-        let verdict = match run_in_vm(paths, &vm, &s.command) {
+        let mut outcome = run_in_vm(paths, &vm, &s.command);
+        // A guest that hangs is run once more: under TCG a vCPU can lose an IPI and stall the
+        // guest for good, whatever it runs. What it was doing is printed above; a second hang
+        // fails, and the summary names every scenario that needed the second run.
+        if let Err(e) = &outcome
+            && e.downcast_ref::<GuestHung>().is_some()
+        {
+            eprintln!("    HUNG: {}: {e:#}; running it once more", s.name);
+            if s.expect != Expect::Hang {
+                hung_once.push(s.name.clone());
+            }
+            vm.name = format!("{}-after-hang", s.name);
+            outcome = run_in_vm(paths, &vm, &s.command);
+        }
+        let verdict = match outcome {
+            Err(e) if s.expect == Expect::Hang && e.downcast_ref::<GuestHung>().is_some() => {
+                hang_recorded(paths, &vm.name, &s.command)
+            }
             Err(e) => Err(format!("{e:#}")),
             Ok(out) => {
                 let bugs = kernel_bug_lines(&out.dmesg);
@@ -184,8 +206,35 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
         start.elapsed().as_secs_f64()
     );
     println!("vm: {passed} passed, {} failed", failed.len());
+    if !hung_once.is_empty() {
+        println!(
+            "vm: hung once and ran again (diagnostics in the log above): {}",
+            hung_once.join(", ")
+        );
+    }
     if !failed.is_empty() {
         bail!("failed VM scenarios: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// Whether the guest of run `name` left, at its hang, `command` among its processes and the
+/// SysRq dump of the blocked tasks in dmesg.
+fn hang_recorded(paths: &Paths, name: &str, command: &[String]) -> Result<(), String> {
+    let dir = paths.repo.join("target/vm-run").join(name);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    let wanted = command.join(" ");
+    if !read(crate::vm::HANG_PROCS).contains(&wanted) {
+        return Err(format!(
+            "the hang left no process list with `{wanted}` in {}",
+            dir.display()
+        ));
+    }
+    if !read(crate::vm::HANG_DMESG).contains("sysrq: Show Blocked State") {
+        return Err(format!(
+            "the hang left no SysRq dump in {}",
+            dir.join(crate::vm::HANG_DMESG).display()
+        ));
     }
     Ok(())
 }

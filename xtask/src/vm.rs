@@ -93,6 +93,27 @@ pub fn qemu_opts(snoop: SnoopControl, pcie_nic: bool) -> String {
     opts
 }
 
+/// The guest did not finish in time: hung, or too slow. What it was doing is printed already
+/// ([`report_hang`]).
+#[derive(Debug)]
+pub struct GuestHung {
+    pub timeout: Duration,
+    pub console: PathBuf,
+}
+
+impl std::fmt::Display for GuestHung {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the guest did not finish within {:?}; console: {}",
+            self.timeout,
+            self.console.display()
+        )
+    }
+}
+
+impl std::error::Error for GuestHung {}
+
 /// Boots the kernel, runs `cmd` (argv) as root with the repository as working directory.
 pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutcome> {
     if cmd.is_empty() {
@@ -199,11 +220,11 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         }
         if timed_out {
             report_hang(&dir);
-            bail!(
-                "the guest did not finish within {:?}; console: {}",
-                opts.timeout,
-                console.display()
-            );
+            return Err(GuestHung {
+                timeout: opts.timeout,
+                console,
+            }
+            .into());
         }
         bail!(
             "the guest stopped before the command finished (panic?); console: {}",
@@ -232,8 +253,8 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
 /// and wait channel, and dmesg with the kernel stacks of the blocked (D state) tasks (SysRq w)
 /// and of what every CPU is running (SysRq l), for a task spinning with the other CPU's answer
 /// lost.
-const HANG_PROCS: &str = "procs-at-hang";
-const HANG_DMESG: &str = "dmesg-at-hang";
+pub const HANG_PROCS: &str = "procs-at-hang";
+pub const HANG_DMESG: &str = "dmesg-at-hang";
 
 /// When the guest records what a command that may hang is doing: early enough that the host's
 /// timeout, which also covers the boot, does not kill the guest first.
