@@ -15,16 +15,6 @@ snoop=$1
 out=${IOASID_VM_OUT:?run me through cargo xtask vm}
 hook=/sys/kernel/debug/ioasid/no_snoop_override
 
-bdf_of() {
-    for d in /sys/bus/pci/devices/*; do
-        if [ "$(cat "$d/vendor"):$(cat "$d/device")" = "$1" ]; then
-            echo "${d##*/}"
-            return 0
-        fi
-    done
-    echo "no PCI device $1: is the guest started with the PCIe NIC (pcie_nic)?" >&2
-    return 1
-}
 edu=$(bdf_of 0x1234:0x11e8)
 igb=$(bdf_of 0x8086:0x10c9)
 

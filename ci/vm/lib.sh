@@ -15,6 +15,18 @@ wait_until() {
     done
 }
 
+# bdf_of VENDOR:DEVICE (0x1234:0x11e8): prints the PCI address of the first such device.
+bdf_of() {
+    for d in /sys/bus/pci/devices/*; do
+        if [ "$(cat "$d/vendor"):$(cat "$d/device")" = "$1" ]; then
+            echo "${d##*/}"
+            return 0
+        fi
+    done
+    echo "no PCI device $1: is the guest started with the PCIe NIC (pcie_nic)?" >&2
+    return 1
+}
+
 # probes_at_least FILE N: ioasid-top's JSON Lines in FILE report N attached functions (a
 # `probe` line each).
 probes_at_least() {

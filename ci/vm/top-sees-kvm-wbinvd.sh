@@ -7,6 +7,7 @@
 # NO_SNOOP_OVERRIDE (0 | 1): first set /dev/ioasid's test hook for the devices' ability to
 # issue no-snoop (CONFIG_IOASID_TEST; QEMU's devices cannot). WORKLOAD_ARGS: more
 # kvm-vfio-workload options, e.g. --attach-after-add (QEMU's order: KVM gets the file first).
+# DEVICE=igb: the igb NIC of the pcie_nic scenarios instead of edu.
 set -eu
 . ci/vm/lib.sh
 backend=$1
@@ -22,9 +23,13 @@ fi
 # The probes are attached once every function (iommu and kvm: 6) has its `probe` line.
 start_top "$out/top" 6 --json --interval 0.25 || exit 1
 
-# shellcheck disable=SC2086 # WORKLOAD_ARGS is a list of options
+device_args=
+if [ "${DEVICE:-edu}" = igb ]; then
+    device_args="--bdf $(bdf_of 0x8086:0x10c9)"
+fi
+# shellcheck disable=SC2086 # WORKLOAD_ARGS and device_args are lists of options
 kvm-vfio-workload --backend "$backend" --remove "$remove" --hold-ms 1500 ${WORKLOAD_ARGS:-} \
-    > "$out/workload.json"
+    $device_args > "$out/workload.json"
 cat "$out/workload.json"
 # One more periodic report after the unregister, then the final one.
 sleep 0.5

@@ -49,48 +49,76 @@ fn le16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
-/// Reads the no-snoop ability from a device's config space (the bytes of sysfs `config`).
-pub fn parse_pci_config(cfg: &[u8]) -> NoSnoop {
+/// What the capability list of a config space holds, as far as no-snoop goes.
+struct Caps {
+    /// Offset of the PCI Express capability.
+    pcie: Option<usize>,
+    pcix: bool,
+}
+
+/// Walks the capability list of `cfg`; Err(why) when it cannot be walked. Ok(None): no list.
+fn walk_capabilities(cfg: &[u8]) -> Result<Option<Caps>, String> {
     if cfg.len() < 64 {
-        return NoSnoop::Unknown(format!("config space is {} bytes", cfg.len()));
+        return Err(format!("config space is {} bytes", cfg.len()));
     }
-    let Some(status) = le16(cfg, PCI_STATUS) else {
-        return NoSnoop::Unknown("no status register".into());
-    };
+    let status = le16(cfg, PCI_STATUS).ok_or("no status register")?;
     if status & PCI_STATUS_CAP_LIST == 0 {
-        return NoSnoop::ConventionalPci;
+        return Ok(None);
     }
     let mut ptr = usize::from(cfg[PCI_CAPABILITY_LIST] & 0xfc);
-    let mut pcix = false;
+    let mut caps = Caps {
+        pcie: None,
+        pcix: false,
+    };
     // At most 48 capabilities fit in 256 bytes: a longer walk is a loop.
     for _ in 0..48 {
         if ptr == 0 {
-            return if pcix {
-                NoSnoop::PciX
-            } else {
-                NoSnoop::ConventionalPci
-            };
+            return Ok(Some(caps));
         }
         if ptr < 0x40 {
-            return NoSnoop::Unknown(format!("capability pointer {ptr:#x} in the header"));
+            return Err(format!("capability pointer {ptr:#x} in the header"));
         }
         let (Some(&id), Some(&next)) = (cfg.get(ptr), cfg.get(ptr + 1)) else {
-            return NoSnoop::Unknown(format!(
+            return Err(format!(
                 "capability at {ptr:#x} beyond the {} bytes readable (not root?)",
                 cfg.len()
             ));
         };
         if id == PCI_CAP_ID_EXP {
-            return match le16(cfg, ptr + PCI_EXP_DEVCTL) {
-                Some(devctl) if devctl & PCI_EXP_DEVCTL_NOSNOOP_EN != 0 => NoSnoop::Enabled,
-                Some(_) => NoSnoop::Disabled,
-                None => NoSnoop::Unknown("PCI Express DevCtl beyond the readable bytes".into()),
-            };
+            caps.pcie = Some(ptr);
+            return Ok(Some(caps));
         }
-        pcix |= id == PCI_CAP_ID_PCIX;
+        caps.pcix |= id == PCI_CAP_ID_PCIX;
         ptr = usize::from(next & 0xfc);
     }
-    NoSnoop::Unknown("capability list loops".into())
+    Err("capability list loops".into())
+}
+
+/// Reads the no-snoop ability from a device's config space (the bytes of sysfs `config`).
+pub fn parse_pci_config(cfg: &[u8]) -> NoSnoop {
+    match walk_capabilities(cfg) {
+        Err(why) => NoSnoop::Unknown(why),
+        Ok(None) => NoSnoop::ConventionalPci,
+        Ok(Some(Caps {
+            pcie: Some(ptr), ..
+        })) => match le16(cfg, ptr + PCI_EXP_DEVCTL) {
+            Some(devctl) if devctl & PCI_EXP_DEVCTL_NOSNOOP_EN != 0 => NoSnoop::Enabled,
+            Some(_) => NoSnoop::Disabled,
+            None => NoSnoop::Unknown("PCI Express DevCtl beyond the readable bytes".into()),
+        },
+        Ok(Some(Caps { pcix: true, .. })) => NoSnoop::PciX,
+        Ok(Some(_)) => NoSnoop::ConventionalPci,
+    }
+}
+
+/// The offset of the PCI Express Device Control register in `cfg`; None for a function
+/// that is not PCI Express or whose capability list cannot be walked.
+pub fn pcie_devctl_offset(cfg: &[u8]) -> Option<usize> {
+    walk_capabilities(cfg)
+        .ok()
+        .flatten()
+        .and_then(|c| c.pcie)
+        .map(|ptr| ptr + PCI_EXP_DEVCTL)
 }
 
 #[cfg(test)]
@@ -122,6 +150,14 @@ mod tests {
         c[0x58..0x5a].copy_from_slice(&devctl.to_le_bytes());
         c.truncate(len);
         c
+    }
+
+    #[test]
+    fn the_devctl_register_is_found_in_pcie_functions_only() {
+        // pcie_config puts PCI Express at 0x50: DevCtl at 0x58.
+        assert_eq!(pcie_devctl_offset(&pcie_config(false, 256)), Some(0x58));
+        assert_eq!(pcie_devctl_offset(&edu_config()), None);
+        assert_eq!(pcie_devctl_offset(&[0u8; 16]), None);
     }
 
     #[test]

@@ -24,7 +24,8 @@ use clap::{Parser, ValueEnum};
 use ioasid_uapi::ioctl::{ioctl_ptr, ioctl_val};
 use ioasid_uapi::iommu_sysfs::{self, DeviceIommu};
 use ioasid_uapi::kvm::*;
-use ioasid_uapi::pci::parse_pci_config;
+use ioasid_uapi::pci::{parse_pci_config, pcie_devctl_offset};
+use ioasid_uapi::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 use ioasid_uapi::{DEV_IOASID, DEV_IOMMU, Iommufd};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -82,6 +83,15 @@ pub struct Args {
     /// that forgets KVM_DEV_VFIO_FILE_ADD (the VM and the attached device are held all the same)
     #[arg(long, conflicts_with_all = ["attach_after_add", "remove"])]
     pub no_kvm_vfio: bool,
+    /// while the VM holds the device: set /dev/ioasid's test hook no_snoop_override to VALUE
+    /// (hw, 0 or 1), then write the device's PCIe Device Control back unchanged through its
+    /// VFIO config region (step `devctl`): vfio-pci asks KVM to recheck after such a write.
+    /// A PCI Express device (--bdf) bound through a device cdev
+    #[arg(long, value_name = "VALUE")]
+    pub poke_devctl: Option<String>,
+    /// then set the hook to VALUE and reset the device with VFIO_DEVICE_RESET (step `reset`)
+    #[arg(long, value_name = "VALUE")]
+    pub reset: Option<String>,
     /// PCI address of the edu device (default: the first 1234:11e8 found)
     #[arg(long)]
     pub bdf: Option<String>,
@@ -379,6 +389,12 @@ pub struct Steps {
     pub file_add: Option<[u64; 2]>,
     /// Binding and attaching the device (with `--attach-after-add`).
     pub attach: Option<[u64; 2]>,
+    /// Writing the device's PCIe Device Control back through VFIO (`--poke-devctl`).
+    #[serde(default)]
+    pub devctl: Option<[u64; 2]>,
+    /// `VFIO_DEVICE_RESET` (`--reset`).
+    #[serde(default)]
+    pub reset: Option<[u64; 2]>,
     /// Detaching the device (with `--attach-after-add`).
     pub detach: Option<[u64; 2]>,
     /// `KVM_DEV_VFIO_FILE_DEL`, or closing the VM.
@@ -534,6 +550,49 @@ fn expect_noncoherent(args: &Args, snoop_control: Option<bool>, bdf: &str) -> Re
     Ok(Some(!sc && can_issue_no_snoop))
 }
 
+/// Writes `value` (hw, 0 or 1) to `<debugfs>/ioasid/no_snoop_override`.
+fn set_no_snoop_override(debugfs: &Path, value: &str) -> Result<()> {
+    let path = debugfs.join("ioasid/no_snoop_override");
+    std::fs::write(&path, value).with_context(|| {
+        format!(
+            "writing {value} to {} (a kernel with CONFIG_IOASID_TEST)",
+            path.display()
+        )
+    })
+}
+
+/// `--poke-devctl` and `--reset`: change what the test hook says of the device, then do what
+/// makes vfio-pci ask KVM again, each in its timed step.
+fn poke_and_reset(args: &Args, bdf: &str, holder: &VfioHolder, steps: &mut Steps) -> Result<()> {
+    if args.poke_devctl.is_none() && args.reset.is_none() {
+        return Ok(());
+    }
+    let VfioHolder::Iommufd { dev, .. } = holder else {
+        bail!("--poke-devctl and --reset need a device cdev (--backend iommufd or ioasid)");
+    };
+    if let Some(value) = &args.poke_devctl {
+        set_no_snoop_override(&args.debugfs, value)?;
+        let cfg = dev
+            .region(VFIO_PCI_CONFIG_REGION_INDEX)
+            .context("the VFIO config region")?;
+        let mut bytes = vec![0u8; 256];
+        cfg.read(0, &mut bytes)
+            .context("reading config space through VFIO")?;
+        let off = pcie_devctl_offset(&bytes).with_context(|| {
+            format!("{bdf} is not PCI Express: it has no Device Control (--bdf an igb NIC)")
+        })? as u64;
+        let devctl = cfg.read16(off).context("reading Device Control")?;
+        timed(&mut steps.devctl, || cfg.write16(off, devctl))
+            .context("writing Device Control back")?;
+    }
+    if let Some(value) = &args.reset {
+        set_no_snoop_override(&args.debugfs, value)?;
+        timed(&mut steps.reset, || dev.reset())
+            .with_context(|| format!("VFIO_DEVICE_RESET of {bdf}"))?;
+    }
+    Ok(())
+}
+
 /// `<debugfs>/ioasid/no_snoop_override` (a kernel with `CONFIG_IOASID_TEST`): `1` or `0`
 /// replaces what /dev/ioasid reads of a device's ability to issue no-snoop, `hw` does not;
 /// `None` without the hook.
@@ -658,6 +717,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         summary.steps.attach = window;
     }
 
+    poke_and_reset(args, &bdf, &holder, &mut summary.steps)?;
     hold(args, &summary)?;
     if args.attach_after_add {
         timed(&mut summary.steps.detach, || holder.detach())?;

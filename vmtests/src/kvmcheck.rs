@@ -25,16 +25,18 @@ pub const REGISTER_FN: &str = "kvm_arch_register_noncoherent_dma";
 pub const UNREGISTER_FN: &str = "kvm_arch_unregister_noncoherent_dma";
 
 /// What the scenario says KVM does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
     /// Registers non-coherent DMA when the file is added, unregisters when it is removed.
     Flip,
     /// Never calls either function.
     Never,
-    /// Registers during one step of the workload and unregisters during another
-    /// (`register@STEP,unregister@STEP`, steps of [`Step`]): where vfio's recheck after an
-    /// attach or a detach, not the file's coming or going, must be what KVM acted on.
-    During { register: Step, unregister: Step },
+    /// Registers during one step of the workload and unregisters during another, as many times
+    /// as listed (`register@STEP,unregister@STEP[,register@STEP,unregister@STEP…]`, steps of
+    /// [`Step`]): where vfio's recheck after an attach, a detach, a Device Control write or a
+    /// reset, not the file's coming or going, must be what KVM acted on. Each element is a
+    /// (register, unregister) pair of steps.
+    During(Vec<(Step, Step)>),
 }
 
 /// A step of `kvm-vfio-workload` ([`crate::kvm::Steps`]).
@@ -42,6 +44,8 @@ pub enum Expect {
 pub enum Step {
     FileAdd,
     Attach,
+    Devctl,
+    Reset,
     Detach,
     Remove,
 }
@@ -51,9 +55,11 @@ impl Step {
         Ok(match s {
             "file_add" => Step::FileAdd,
             "attach" => Step::Attach,
+            "devctl" => Step::Devctl,
+            "reset" => Step::Reset,
             "detach" => Step::Detach,
             "remove" => Step::Remove,
-            _ => bail!("unknown step {s:?}: file_add, attach, detach or remove"),
+            _ => bail!("unknown step {s:?}: file_add, attach, devctl, reset, detach or remove"),
         })
     }
 
@@ -62,6 +68,8 @@ impl Step {
         match self {
             Step::FileAdd => w.steps.file_add,
             Step::Attach => w.steps.attach,
+            Step::Devctl => w.steps.devctl,
+            Step::Reset => w.steps.reset,
             Step::Detach => w.steps.detach,
             Step::Remove => w.steps.remove,
         }
@@ -75,19 +83,23 @@ impl std::str::FromStr for Expect {
             "flip" => Ok(Expect::Flip),
             "never" => Ok(Expect::Never),
             _ => {
-                let during = s
-                    .strip_prefix("register@")
-                    .and_then(|rest| rest.split_once(",unregister@"));
-                let Some((register, unregister)) = during else {
-                    bail!(
+                let bad = || {
+                    anyhow::anyhow!(
                         "expectation {s:?} is neither `flip`, `never` nor \
-                         `register@STEP,unregister@STEP`"
-                    );
+                         `register@STEP,unregister@STEP[,register@STEP,unregister@STEP…]`"
+                    )
                 };
-                Ok(Expect::During {
-                    register: Step::parse(register)?,
-                    unregister: Step::parse(unregister)?,
-                })
+                let parts: Vec<&str> = s.split(',').collect();
+                if !parts.len().is_multiple_of(2) {
+                    return Err(bad());
+                }
+                let mut pairs = Vec::new();
+                for pair in parts.chunks(2) {
+                    let register = pair[0].strip_prefix("register@").ok_or_else(bad)?;
+                    let unregister = pair[1].strip_prefix("unregister@").ok_or_else(bad)?;
+                    pairs.push((Step::parse(register)?, Step::parse(unregister)?));
+                }
+                Ok(Expect::During(pairs))
             }
         }
     }
@@ -272,17 +284,21 @@ fn why(w: &Summary) -> String {
 
 /// The calls must be one register then one unregister, of one VM: returns the VM.
 fn register_then_unregister(calls: &[Call]) -> Result<&str> {
+    alternating(calls, 1)
+}
+
+/// The VM of `calls` when they are `pairs` register-then-unregister pairs for one VM.
+fn alternating(calls: &[Call], pairs: usize) -> Result<&str> {
     let ops: Vec<&str> = calls.iter().map(|c| c.op.as_str()).collect();
+    let want: Vec<&str> = ["register", "unregister"].repeat(pairs);
     ensure!(
-        ops == ["register", "unregister"],
-        "the workload's kvm calls were {ops:?}, expected [register, unregister]: {calls:?}"
+        ops == want,
+        "the workload's kvm calls were {ops:?}, expected {want:?}: {calls:?}"
     );
     let kvm = calls[0].kvm.as_str();
-    ensure!(
-        calls[1].kvm == kvm,
-        "register for {kvm} but unregister for {}",
-        calls[1].kvm
-    );
+    if let Some(other) = calls.iter().find(|c| c.kvm != kvm) {
+        bail!("calls for {kvm} and for {}", other.kvm);
+    }
     Ok(kvm)
 }
 
@@ -300,7 +316,7 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
     })?;
     // The steady state the workload predicts; `During` asserts the moments instead.
     ensure!(
-        matches!(expect, Expect::During { .. }) || predicted == (expect == Expect::Flip),
+        matches!(expect, Expect::During(_)) || predicted == (expect == Expect::Flip),
         "the scenario expects {expect:?}, but the workload predicts {} for {}: {}",
         if predicted { "Flip" } else { "Never" },
         w.bdf,
@@ -361,12 +377,10 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
                 p.blocks.len()
             ))
         }
-        Expect::During {
-            register,
-            unregister,
-        } => {
-            let kvm = register_then_unregister(&p.calls)?;
-            for (call, step) in [(&p.calls[0], register), (&p.calls[1], unregister)] {
+        Expect::During(pairs) => {
+            let kvm = alternating(&p.calls, pairs.len())?;
+            let steps: Vec<Step> = pairs.iter().flat_map(|&(r, u)| [r, u]).collect();
+            for (call, &step) in p.calls.iter().zip(&steps) {
                 let [start, end] = step
                     .window(w)
                     .with_context(|| format!("the workload did not run step {step:?}"))?;
@@ -378,15 +392,22 @@ pub fn check(top: &str, w: &Summary, expect: Expect) -> Result<String> {
                     w.steps
                 );
             }
+            let n = Some(pairs.len() as u64);
             ensure!(
-                (last.register_calls, last.unregister_calls) == (Some(1), Some(1)),
-                "final kind lines count {:?} register and {:?} unregister calls, expected 1 and 1",
+                (last.register_calls, last.unregister_calls) == (n, n),
+                "final kind lines count {:?} register and {:?} unregister calls, expected {} and {}",
                 last.register_calls,
-                last.unregister_calls
+                last.unregister_calls,
+                pairs.len(),
+                pairs.len()
             );
+            let described: Vec<String> = pairs
+                .iter()
+                .map(|(r, u)| format!("register during {r:?}, unregister during {u:?}"))
+                .collect();
             Ok(format!(
-                "VM {kvm} of pid {pid}: register during {register:?}, unregister during \
-                 {unregister:?} ({})",
+                "VM {kvm} of pid {pid}: {} ({})",
+                described.join(", then "),
                 why(w)
             ))
         }
@@ -618,10 +639,52 @@ mod tests {
     }
 
     #[test]
+    fn a_sequence_of_rechecks_parses_and_must_alternate() {
+        use std::str::FromStr as _;
+        let e = Expect::from_str(
+            "register@file_add,unregister@attach,register@devctl,unregister@reset",
+        )
+        .unwrap();
+        assert_eq!(
+            e,
+            Expect::During(vec![
+                (Step::FileAdd, Step::Attach),
+                (Step::Devctl, Step::Reset)
+            ])
+        );
+        for bad in [
+            "register@file_add",
+            "register@file_add,unregister@attach,register@devctl",
+            "unregister@attach,register@file_add",
+            "register@file_add,unregister@later",
+        ] {
+            assert!(Expect::from_str(bad).is_err(), "{bad}");
+        }
+        let call = |op: &str, kvm: &str| Call {
+            op: op.into(),
+            kvm: kvm.into(),
+            pid: 1,
+            ts_ns: 0,
+        };
+        let four = [
+            call("register", "a"),
+            call("unregister", "a"),
+            call("register", "a"),
+            call("unregister", "a"),
+        ];
+        assert_eq!(alternating(&four, 2).unwrap(), "a");
+        assert!(alternating(&four, 1).is_err());
+        let mut other_vm = four.clone();
+        other_vm[2].kvm = "b".into();
+        assert!(alternating(&other_vm, 2).is_err());
+    }
+
+    #[test]
     fn no_flip_where_one_was_expected_fails() {
         let e = check(&never_run(), &workload(true), Expect::Flip).unwrap_err();
         assert!(
-            e.to_string().contains("expected [register, unregister]"),
+            e.to_string()
+                .contains(r#"expected ["register", "unregister"]"#),
             "{e}"
         );
     }
