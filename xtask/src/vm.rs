@@ -9,6 +9,7 @@
 use crate::util::{Paths, note, step};
 use anyhow::{Context, Result, bail};
 use std::io::Read;
+use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -192,7 +193,9 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         .arg(format!("sh {}", script_path.display()))
         .stdin(Stdio::null())
         .stdout(console_file.try_clone()?)
-        .stderr(console_file);
+        .stderr(console_file)
+        // A group of its own, so that giving up kills qemu too, not only vng.
+        .process_group(0);
     let start = Instant::now();
     let mut child = vng.spawn().context("cannot start virtme-ng (vng)")?;
     let mut timed_out = false;
@@ -202,8 +205,7 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         }
         if start.elapsed() > opts.timeout {
             timed_out = true;
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
             break;
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -293,6 +295,16 @@ fn report_hang(dir: &Path) {
         &dmesg[from..],
         400,
     );
+}
+
+/// Kills vng and everything it started (virtme-run, qemu): the group `process_group(0)` made.
+fn kill_group(child: &mut std::process::Child) {
+    if let Ok(pgid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) of a process group we created; no memory is passed.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 fn read_lossy(path: &Path) -> String {
