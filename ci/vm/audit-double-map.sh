@@ -42,6 +42,10 @@ fi
 summary=$(tail -n 1 "$out/workload.json")
 pin=$(echo "$summary" | grep -o '"vm_pin_kib":[0-9]*' | cut -d: -f2)
 lck=$(echo "$summary" | grep -o '"vm_lck_kib":[0-9]*' | cut -d: -f2)
+if [ -z "$pin" ] || [ -z "$lck" ]; then
+    echo "the workload's summary has no vm_pin_kib/vm_lck_kib: $summary" >&2
+    exit 1
+fi
 charged=$((pin > lck ? pin : lck))
 want=$([ "$expect" = finding ] && echo 2048 || echo 1024)
 if [ "$charged" -ne "$want" ]; then

@@ -24,7 +24,7 @@ vfio-orphan-pins --backend "$backend" --hold-until "$out/release" > "$out/worklo
 cat "$out/workload.json"
 pid=$(grep -o '"pid":[0-9]*' "$out/workload.json" | cut -d: -f2)
 holder=$(grep -o '"holder":[0-9]*' "$out/workload.json" | cut -d: -f2)
-if ! [ -d "/proc/$holder" ]; then
+if [ -z "$pid" ] || [ -z "$holder" ] || ! [ -d "/proc/$holder" ]; then
     echo "the child $holder that should hold the pins is gone" >&2
     exit 1
 fi

@@ -20,7 +20,7 @@ if [ -n "${NO_SNOOP_OVERRIDE:-}" ]; then
 fi
 
 # No --once: the periodic report blocks are what shows the state while the file is in the VM.
-# The probes are attached once every function (iommu and kvm: 6) has its `probe` line.
+# The probes are attached once the `probe` lines are out (all at once, after every attach).
 start_top "$out/top" 6 --json --interval 0.25 || exit 1
 
 device_args=

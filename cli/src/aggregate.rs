@@ -27,11 +27,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ioasid_ebpf_common::MapEvent;
+use ioasid_ebpf_common::{AttachEvent, MapEvent};
 
 use crate::{
     args::SortKey,
-    event::{AttachOp, Event, KvmOp, MapFn, comm_str},
+    event::{AttachFn, AttachOp, Event, KvmOp, MapFn, comm_str},
     phys::PhysTracker,
     pins::PinAggregator,
     ranges::RangeTracker,
@@ -359,32 +359,47 @@ impl Aggregator {
                 k.calls += 1;
                 if a.ret != 0 {
                     k.failed += 1;
-                    return observed;
                 }
-                match f.op() {
-                    AttachOp::Attach | AttachOp::Replace => {
-                        let g = self.groups.entry(a.group).or_default();
-                        if g.id != a.group_id {
-                            g.devices = None;
-                        }
-                        g.domain = a.domain;
-                        g.id = a.group_id;
-                        g.pid = h.tgid;
-                        g.comm = comm_str(&h.comm);
-                    }
-                    AttachOp::Detach => {
-                        if self
-                            .groups
-                            .get(&a.group)
-                            .is_some_and(|g| g.domain == a.domain)
-                        {
-                            self.groups.remove(&a.group);
-                        }
-                    }
-                }
+                self.track_group(*f, a);
             }
         }
         observed
+    }
+
+    /// Keeps the group-to-domain ties up to date with an attach-family call that the filter
+    /// does not show: a group is often detached by another task than the one that attached it
+    /// (its file closed elsewhere), and a missed detach would leave it tied.
+    pub fn track_unshown(&mut self, ev: &Event) {
+        if let Event::Attach(f, a) = ev {
+            self.track_group(*f, a);
+        }
+    }
+
+    fn track_group(&mut self, f: AttachFn, a: &AttachEvent) {
+        if a.ret != 0 {
+            return;
+        }
+        match f.op() {
+            AttachOp::Attach | AttachOp::Replace => {
+                let g = self.groups.entry(a.group).or_default();
+                if g.id != a.group_id {
+                    g.devices = None;
+                }
+                g.domain = a.domain;
+                g.id = a.group_id;
+                g.pid = a.header.tgid;
+                g.comm = comm_str(&a.header.comm);
+            }
+            AttachOp::Detach => {
+                if self
+                    .groups
+                    .get(&a.group)
+                    .is_some_and(|g| g.domain == a.domain)
+                {
+                    self.groups.remove(&a.group);
+                }
+            }
+        }
     }
 
     /// Counts a record that could not be decoded.

@@ -440,17 +440,22 @@ pub fn rule_guest_cannot_flush(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding
                 .filter(|(_, vm)| vm.pid == pid)
                 .copied()
                 .collect();
-            let (kvm, told) = if files.kvm_vfio_devices == 0 {
+            // Without a KVM-VFIO device the devices may be the VMM's own (QEMU's userspace
+            // NVMe driver holds one without giving it to the guest): only a warning.
+            let (severity, kvm, told) = if files.kvm_vfio_devices == 0 {
                 (
+                    Severity::Warning,
                     None,
                     "The process has no KVM-VFIO device (no anon_inode:kvm-vfio fd): KVM was \
                      never given a VFIO file, so it never registered non-coherent DMA and \
-                     WBINVD is a no-op for the guest."
+                     WBINVD is a no-op for the guest, if the guest has these devices (a VMM's \
+                     own use of a device, such as QEMU's userspace NVMe driver, looks the same)."
                         .to_owned(),
                 )
             } else if !seen.is_empty() && seen.iter().all(|(_, vm)| !vm.noncoherent) {
                 let (kvm, vm) = seen[seen.len() - 1];
                 (
+                    Severity::Critical,
                     Some(kvm),
                     format!(
                         "KVM VM {kvm:#x} was last seen unregistering non-coherent DMA ({} \
@@ -464,7 +469,7 @@ pub fn rule_guest_cannot_flush(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding
             };
             Some(Finding {
                 rule: GUEST_CANNOT_FLUSH,
-                severity: Severity::Critical,
+                severity,
                 title: "Guest cannot flush caches for no-snoop DMA",
                 subject: format!("pid {pid} {}", files.comm),
                 pid: Some(pid),
@@ -536,7 +541,8 @@ pub fn rule_pins_over_memlock(snap: &Snapshot) -> Vec<Finding> {
 /// took for a file another process still holds (inherited, passed over a socket). Those are
 /// bounded by what all user processes still hold together, so pins taken by one and dropped by
 /// another (the holder closing the file) cancel out. Kernel threads are left out: kworkers
-/// drop the short-term pins of others' I/O, which would hide everything.
+/// drop the short-term pins of others' I/O, which would hide everything. And some live process
+/// must hold a VFIO or IOMMU file for the pins to be held for.
 pub fn rule_pins_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     let holds_files = |pid: u32| {
         snap.files.get(&pid).is_some_and(|f| {
@@ -549,26 +555,22 @@ pub fn rule_pins_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding
         .filter(|(pid, _)| !snap.kernel_threads.contains(*pid))
         .map(|(_, c)| c.net_pinned())
         .sum();
-    if held_by_all <= 0 {
-        return Vec::new();
-    }
     let holders: Vec<String> = snap
         .files
         .keys()
         .filter(|pid| holds_files(**pid))
         .map(|pid| format!("pid {pid} {}", snap.files[pid].comm))
         .collect();
-    let holders = if holders.is_empty() {
-        "No live process holds a VFIO container, iommufd or /dev/ioasid file or a VFIO device \
-         (from /proc/<pid>/fd)."
-            .to_owned()
-    } else {
-        format!(
-            "Processes holding VFIO containers, iommufd or /dev/ioasid files or VFIO devices \
-             now (from /proc/<pid>/fd): {}.",
-            holders.join(", ")
-        )
-    };
+    // Pins for DMA outlive their owner only through a VFIO or IOMMU file someone still holds;
+    // without one, what looks held was dropped by a kernel thread (io_uring's fixed buffers).
+    if held_by_all <= 0 || holders.is_empty() {
+        return Vec::new();
+    }
+    let holders = format!(
+        "Processes holding VFIO containers, iommufd or /dev/ioasid files or VFIO devices now \
+         (from /proc/<pid>/fd): {}.",
+        holders.join(", ")
+    );
     procs
         .iter()
         .filter(|(pid, c)| agg.pins().has_exited(**pid) && c.net_pinned() > 0)
@@ -615,13 +617,27 @@ pub fn rule_double_accounted(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> 
                 return None;
             }
             let now = snap.procs.get(&pid)?;
-            let (pin0, lck0) = snap.charged_at_start.get(&pid).copied().unwrap_or((0, 0));
+            let (pin0, _) = snap.charged_at_start.get(&pid).copied().unwrap_or((0, 0));
+            // VmPin growth (iommufd and /dev/ioasid count pinned_vm there), and what the
+            // kernel counted for the process through the DMA accounting calls: type1's
+            // __account_locked_vm and iommufd's iopt_pages_update_pinned. Not VmLck growth:
+            // mlock() raises it too. iommufd's mm mode charges both for one pin: the larger.
             let pin = bytes(now.vm_pin_pages.saturating_sub(pin0), ps);
-            let lck = bytes(now.vm_lck_pages.saturating_sub(lck0), ps);
-            // iommufd's mm mode charges both counters for one pin: the larger is the charge.
-            if pin.max(lck) < p.mapped_bytes {
+            let counted = agg.pins().procs().get(&pid).copied().unwrap_or_default();
+            let clamp = |v: i128| u64::try_from(v.max(0)).unwrap_or(u64::MAX);
+            let lck = bytes(clamp(counted.net_locked_vm()), ps);
+            let iommufd = bytes(clamp(counted.net_iommufd()), ps);
+            if pin.max(lck).max(iommufd) < p.mapped_bytes {
                 return None;
             }
+            let incomplete = if phys.dropped_maps > 0 {
+                format!(
+                    " ioasid-top's view is incomplete: {} maps were past its cap.",
+                    phys.dropped_maps
+                )
+            } else {
+                String::new()
+            };
             let holds = snap.files.get(&pid).map_or_else(String::new, |f| {
                 format!(
                     " It holds {} VFIO container(s), {} /dev/iommu and {} /dev/ioasid file(s).",
@@ -643,14 +659,16 @@ pub fn rule_double_accounted(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> 
                 evidence: format!(
                     "Since ioasid-top attached, the process mapped {} into {} IOMMU domains \
                      (iommu_map), {} of distinct physical memory: {} is mapped more than once. \
-                     Its VmPin grew by {} and its VmLck by {} (/proc/{pid}/status): it was \
-                     charged for every copy.{holds}",
+                     Its VmPin grew by {} (/proc/{pid}/status), __account_locked_vm charged it \
+                     {} and iopt_pages_update_pinned {}: it was charged for every copy.\
+                     {holds}{incomplete}",
                     human_bytes(i128::from(p.mapped_bytes)),
                     p.domains,
                     human_bytes(i128::from(p.distinct_bytes)),
                     human_bytes(i128::from(p.repeated_bytes())),
                     human_bytes(i128::from(pin)),
-                    human_bytes(i128::from(lck))
+                    human_bytes(i128::from(lck)),
+                    human_bytes(i128::from(iommufd))
                 ),
                 why: "Each VFIO type1 container and each iommufd IOAS pins and charges the pages \
                       it maps on its own, so memory mapped through two of them counts twice \
@@ -821,7 +839,8 @@ mod tests {
         let f = rule_guest_cannot_flush(&agg, &snap);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].rule, GUEST_CANNOT_FLUSH);
-        assert_eq!(f[0].severity, Severity::Critical);
+        // The devices may be the VMM's own: a warning.
+        assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!((f[0].pid, f[0].kvm), (Some(812), None));
         assert_eq!(f[0].devices, ["0000:00:00.0"]);
         assert!(
@@ -829,7 +848,7 @@ mod tests {
             "{}",
             f[0].evidence
         );
-        assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_CRITICAL);
+        assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_WARNING);
     }
 
     #[test]
@@ -843,6 +862,8 @@ mod tests {
         let f = rule_guest_cannot_flush(&agg, &snap);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].kvm, Some(9));
+        // KVM was told, and told wrong: critical.
+        assert_eq!(f[0].severity, Severity::Critical);
         assert!(
             f[0].evidence.contains("no_snoop_override"),
             "{}",
@@ -1027,6 +1048,20 @@ mod tests {
     #[test]
     fn pins_do_not_outlive_an_owner_that_dropped_them_or_whose_holder_did() {
         let snap = Snapshot::default();
+        // Nobody holds a VFIO or IOMMU file: what looks held was dropped by a kernel thread.
+        let mut agg = Aggregator::new();
+        agg.pins_mut()
+            .update(Default::default(), &[], &[(812, pins(256, 0, "uring"))]);
+        assert!(rule_pins_outlive_owner(&agg, &snap).is_empty());
+        let mut snap = snap;
+        snap.files.insert(
+            813,
+            ProcFiles {
+                comm: "holder".into(),
+                iommufd_files: 1,
+                ..ProcFiles::default()
+            },
+        );
         for (live, exited) in [
             // Exited after dropping its pins (its files closed as it exited).
             (vec![], vec![(812, pins(256, 256, "w"))]),

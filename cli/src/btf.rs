@@ -189,9 +189,9 @@ impl<'a> Btf<'a> {
 pub mod tests {
     use super::*;
 
-    /// A BTF blob with `int` (id 1), `typedef int gid_t` (2) and
-    /// `struct iommu_group { void *kobj_pad[8]; gid_t id; unsigned x:3; }` (3), a struct of the
-    /// same name declared earlier as a union (4: must not match), and an enum (5) in between.
+    /// A BTF blob with `int` (id 1), `typedef int gid_t` (2), a union named `iommu_group` (3:
+    /// must not match), an enum (4) and `struct iommu_group { int kobj; gid_t id; int x:3; }` at
+    /// bit offsets 0, 512 and 544 (5).
     pub fn sample() -> Vec<u8> {
         let strings = b"\0int\0gid_t\0iommu_group\0kobj\0id\0x\0e\0A\0";
         let s = |name: &str| -> u32 {

@@ -106,6 +106,25 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         );
     }
 
+    // Read after the probes are attached, so a pin made while /proc is read
+    // is in the start-up state, in the events, or (racing both) in both, but
+    // never in neither.
+    let filter = Filter {
+        pid: args.pid,
+        comm: args.comm.clone(),
+    };
+    let mut start_state = startstate::scan(
+        std::path::Path::new("/proc"),
+        args.pid,
+        startstate::page_size(),
+    )
+    .context("reading the start-up state from /proc")?;
+    start_state
+        .procs
+        .retain(|pid, p| filter.matches(*pid, &p.comm));
+
+    // The probe lines after the start-up state is read: a script that starts its workload on
+    // them cannot land in the start-up state.
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     if args.json {
@@ -130,22 +149,6 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         }
     }
 
-    // Read after the probes are attached, so a pin made while /proc is read
-    // is in the start-up state, in the events, or (racing both) in both, but
-    // never in neither.
-    let filter = Filter {
-        pid: args.pid,
-        comm: args.comm.clone(),
-    };
-    let mut start_state = startstate::scan(
-        std::path::Path::new("/proc"),
-        args.pid,
-        startstate::page_size(),
-    )
-    .context("reading the start-up state from /proc")?;
-    start_state
-        .procs
-        .retain(|pid, p| filter.matches(*pid, &p.comm));
     if args.json {
         jsonl::write_startup(&mut out, &start_state).context("writing to stdout")?;
         out.flush().context("writing to stdout")?;
@@ -320,6 +323,7 @@ fn drain<W: Write>(
                 // --pid: the kernel side filters too; this guards a stale object. --comm:
                 // here only.
                 if !agg.accepts(&ev) {
+                    agg.track_unshown(&ev);
                     continue;
                 }
                 let seen = agg.observe(&ev);

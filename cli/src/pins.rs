@@ -135,6 +135,8 @@ pub struct PinAggregator {
     exited: BTreeMap<u32, PinCounters>,
     /// In [`PIN_FUNCTIONS`] order.
     kinds: [PinKindStats; PIN_FUNCTIONS.len()],
+    /// The pids in the kernel's map at the last read: alive then.
+    live: std::collections::BTreeSet<u32>,
 }
 
 impl PinAggregator {
@@ -154,12 +156,14 @@ impl PinAggregator {
         for (tgid, c) in live {
             self.procs.entry(*tgid).or_default().add(c);
         }
+        self.live = live.iter().map(|(tgid, _)| *tgid).collect();
         self.kinds = kinds;
     }
 
-    /// Whether `pid` has exited (its counts were folded out of the kernel's map).
+    /// Whether `pid` has exited (its counts were folded out of the kernel's map) and was not
+    /// reused by a process alive at the last read.
     pub fn has_exited(&self, pid: u32) -> bool {
-        self.exited.contains_key(&pid)
+        self.exited.contains_key(&pid) && !self.live.contains(&pid)
     }
 
     /// Per-process rows by pid (`comm`: see [`comm`]).

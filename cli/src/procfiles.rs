@@ -109,6 +109,15 @@ pub fn group_devices(sys_root: &Path, group: u32) -> io::Result<Vec<String>> {
     Ok(out)
 }
 
+/// Whether PCI device `bdf` is bound to a VFIO driver (vfio-pci or a variant driver such as
+/// mlx5_vfio_pci): the name of its `driver` link has `vfio` in it.
+fn bound_to_vfio(sys_root: &Path, bdf: &str) -> bool {
+    fs::read_link(sys_root.join("bus/pci/devices").join(bdf).join("driver"))
+        .ok()
+        .and_then(|t| t.file_name().map(|n| n.to_string_lossy().contains("vfio")))
+        .unwrap_or(false)
+}
+
 /// The files of the process whose /proc directory is `dir`; Ok(None) if it vanished.
 fn read_proc_files(dir: &Path, sys_root: &Path) -> anyhow::Result<Option<ProcFiles>> {
     let fd_dir = dir.join("fd");
@@ -135,17 +144,27 @@ fn read_proc_files(dir: &Path, sys_root: &Path) -> anyhow::Result<Option<ProcFil
         let Some(kind) = classify_link(&target.to_string_lossy()) else {
             continue;
         };
+        // A device that cannot be resolved (going away) costs only itself, not the process.
         match kind {
-            FdKind::VfioCdev(name) => {
-                let bdf = cdev_bdf(sys_root, &name)
-                    .with_context(|| format!("finding the PCI device of VFIO cdev {name}"))?;
-                files.devices.insert(bdf);
-            }
-            FdKind::VfioGroup(group) => {
-                let devs = group_devices(sys_root, group)
-                    .with_context(|| format!("listing the devices of IOMMU group {group}"))?;
-                files.devices.extend(devs);
-            }
+            FdKind::VfioCdev(name) => match cdev_bdf(sys_root, &name) {
+                Ok(bdf) => {
+                    files.devices.insert(bdf);
+                }
+                Err(e) => eprintln!(
+                    "ioasid-top: warning: audit: {}: the PCI device of VFIO cdev {name}: {e}",
+                    dir.display()
+                ),
+            },
+            FdKind::VfioGroup(group) => match group_devices(sys_root, group) {
+                // The group's bridges and functions of other drivers are not the VM's.
+                Ok(devs) => files
+                    .devices
+                    .extend(devs.into_iter().filter(|d| bound_to_vfio(sys_root, d))),
+                Err(e) => eprintln!(
+                    "ioasid-top: warning: audit: {}: the devices of IOMMU group {group}: {e}",
+                    dir.display()
+                ),
+            },
             FdKind::VfioContainer => files.vfio_containers += 1,
             FdKind::Iommufd => files.iommufd_files += 1,
             FdKind::Ioasid => files.ioasid_files += 1,
@@ -197,14 +216,27 @@ pub fn scan(
     pid: Option<u32>,
 ) -> anyhow::Result<BTreeMap<u32, ProcFiles>> {
     let mut out = BTreeMap::new();
+    let mut denied = 0;
     for pid in startstate::proc_pids(proc_root, pid)? {
         match read_proc_files(&proc_root.join(pid.to_string()), sys_root) {
             Ok(Some(files)) if files.holds_anything() => {
                 out.insert(pid, files);
             }
             Ok(_) => {}
+            Err(e)
+                if e.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::PermissionDenied) =>
+            {
+                denied += 1;
+            }
             Err(e) => eprintln!("ioasid-top: warning: audit: pid {pid}: {e:#}"),
         }
+    }
+    if denied > 0 {
+        eprintln!(
+            "ioasid-top: warning: audit: the open files of {denied} processes cannot be read \
+             (run as root, or with CAP_SYS_PTRACE): the devices of their VMs are not known"
+        );
     }
     Ok(out)
 }
@@ -259,6 +291,20 @@ mod tests {
         fs::create_dir_all(&group).unwrap();
         fs::create_dir_all(group.join("0000:01:00.0")).unwrap();
         fs::create_dir_all(group.join("0000:01:00.1")).unwrap();
+        fs::create_dir_all(group.join("0000:00:1c.0")).unwrap();
+        // The two functions are bound to vfio-pci; the root port of the group is not.
+        let drivers = sys_root.join("bus/pci/drivers");
+        fs::create_dir_all(drivers.join("vfio-pci")).unwrap();
+        fs::create_dir_all(drivers.join("pcieport")).unwrap();
+        for (bdf, drv) in [
+            ("0000:01:00.0", "vfio-pci"),
+            ("0000:01:00.1", "vfio-pci"),
+            ("0000:00:1c.0", "pcieport"),
+        ] {
+            let d = sys_root.join("bus/pci/devices").join(bdf);
+            fs::create_dir_all(&d).unwrap();
+            symlink(drivers.join(drv), d.join("driver")).unwrap();
+        }
 
         let proc_with = |pid: u32, comm: &str, links: &[&str]| {
             let fd = proc_root.join(pid.to_string()).join("fd");

@@ -89,9 +89,10 @@ pub struct Args {
     /// A PCI Express device (--bdf) bound through a device cdev
     #[arg(long, value_name = "VALUE")]
     pub poke_devctl: Option<String>,
-    /// then set the hook to VALUE and reset the device with VFIO_DEVICE_RESET (step `reset`)
-    #[arg(long, value_name = "VALUE")]
-    pub reset: Option<String>,
+    /// after the Device Control write, set the hook to VALUE: no push follows (the next
+    /// question KVM asks, e.g. at the detach, sees it)
+    #[arg(long, value_name = "VALUE", requires = "poke_devctl")]
+    pub then_override: Option<String>,
     /// PCI address of the edu device (default: the first 1234:11e8 found)
     #[arg(long)]
     pub bdf: Option<String>,
@@ -389,12 +390,9 @@ pub struct Steps {
     pub file_add: Option<[u64; 2]>,
     /// Binding and attaching the device (with `--attach-after-add`).
     pub attach: Option<[u64; 2]>,
-    /// Writing the device's PCIe Device Control back through VFIO (`--poke-devctl`).
+    /// Writing the device's PCIe Device Control back through vfio-pci (`--poke-devctl`).
     #[serde(default)]
     pub devctl: Option<[u64; 2]>,
-    /// `VFIO_DEVICE_RESET` (`--reset`).
-    #[serde(default)]
-    pub reset: Option<[u64; 2]>,
     /// Detaching the device (with `--attach-after-add`).
     pub detach: Option<[u64; 2]>,
     /// `KVM_DEV_VFIO_FILE_DEL`, or closing the VM.
@@ -561,34 +559,30 @@ fn set_no_snoop_override(debugfs: &Path, value: &str) -> Result<()> {
     })
 }
 
-/// `--poke-devctl` and `--reset`: change what the test hook says of the device, then do what
-/// makes vfio-pci ask KVM again, each in its timed step.
-fn poke_and_reset(args: &Args, bdf: &str, holder: &VfioHolder, steps: &mut Steps) -> Result<()> {
-    if args.poke_devctl.is_none() && args.reset.is_none() {
+/// `--poke-devctl`: change what the test hook says of the device, then write its Device
+/// Control back through vfio-pci in the timed step `devctl`, which makes vfio-pci ask KVM again;
+/// `--then-override` changes the hook once more, without a push.
+fn poke_devctl(args: &Args, bdf: &str, holder: &VfioHolder, steps: &mut Steps) -> Result<()> {
+    let Some(value) = &args.poke_devctl else {
         return Ok(());
-    }
-    let VfioHolder::Iommufd { dev, .. } = holder else {
-        bail!("--poke-devctl and --reset need a device cdev (--backend iommufd or ioasid)");
     };
-    if let Some(value) = &args.poke_devctl {
+    let VfioHolder::Iommufd { dev, .. } = holder else {
+        bail!("--poke-devctl needs a device cdev (--backend iommufd or ioasid)");
+    };
+    set_no_snoop_override(&args.debugfs, value)?;
+    let cfg = dev
+        .region(VFIO_PCI_CONFIG_REGION_INDEX)
+        .context("the VFIO config region")?;
+    let mut bytes = vec![0u8; 256];
+    cfg.read(0, &mut bytes)
+        .context("reading config space through VFIO")?;
+    let off = pcie_devctl_offset(&bytes).with_context(|| {
+        format!("{bdf} is not PCI Express: it has no Device Control (--bdf an igb NIC)")
+    })? as u64;
+    let devctl = cfg.read16(off).context("reading Device Control")?;
+    timed(&mut steps.devctl, || cfg.write16(off, devctl)).context("writing Device Control back")?;
+    if let Some(value) = &args.then_override {
         set_no_snoop_override(&args.debugfs, value)?;
-        let cfg = dev
-            .region(VFIO_PCI_CONFIG_REGION_INDEX)
-            .context("the VFIO config region")?;
-        let mut bytes = vec![0u8; 256];
-        cfg.read(0, &mut bytes)
-            .context("reading config space through VFIO")?;
-        let off = pcie_devctl_offset(&bytes).with_context(|| {
-            format!("{bdf} is not PCI Express: it has no Device Control (--bdf an igb NIC)")
-        })? as u64;
-        let devctl = cfg.read16(off).context("reading Device Control")?;
-        timed(&mut steps.devctl, || cfg.write16(off, devctl))
-            .context("writing Device Control back")?;
-    }
-    if let Some(value) = &args.reset {
-        set_no_snoop_override(&args.debugfs, value)?;
-        timed(&mut steps.reset, || dev.reset())
-            .with_context(|| format!("VFIO_DEVICE_RESET of {bdf}"))?;
     }
     Ok(())
 }
@@ -717,7 +711,7 @@ pub fn run(args: &Args) -> Result<Summary> {
         summary.steps.attach = window;
     }
 
-    poke_and_reset(args, &bdf, &holder, &mut summary.steps)?;
+    poke_devctl(args, &bdf, &holder, &mut summary.steps)?;
     hold(args, &summary)?;
     if args.attach_after_add {
         timed(&mut summary.steps.detach, || holder.detach())?;

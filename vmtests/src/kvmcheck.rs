@@ -33,8 +33,8 @@ pub enum Expect {
     Never,
     /// Registers during one step of the workload and unregisters during another, as many times
     /// as listed (`register@STEP,unregister@STEP[,register@STEP,unregister@STEP…]`, steps of
-    /// [`Step`]): where vfio's recheck after an attach, a detach, a Device Control write or a
-    /// reset, not the file's coming or going, must be what KVM acted on. Each element is a
+    /// [`Step`]): where vfio's recheck after an attach, a detach or a Device Control write, not
+    /// the file's coming or going, must be what KVM acted on. Each element is a
     /// (register, unregister) pair of steps.
     During(Vec<(Step, Step)>),
 }
@@ -45,7 +45,6 @@ pub enum Step {
     FileAdd,
     Attach,
     Devctl,
-    Reset,
     Detach,
     Remove,
 }
@@ -56,10 +55,9 @@ impl Step {
             "file_add" => Step::FileAdd,
             "attach" => Step::Attach,
             "devctl" => Step::Devctl,
-            "reset" => Step::Reset,
             "detach" => Step::Detach,
             "remove" => Step::Remove,
-            _ => bail!("unknown step {s:?}: file_add, attach, devctl, reset, detach or remove"),
+            _ => bail!("unknown step {s:?}: file_add, attach, devctl, detach or remove"),
         })
     }
 
@@ -69,7 +67,6 @@ impl Step {
             Step::FileAdd => w.steps.file_add,
             Step::Attach => w.steps.attach,
             Step::Devctl => w.steps.devctl,
-            Step::Reset => w.steps.reset,
             Step::Detach => w.steps.detach,
             Step::Remove => w.steps.remove,
         }
@@ -642,14 +639,14 @@ mod tests {
     fn a_sequence_of_rechecks_parses_and_must_alternate() {
         use std::str::FromStr as _;
         let e = Expect::from_str(
-            "register@file_add,unregister@attach,register@devctl,unregister@reset",
+            "register@file_add,unregister@attach,register@devctl,unregister@detach",
         )
         .unwrap();
         assert_eq!(
             e,
             Expect::During(vec![
                 (Step::FileAdd, Step::Attach),
-                (Step::Devctl, Step::Reset)
+                (Step::Devctl, Step::Detach)
             ])
         );
         for bad in [

@@ -79,12 +79,6 @@ impl VfioDevice {
         Ok(arg)
     }
 
-    /// `VFIO_DEVICE_RESET`: resets the function (FLR or another method of the PCI core).
-    pub fn reset(&self) -> io::Result<()> {
-        // SAFETY: VFIO_DEVICE_RESET takes no argument.
-        unsafe { ioctl_val(self.file.as_fd(), VFIO_DEVICE_RESET, 0) }.map(drop)
-    }
-
     /// `VFIO_DEVICE_GET_REGION_INFO`
     pub fn region_info(&self, index: u32) -> io::Result<VfioRegionInfo> {
         let mut arg = VfioRegionInfo::new();

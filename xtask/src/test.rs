@@ -150,8 +150,22 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
         let mut outcome = run_in_vm(paths, &vm, &s.command);
         // A guest that hangs is run once more: under TCG a vCPU can lose an IPI and stall the
         // guest for good, whatever it runs. What it was doing is printed above; a second hang
-        // fails, and the summary names every scenario that needed the second run.
-        if let Err(e) = &outcome
+        // fails, and the summary names every scenario that needed the second run. Not when a
+        // task is blocked in vfio, KVM, the IOMMU layer or /dev/ioasid: that is a deadlock.
+        let deadlock = outcome
+            .as_ref()
+            .err()
+            .filter(|e| e.downcast_ref::<GuestHung>().is_some())
+            .and_then(|_| {
+                crate::vm::blocked_in_code_under_test(
+                    &paths.repo.join("target/vm-run").join(&vm.name),
+                )
+            });
+        if let Some(line) = &deadlock {
+            eprintln!(
+                "    HUNG in the code under test (a task blocked in `{line}`): not run again"
+            );
+        } else if let Err(e) = &outcome
             && e.downcast_ref::<GuestHung>().is_some()
         {
             eprintln!("    HUNG: {}: {e:#}; running it once more", s.name);

@@ -12,6 +12,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -197,7 +198,12 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         // A group of its own, so that giving up kills qemu too, not only vng.
         .process_group(0);
     let start = Instant::now();
+    forward_interrupts_to_guest();
     let mut child = vng.spawn().context("cannot start virtme-ng (vng)")?;
+    GUEST_PGID.store(
+        libc::pid_t::try_from(child.id()).unwrap_or(0),
+        Ordering::SeqCst,
+    );
     let mut timed_out = false;
     loop {
         if child.try_wait()?.is_some() {
@@ -210,6 +216,7 @@ pub fn run_in_vm(paths: &Paths, opts: &VmOpts, cmd: &[String]) -> Result<VmOutco
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+    GUEST_PGID.store(0, Ordering::SeqCst);
     let console_text = read_lossy(&console);
     if opts.verbose {
         eprint!("{console_text}");
@@ -266,6 +273,25 @@ fn hang_watch(timeout: Duration) -> Duration {
         .max(timeout / 2)
 }
 
+/// The first line of the blocked tasks' stacks a hung guest left (SysRq w) that is in the code
+/// under test (vfio, KVM, the IOMMU layer, /dev/ioasid): a deadlock there, not a stalled vCPU.
+pub fn blocked_in_code_under_test(dir: &Path) -> Option<String> {
+    let dmesg = read_lossy(&dir.join(HANG_DMESG));
+    let from = dmesg.find("sysrq: Show Blocked State")?;
+    let blocked = &dmesg[from..];
+    let end = blocked
+        .find("sysrq: Show backtrace of all active CPUs")
+        .unwrap_or(blocked.len());
+    blocked[..end]
+        .lines()
+        .find(|l| {
+            ["vfio", "kvm", "iommu", "ioasid"]
+                .iter()
+                .any(|w| l.contains(w))
+        })
+        .map(|l| l.trim().to_owned())
+}
+
 /// Prints what a guest that ran out of time was doing: the command's output so far, its
 /// processes, and the blocked tasks' kernel stacks, so that a hang in CI can be diagnosed from
 /// the log alone.
@@ -295,6 +321,34 @@ fn report_hang(dir: &Path) {
         &dmesg[from..],
         400,
     );
+}
+
+/// The process group of the guest running now (0: none), for the interrupt handler.
+static GUEST_PGID: AtomicI32 = AtomicI32::new(0);
+
+/// Ctrl-C or SIGTERM while a guest runs: the guest is in a process group of its own, which the
+/// terminal's signal does not reach, so kill it, then die of the signal as we would have.
+extern "C" fn kill_guest_and_die(sig: libc::c_int) {
+    let pgid = GUEST_PGID.load(Ordering::SeqCst);
+    // SAFETY: kill(2), signal(2) and raise(3) are async-signal-safe; no memory is passed.
+    unsafe {
+        if pgid > 0 {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+    }
+}
+
+/// Installs [`kill_guest_and_die`] for SIGINT and SIGTERM (once).
+fn forward_interrupts_to_guest() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        for sig in [libc::SIGINT, libc::SIGTERM] {
+            // SAFETY: the handler only does async-signal-safe calls on an atomic it reads.
+            unsafe { libc::signal(sig, kill_guest_and_die as *const () as libc::sighandler_t) };
+        }
+    });
 }
 
 /// Kills vng and everything it started (virtme-run, qemu): the group `process_group(0)` made.
@@ -364,6 +418,31 @@ mod tests {
             kernel_bug_lines("[ 2.0] BUG: kernel NULL pointer dereference").len(),
             1
         );
+    }
+
+    #[test]
+    fn a_task_blocked_in_vfio_is_a_deadlock_but_an_idle_guest_is_not() {
+        let dir = std::env::temp_dir().join(format!("xtask-hang-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dump = |blocked: &str| {
+            format!(
+                "[1.0] sysrq: Show Blocked State\n{blocked}[1.1] sysrq: Show backtrace of all \
+                 active CPUs\n[1.2]  ? kvm_arch_vcpu_ioctl_run+0x1/0x2\n"
+            )
+        };
+        std::fs::write(dir.join(HANG_DMESG), dump("")).unwrap();
+        assert_eq!(
+            blocked_in_code_under_test(&dir),
+            None,
+            "a CPU in KVM is not blocked"
+        );
+        std::fs::write(
+            dir.join(HANG_DMESG),
+            dump("[1.0] task:kvm-vfio-worklo state:D\n[1.0]  vfio_df_ioctl_attach_pt+0x4/0x8\n"),
+        )
+        .unwrap();
+        assert!(blocked_in_code_under_test(&dir).is_some_and(|l| l.contains("vfio_df_ioctl")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
