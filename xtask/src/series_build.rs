@@ -242,7 +242,14 @@ pub fn each_patch(paths: &Paths, jobs: usize) -> Result<()> {
     // The whole series: every fragment line must hold now.
     configure_tree(paths, true)?;
     for value in ['n', 'm', 'y'] {
-        set_symbol(paths, value)?;
+        if value == 'y' {
+            // The fragments' own configuration (CONFIG_IOASID=y among them), which the tests
+            // boot: setting the symbol back after =n and =m would leave out what depends on it
+            // and those states dropped, such as CONFIG_IOASID_TEST.
+            configure_tree(paths, true)?;
+        } else {
+            set_symbol(paths, value)?;
+        }
         let what = format!("{SYMBOL}={value}");
         let took = build_step(paths, jobs, &what, &rust_files)?;
         if value == 'm' {
@@ -258,7 +265,6 @@ pub fn each_patch(paths: &Paths, jobs: usize) -> Result<()> {
             boot_seconds: boot.as_secs_f64(),
         });
     }
-    configure_tree(paths, true)?;
     rustfmt_check(paths, &rust_files)?;
     apply_series_stamp(paths)?;
 
