@@ -41,6 +41,7 @@ use crate::{
 use ioasid_uapi::{
     iommu_sysfs,
     pci::{NoSnoop, parse_pci_config},
+    test_hook,
 };
 
 /// Rule id: unneeded wbinvd exposure.
@@ -184,26 +185,6 @@ impl Snapshot {
     }
 }
 
-/// Reads `<debugfs_root>/ioasid/no_snoop_override`: Some for `1` or `0`, None without the hook
-/// or for `hw`.
-pub fn read_no_snoop_override(debugfs_root: &Path) -> anyhow::Result<Option<bool>> {
-    let path = debugfs_root.join("ioasid/no_snoop_override");
-    match fs::read_to_string(&path) {
-        Ok(s) => Ok(match s.trim() {
-            "1" => Some(true),
-            "0" => Some(false),
-            _ => None,
-        }),
-        Err(e)
-            if e.kind() == io::ErrorKind::NotFound
-                || e.kind() == io::ErrorKind::PermissionDenied =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 /// A PCI device's no-snoop ability (config space) and its IOMMU's snoop control (sysfs).
 fn read_pci_dev(sys_root: &Path, bdf: &str) -> PciDev {
     let cfg_path: PathBuf = sys_root.join("bus/pci/devices").join(bdf).join("config");
@@ -264,7 +245,9 @@ pub fn read_snapshot(
 ) -> anyhow::Result<Snapshot> {
     let mut snap = Snapshot {
         page_size,
-        no_snoop_override: read_no_snoop_override(debugfs_root)?,
+        no_snoop_override: test_hook::forced_no_snoop(
+            test_hook::read_no_snoop_override(debugfs_root)?.as_deref(),
+        ),
         ..Snapshot::default()
     };
     let drv = sys_root.join("bus/pci/drivers/vfio-pci");
@@ -904,19 +887,6 @@ mod tests {
         no_vm.kvm_vms = 0;
         snap.files.insert(812, no_vm);
         assert!(rule_guest_cannot_flush(&agg, &snap).is_empty());
-    }
-
-    #[test]
-    fn the_no_snoop_override_is_read_from_debugfs() {
-        let root = std::env::temp_dir().join(format!("ioasid-audit-dbg-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        assert_eq!(read_no_snoop_override(&root).unwrap(), None);
-        fs::create_dir_all(root.join("ioasid")).unwrap();
-        for (text, want) in [("1\n", Some(true)), ("0\n", Some(false)), ("hw\n", None)] {
-            fs::write(root.join("ioasid/no_snoop_override"), text).unwrap();
-            assert_eq!(read_no_snoop_override(&root).unwrap(), want, "{text}");
-        }
-        fs::remove_dir_all(&root).unwrap();
     }
 
     fn map(agg: &mut Aggregator, domain: u64, iova: u64, paddr: u64, size: u64) {

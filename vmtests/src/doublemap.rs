@@ -15,14 +15,11 @@
 use crate::dmabuf::DmaBuffer;
 use crate::sysfs;
 use crate::vfio::{VfioContainer, VfioDevice, VfioGroup};
-use crate::workload::{Backend, find_edu, open_cdev, open_type1, vm_now};
+use crate::workload::{Backend, bind_attach_map, find_edu, type1_with_map, vm_now};
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
-use ioasid_uapi::iommufd::{IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE};
-use ioasid_uapi::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
-use ioasid_uapi::{DEV_IOASID, DEV_IOMMU, Iommufd};
+use ioasid_uapi::Iommufd;
 use serde::Serialize;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -124,49 +121,22 @@ impl Held {
 }
 
 fn map_type1(args: &Args, bdfs: &[String; 2], buf: &DmaBuffer, bytes: u64) -> Result<Held> {
-    let open = |bdf: &String| -> Result<(VfioContainer, VfioGroup)> {
-        let (container, group) = open_type1(&args.sysfs, &args.devfs, bdf)?;
-        container
-            .map_dma(
-                buf.addr(),
-                IOVA,
-                bytes,
-                VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-            )
-            .with_context(|| format!("VFIO_IOMMU_MAP_DMA in the container of {bdf}"))?;
-        Ok((container, group))
-    };
-    Ok(Held::Type1([open(&bdfs[0])?, open(&bdfs[1])?]))
+    let area = (buf.addr(), IOVA, bytes);
+    Ok(Held::Type1([
+        type1_with_map(&args.sysfs, &args.devfs, &bdfs[0], area)?,
+        type1_with_map(&args.sysfs, &args.devfs, &bdfs[1], area)?,
+    ]))
 }
 
 fn map_iommufd(args: &Args, bdfs: &[String; 2], buf: &DmaBuffer, bytes: u64) -> Result<Held> {
-    let path = if args.backend == Backend::Ioasid {
-        DEV_IOASID
-    } else {
-        DEV_IOMMU
-    };
+    let path = args
+        .backend
+        .iommu_dev()
+        .context("an iommufd backend (iommufd or ioasid)")?;
     let fd = Iommufd::open(Path::new(path)).with_context(|| format!("opening {path}"))?;
-    let one = |bdf: &String| -> Result<(VfioDevice, u32)> {
-        let (dev, cdev) = open_cdev(&args.sysfs, &args.devfs, bdf)?;
-        dev.bind_iommufd(fd.as_fd())
-            .with_context(|| format!("VFIO_DEVICE_BIND_IOMMUFD {} to {path}", cdev.display()))?;
-        let ioas = fd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
-        dev.attach_pt(ioas)
-            .with_context(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT {bdf} to ioas {ioas}"))?;
-        let got = fd
-            .ioas_map(
-                ioas,
-                buf.addr(),
-                bytes,
-                Some(IOVA),
-                IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-            )
-            .with_context(|| format!("IOMMU_IOAS_MAP into ioas {ioas} of {bdf}"))?;
-        ensure!(got == IOVA, "IOMMU_IOAS_MAP placed the buffer at {got:#x}");
-        Ok((dev, ioas))
-    };
-    let (dev_a, ioas_a) = one(&bdfs[0])?;
-    let (dev_b, ioas_b) = one(&bdfs[1])?;
+    let area = (buf.addr(), IOVA, bytes);
+    let (dev_a, ioas_a) = bind_attach_map(&args.sysfs, &args.devfs, &fd, path, &bdfs[0], area)?;
+    let (dev_b, ioas_b) = bind_attach_map(&args.sysfs, &args.devfs, &fd, path, &bdfs[1], area)?;
     Ok(Held::Iommufd {
         devices: [dev_a, dev_b],
         fd,

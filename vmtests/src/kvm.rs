@@ -25,6 +25,7 @@ use ioasid_uapi::ioctl::{ioctl_ptr, ioctl_val};
 use ioasid_uapi::iommu_sysfs::{self, DeviceIommu};
 use ioasid_uapi::kvm::*;
 use ioasid_uapi::pci::{parse_pci_config, pcie_devctl_offset};
+use ioasid_uapi::test_hook;
 use ioasid_uapi::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 use ioasid_uapi::{DEV_IOASID, DEV_IOMMU, Iommufd};
 use serde::{Deserialize, Serialize};
@@ -550,7 +551,7 @@ fn expect_noncoherent(args: &Args, snoop_control: Option<bool>, bdf: &str) -> Re
 
 /// Writes `value` (hw, 0 or 1) to `<debugfs>/ioasid/no_snoop_override`.
 fn set_no_snoop_override(debugfs: &Path, value: &str) -> Result<()> {
-    let path = debugfs.join("ioasid/no_snoop_override");
+    let path = debugfs.join(test_hook::NO_SNOOP_OVERRIDE);
     std::fs::write(&path, value).with_context(|| {
         format!(
             "writing {value} to {} (a kernel with CONFIG_IOASID_TEST)",
@@ -587,16 +588,9 @@ fn poke_devctl(args: &Args, bdf: &str, holder: &VfioHolder, steps: &mut Steps) -
     Ok(())
 }
 
-/// `<debugfs>/ioasid/no_snoop_override` (a kernel with `CONFIG_IOASID_TEST`): `1` or `0`
-/// replaces what /dev/ioasid reads of a device's ability to issue no-snoop, `hw` does not;
-/// `None` without the hook.
+/// The no-snoop test hook's value ([`test_hook`]); `None` without the hook.
 pub fn no_snoop_override(debugfs: &Path) -> Result<Option<String>> {
-    let path = debugfs.join("ioasid/no_snoop_override");
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok(Some(s.trim().to_owned())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
+    Ok(test_hook::read_no_snoop_override(debugfs)?)
 }
 
 /// The whole workload; returns the summary to print.

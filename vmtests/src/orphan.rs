@@ -10,13 +10,10 @@
 use crate::dmabuf::DmaBuffer;
 use crate::sysfs;
 use crate::vfio::{VfioContainer, VfioDevice, VfioGroup};
-use crate::workload::{Backend, find_edu, open_cdev, open_type1, vm_now};
-use anyhow::{Context, Result, bail, ensure};
+use crate::workload::{Backend, bind_attach_map, find_edu, type1_with_map, vm_now};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ioasid_uapi::iommufd::{IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE};
-use ioasid_uapi::vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE};
-use ioasid_uapi::{DEV_IOASID, DEV_IOMMU, Iommufd};
-use std::os::fd::AsFd;
+use ioasid_uapi::Iommufd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,43 +49,15 @@ enum Held {
 }
 
 fn map(args: &Args, bdf: &str, buf: &DmaBuffer) -> Result<Held> {
-    match args.backend {
-        Backend::Type1 => {
-            let (container, group) = open_type1(&args.sysfs, &args.devfs, bdf)?;
-            container
-                .map_dma(
-                    buf.addr(),
-                    IOVA,
-                    BYTES,
-                    VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-                )
-                .context("VFIO_IOMMU_MAP_DMA")?;
+    let area = (buf.addr(), IOVA, BYTES);
+    match args.backend.iommu_dev() {
+        None => {
+            let (container, group) = type1_with_map(&args.sysfs, &args.devfs, bdf, area)?;
             Ok(Held::Type1(container, group))
         }
-        Backend::Iommufd | Backend::Ioasid => {
-            let path = if args.backend == Backend::Ioasid {
-                DEV_IOASID
-            } else {
-                DEV_IOMMU
-            };
+        Some(path) => {
             let fd = Iommufd::open(Path::new(path)).with_context(|| format!("opening {path}"))?;
-            let (dev, cdev) = open_cdev(&args.sysfs, &args.devfs, bdf)?;
-            dev.bind_iommufd(fd.as_fd()).with_context(|| {
-                format!("VFIO_DEVICE_BIND_IOMMUFD {} to {path}", cdev.display())
-            })?;
-            let ioas = fd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
-            dev.attach_pt(ioas)
-                .with_context(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT ioas {ioas}"))?;
-            let got = fd
-                .ioas_map(
-                    ioas,
-                    buf.addr(),
-                    BYTES,
-                    Some(IOVA),
-                    IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-                )
-                .context("IOMMU_IOAS_MAP")?;
-            ensure!(got == IOVA, "IOMMU_IOAS_MAP placed the buffer at {got:#x}");
+            let (dev, _ioas) = bind_attach_map(&args.sysfs, &args.devfs, &fd, path, bdf, area)?;
             Ok(Held::Iommufd(dev, fd))
         }
     }

@@ -33,6 +33,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The iommufd character device of a cdev backend; None for type1.
+    pub fn iommu_dev(self) -> Option<&'static str> {
+        match self {
+            Backend::Iommufd => Some(DEV_IOMMU),
+            Backend::Ioasid => Some(DEV_IOASID),
+            Backend::Type1 => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Iommufd => "iommufd",
@@ -110,8 +119,7 @@ impl Args {
         match (self.backend, &self.iommu_dev) {
             (Backend::Type1, _) => None,
             (_, Some(p)) => Some(p.clone()),
-            (Backend::Iommufd, None) => Some(PathBuf::from(DEV_IOMMU)),
-            (Backend::Ioasid, None) => Some(PathBuf::from(DEV_IOASID)),
+            (b, None) => b.iommu_dev().map(PathBuf::from),
         }
     }
 }
@@ -599,6 +607,55 @@ fn run_cdev(
     destroy?;
     drop(dev);
     Ok(ok)
+}
+
+/// Binds the cdev of `bdf` to `fd` (the file at `path`), attaches it to a new IOAS and maps
+/// `len` bytes at `vaddr` to the fixed `iova` there, read-write: one device's page table, set
+/// up as a VMM does. Returns the device and the IOAS.
+pub fn bind_attach_map(
+    sysfs_root: &Path,
+    devfs: &Path,
+    fd: &Iommufd,
+    path: &str,
+    bdf: &str,
+    (vaddr, iova, len): (u64, u64, u64),
+) -> Result<(VfioDevice, u32)> {
+    let (dev, cdev) = open_cdev(sysfs_root, devfs, bdf)?;
+    dev.bind_iommufd(fd.as_fd())
+        .with_context(|| format!("VFIO_DEVICE_BIND_IOMMUFD {} to {path}", cdev.display()))?;
+    let ioas = fd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
+    dev.attach_pt(ioas)
+        .with_context(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT {bdf} to ioas {ioas}"))?;
+    let got = fd
+        .ioas_map(
+            ioas,
+            vaddr,
+            len,
+            Some(iova),
+            IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+        )
+        .with_context(|| format!("IOMMU_IOAS_MAP into ioas {ioas} of {bdf}"))?;
+    ensure!(
+        got == iova,
+        "IOMMU_IOAS_MAP placed the mapping at {got:#x}, asked for fixed {iova:#x}"
+    );
+    Ok((dev, ioas))
+}
+
+/// A type1 container of `bdf`'s group with `len` bytes at `vaddr` mapped at `iova`, read-write.
+pub fn type1_with_map(
+    sysfs_root: &Path,
+    devfs: &Path,
+    bdf: &str,
+    (vaddr, iova, len): (u64, u64, u64),
+) -> Result<(VfioContainer, VfioGroup)> {
+    let (container, group) = open_type1(sysfs_root, devfs, bdf)?;
+    Type1Mapper {
+        container: &container,
+    }
+    .map(vaddr, iova, len)
+    .with_context(|| format!("in the container of {bdf}"))?;
+    Ok((container, group))
 }
 
 /// A type1 container with `bdf`'s IOMMU group attached (`VFIO_SET_IOMMU` TYPE1v2: from here
