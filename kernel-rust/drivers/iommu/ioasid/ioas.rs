@@ -97,9 +97,9 @@ const MAP_FLAGS: u32 = MAP_FIXED_IOVA | MAP_WRITEABLE | MAP_READABLE;
 /// where `first` is the key of the area in [`IoPagetable::areas`].
 pub(crate) struct Area {
     /// The area mapped in each IOMMU domain of the IOAS, in the order of
-    /// [`IoPagetable::domains`]. Dropped first, so the pages are unmapped before they are
-    /// released.
-    mappings: KVVec<Mapping>,
+    /// [`IoPagetable::domains`]. Each holds a reference to `pages`, so the pages are released
+    /// only once the area is unmapped everywhere.
+    mappings: Mappings,
     /// The last IOVA of the area, inclusive.
     last: u64,
     /// The pinned memory the area maps, shared with the areas copied from it.
@@ -108,6 +108,60 @@ pub(crate) struct Area {
     start_byte: usize,
     /// `IOMMU_IOAS_MAP_READABLE` and `IOMMU_IOAS_MAP_WRITEABLE`.
     prot: u32,
+}
+
+/// The mappings of an area, one per IOMMU domain of its IOAS, in the order of the domains.
+///
+/// The first is kept inline: an IOAS has one domain more often than not, and mapping an area
+/// then allocates no vector.
+struct Mappings {
+    first: Option<Mapping<Pages>>,
+    rest: KVVec<Mapping<Pages>>,
+}
+
+impl Mappings {
+    fn new() -> Self {
+        Mappings {
+            first: None,
+            rest: KVVec::new(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    /// Appends `mapping`. On failure `mapping` is dropped, which unmaps it.
+    fn push(&mut self, mapping: Mapping<Pages>) -> Result {
+        if self.first.is_none() {
+            self.first = Some(mapping);
+            return Ok(());
+        }
+        Ok(self.rest.push(mapping, GFP_KERNEL_ACCOUNT)?)
+    }
+
+    /// Removes and returns the `index`-th mapping, keeping the others in order.
+    fn remove(&mut self, index: usize) -> Option<Mapping<Pages>> {
+        if index > 0 {
+            return self.rest.remove(index - 1).ok();
+        }
+        let removed = self.first.take();
+        if !self.rest.is_empty() {
+            self.first = self.rest.remove(0).ok();
+        }
+        removed
+    }
+
+    /// Drops the mappings after the first `len`, which unmaps them.
+    fn truncate(&mut self, len: usize) {
+        match len {
+            0 => {
+                self.rest.clear();
+                self.first = None;
+            }
+            len => self.rest.truncate(len - 1),
+        }
+    }
 }
 
 /// The IOVA space of an IOAS, the analogue of `struct io_pagetable`.
@@ -290,25 +344,15 @@ impl IoPagetable {
         // Fill the domain area by area; on failure, drop what this domain got so far.
         let mut failed = None;
         for (&first, area) in iopt.areas.iter_mut() {
-            let mapped = area
-                .mappings
-                .reserve(1, GFP_KERNEL_ACCOUNT)
-                .map_err(Error::from)
-                .and_then(|()| {
-                    map_area(
-                        domain,
-                        first,
-                        area.last,
-                        &area.pages,
-                        area.start_byte,
-                        area.prot,
-                    )
-                })
-                .and_then(|mapping| {
-                    area.mappings
-                        .push_within_capacity(mapping)
-                        .map_err(|_| ENOMEM)
-                });
+            let mapped = map_area(
+                domain,
+                first,
+                area.last,
+                &area.pages,
+                area.start_byte,
+                area.prot,
+            )
+            .and_then(|mapping| area.mappings.push(mapping));
             if let Err(e) = mapped {
                 failed = Some(e);
                 break;
@@ -351,12 +395,12 @@ fn map_area(
     pages: &Arc<Pages>,
     start_byte: usize,
     prot: u32,
-) -> Result<Mapping> {
+) -> Result<Mapping<Pages>> {
     // CAST: An area's length fits in the `usize` of the pages it maps.
     let npages = ((last - first) as usize + 1) / PAGE_SIZE;
     domain.map_pins(
         first,
-        pages.pins(),
+        pages,
         start_byte / PAGE_SIZE,
         npages,
         iommu_prot(prot),
@@ -372,12 +416,11 @@ fn map_area_everywhere(
     pages: &Arc<Pages>,
     start_byte: usize,
     prot: u32,
-) -> Result<KVVec<Mapping>> {
-    let mut mappings = KVVec::with_capacity(domains.len(), GFP_KERNEL_ACCOUNT)?;
+) -> Result<Mappings> {
+    let mut mappings = Mappings::new();
     for domain in domains {
         // On failure, `mappings` is dropped, which unmaps the area from the domains before.
-        let mapping = map_area(domain, first, last, pages, start_byte, prot)?;
-        mappings.push_within_capacity(mapping).map_err(|_| ENOMEM)?;
+        mappings.push(map_area(domain, first, last, pages, start_byte, prot)?)?;
     }
     Ok(mappings)
 }

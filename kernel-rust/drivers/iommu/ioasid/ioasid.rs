@@ -66,7 +66,8 @@
 //!   that are not in the table yet are charged, all at once, and entered with a count of 1; the
 //!   counts of the others go up. Runs of the table are split where the new runs start and end,
 //!   so that each [`pages::Pages`] covers whole runs. If the charge fails, nothing is entered
-//!   and the pages are unpinned.
+//!   and the pages are unpinned. A [`pages::Pages`] of one run none of whose pages is in the
+//!   table, what a small mapping is, takes one lookup and one node.
 //! - When a [`pages::Pages`] is dropped, the counts of the runs it covers go down, with no split
 //!   and so no allocation; the runs that reach 0 are removed and uncharged, then the pages are
 //!   unpinned.
@@ -87,8 +88,9 @@
 //! - Locks nest in this order: the attachment of a device, the object table, an IOAS, the table
 //!   of pinned pages. Nothing takes a lock of this list with a later one held.
 //! - Every area of an IOAS is mapped in every IOMMU domain of the IOAS (one per HWPT), with
-//!   `IOMMU_CACHE`; a domain's mappings of an area hold the pins of its pages and are dropped,
-//!   which unmaps them and flushes the IOTLB, before the pages can be unpinned.
+//!   `IOMMU_CACHE`; a domain's mappings of an area hold a reference to its [`pages::Pages`], and
+//!   so to the pins, and are dropped, which unmaps them and flushes the IOTLB, before the pages
+//!   can be unpinned.
 //!
 //! The charge goes to the user and the mm of the task that opened the file, whoever maps: the
 //! charge of a page must be undone where it was made, and one page may be pinned by mappings made

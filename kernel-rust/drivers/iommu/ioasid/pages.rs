@@ -11,6 +11,7 @@ use kernel::{
         Capability, //
     },
     fs::LocalFile,
+    iommu::domain::PinnedPages,
     mm::{
         account::{
             memlock_limit_pages,
@@ -232,6 +233,18 @@ impl PinAccountInner {
         (new, nodes)
     }
 
+    /// Counts `new` pages that gained their first pin, charged iff `charge`, in `pinned`,
+    /// `charged` and the `pinned_vm` of the address space of `account`.
+    fn account_new(&mut self, account: &PinAccount, new: usize, charge: bool) {
+        self.pinned += new;
+        if charge {
+            self.charged += new;
+        }
+        if let Some(mm) = &account.mm {
+            mm.add_pinned_vm(new);
+        }
+    }
+
     /// Enters the run `first` with a node of `nodes`.
     fn insert(&mut self, nodes: &mut RunNodes, first: usize, run: PfnRun) {
         match nodes.take() {
@@ -396,27 +409,46 @@ impl PinAccount {
     /// and not adjacent. Fails with [`ENOMEM`] if the charge exceeds `RLIMIT_MEMLOCK` (or memory
     /// runs out), leaving the table as it was.
     fn add(&self, runs: &[(usize, usize)]) -> Result {
+        // iommufd does not charge a task with `CAP_IPC_LOCK` (`IOPT_PAGES_ACCOUNT_NONE`).
+        let charge = !capable(Capability::IPC_LOCK);
         let mut inner = self.inner.lock();
+        let mode = inner.mode;
+
+        // One run the file has not pinned yet, the common case, is entered as it is: one lookup
+        // instead of a walk to count nodes and another to cover.
+        if let &[(first, npages)] = runs {
+            let end = first + npages;
+            if inner
+                .run_at_or_after(first)
+                .is_none_or(|(run_first, _)| run_first >= end)
+            {
+                let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+                if charge {
+                    self.charge(mode, npages)?;
+                }
+                let run = PfnRun {
+                    npages,
+                    pins: 1,
+                    charged: charge,
+                };
+                inner.runs.insert(node.into_node(first, run));
+                inner.account_new(self, npages, charge);
+                // INVARIANT: The pages of `runs` had no run and are now one, charged iff
+                // `charge`, and the counts were updated to match.
+                return Ok(());
+            }
+        }
 
         let (new, needed) = inner.walk(runs, None);
         // Memory for the new runs, so that nothing fails once pages are charged.
         let mut nodes = RunNodes::reserve(needed)?;
 
-        // iommufd does not charge a task with `CAP_IPC_LOCK` (`IOPT_PAGES_ACCOUNT_NONE`).
-        let charge = !capable(Capability::IPC_LOCK);
-        let mode = inner.mode;
         if charge {
             self.charge(mode, new)?;
         }
 
         inner.walk(runs, Some((&mut nodes, charge)));
-        inner.pinned += new;
-        if charge {
-            inner.charged += new;
-        }
-        if let Some(mm) = &self.mm {
-            mm.add_pinned_vm(new);
-        }
+        inner.account_new(self, new, charge);
         // INVARIANT: Each page of `runs` gained a pin, in runs that start and end where `runs`
         // do; the `new` pages are charged iff `charge`, and `pinned`, `charged` and `pinned_vm`
         // were updated to match.
@@ -441,6 +473,67 @@ impl PinAccount {
     }
 }
 
+/// The page frames of a [`Pages`] as runs `(first pfn, number)`.
+///
+/// A single run is kept inline: the pages of a small mapping, or of memory backed by a huge
+/// page, are one run, and mapping them then allocates no vector.
+enum PfnRuns {
+    One((usize, usize)),
+    Many(KVVec<(usize, usize)>),
+}
+
+impl PfnRuns {
+    /// The runs of the page frames `pfns`, in the order of the pages, merged into runs that are
+    /// sorted, disjoint and not adjacent: a page mapped at two user addresses counts once.
+    fn of(mut pfns: impl Iterator<Item = usize>) -> Result<Self> {
+        let Some(first) = pfns.next() else {
+            return Ok(PfnRuns::Many(KVVec::new()));
+        };
+        let mut one = (first, 1);
+        let mut runs: KVVec<(usize, usize)> = loop {
+            match pfns.next() {
+                None => return Ok(PfnRuns::One(one)),
+                Some(pfn) if one.0 + one.1 == pfn => one.1 += 1,
+                Some(pfn) => {
+                    let mut runs = KVVec::new();
+                    runs.push(one, GFP_KERNEL_ACCOUNT)?;
+                    runs.push((pfn, 1), GFP_KERNEL_ACCOUNT)?;
+                    break runs;
+                }
+            }
+        };
+        for pfn in pfns {
+            match runs.last_mut() {
+                Some((first, npages)) if *first + *npages == pfn => *npages += 1,
+                _ => runs.push((pfn, 1), GFP_KERNEL_ACCOUNT)?,
+            }
+        }
+        runs.sort_unstable();
+        let mut merged = 0;
+        for i in 0..runs.len() {
+            let (first, npages) = runs[i];
+            if merged > 0 {
+                let (last_first, last_npages) = &mut runs[merged - 1];
+                if first <= *last_first + *last_npages {
+                    *last_npages = (*last_npages).max(first + npages - *last_first);
+                    continue;
+                }
+            }
+            runs[merged] = (first, npages);
+            merged += 1;
+        }
+        runs.truncate(merged);
+        Ok(PfnRuns::Many(runs))
+    }
+
+    fn as_slice(&self) -> &[(usize, usize)] {
+        match self {
+            PfnRuns::One(run) => core::slice::from_ref(run),
+            PfnRuns::Many(runs) => runs,
+        }
+    }
+}
+
 /// A range of user memory pinned for the mappings of a file, the analogue of iommufd's
 /// `struct iopt_pages`.
 ///
@@ -458,10 +551,10 @@ pub(crate) struct Pages {
     /// for the pages keeps its alignment.
     addr: u64,
     /// The page frames of `pins`, as runs `(first pfn, number)`.
-    pfn_runs: KVVec<(usize, usize)>,
-    /// The pins, shared with the IOMMU mappings of the pages, which keep them until the pages
-    /// are unmapped.
-    pins: Arc<LongTermPins>,
+    pfn_runs: PfnRuns,
+    /// The pins. The IOMMU mappings of the pages hold a reference to the [`Pages`], which keeps
+    /// them until the pages are unmapped.
+    pins: LongTermPins,
 }
 
 impl Pages {
@@ -518,34 +611,9 @@ impl Pages {
     /// Adds the pages of `pins`, whose first page is at the user address or memfd offset
     /// `addr`, to the table of `account`.
     fn new(account: &Arc<PinAccount>, pins: LongTermPins, addr: u64) -> Result<Arc<Self>> {
-        // Runs of consecutive pfns, in the order of the pages.
-        let mut runs: KVVec<(usize, usize)> = KVVec::new();
-        for pfn in pins.pfns() {
-            match runs.last_mut() {
-                Some((first, npages)) if *first + *npages == pfn => *npages += 1,
-                _ => runs.push((pfn, 1), GFP_KERNEL_ACCOUNT)?,
-            }
-        }
-        // Sorted and merged: a page mapped at two user addresses of the range counts once.
-        runs.sort_unstable();
-        let mut merged = 0;
-        for i in 0..runs.len() {
-            let (first, npages) = runs[i];
-            if merged > 0 {
-                let (last_first, last_npages) = &mut runs[merged - 1];
-                if first <= *last_first + *last_npages {
-                    *last_npages = (*last_npages).max(first + npages - *last_first);
-                    continue;
-                }
-            }
-            runs[merged] = (first, npages);
-            merged += 1;
-        }
-        runs.truncate(merged);
-
         // On failure `pins` is dropped, which unpins the pages.
-        let pins = Arc::new(pins, GFP_KERNEL_ACCOUNT)?;
-        account.add(&runs)?;
+        let runs = PfnRuns::of(pins.pfns())?;
+        account.add(runs.as_slice())?;
 
         // INVARIANT: `runs` are the page frames of `pins` and were just added to `account`. If
         // the allocation fails, the `Drop` of `Pages` removes them again.
@@ -575,8 +643,10 @@ impl Pages {
         self.pins.len() * PAGE_SIZE
     }
 
-    /// The pinned pages, for IOMMU mappings of them.
-    pub(crate) fn pins(&self) -> &Arc<LongTermPins> {
+}
+
+impl PinnedPages for Pages {
+    fn pins(&self) -> &LongTermPins {
         &self.pins
     }
 }
@@ -585,6 +655,6 @@ impl Drop for Pages {
     fn drop(&mut self) {
         // By the type invariants `pfn_runs` are in the table. The pins themselves are released
         // right after, when `pins` is dropped.
-        self.account.remove(&self.pfn_runs);
+        self.account.remove(self.pfn_runs.as_slice());
     }
 }

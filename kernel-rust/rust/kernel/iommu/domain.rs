@@ -11,8 +11,8 @@
 //! - a domain is freed only after it is detached from every group and has no mappings left, as
 //!   attachments and mappings hold a reference to it;
 //! - memory is unpinned only after it is unmapped from the domain and the IOTLB is flushed, as a
-//!   mapping holds a reference to the pins of the memory it maps and `iommu_unmap()` flushes the
-//!   IOTLB before it returns;
+//!   mapping holds a reference to the owner of the pins of the memory it maps ([`PinnedPages`])
+//!   and `iommu_unmap()` flushes the IOTLB before it returns;
 //! - a group is attached to a domain only while its DMA ownership is claimed, so that no kernel
 //!   driver that uses the DMA API has its DMA redirected.
 //!
@@ -45,6 +45,23 @@ use crate::{
     types::Opaque,
 };
 use core::ptr::NonNull;
+
+/// The owner of pinned pages that a [`Mapping`] maps.
+///
+/// A mapping holds a reference to the owner until the pages are unmapped, so that they stay
+/// pinned while a device may reach them. A user API that keeps its own record of pinned memory
+/// (charges, a table of pages) implements this for that record, so that a mapping costs no
+/// reference-counted allocation of its own.
+pub trait PinnedPages: Send + Sync {
+    /// The pins of the pages.
+    fn pins(&self) -> &LongTermPins;
+}
+
+impl PinnedPages for LongTermPins {
+    fn pins(&self) -> &LongTermPins {
+        self
+    }
+}
 
 /// The access a device gets to mapped memory, the `IOMMU_*` protection flags of `iommu_map()`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -384,23 +401,24 @@ impl Domain {
         (geometry.aperture_start, geometry.aperture_end)
     }
 
-    /// Maps `npages` pages of `pins`, from the `first`-th on, at `iova` with `prot`, like
-    /// `iommu_map()` for each run of physically contiguous pages, so that the IOMMU can use large
-    /// pages where the memory allows.
+    /// Maps `npages` pages of the pins of `owner`, from the `first`-th on, at `iova` with
+    /// `prot`, like `iommu_map()` for each run of physically contiguous pages, so that the IOMMU
+    /// can use large pages where the memory allows.
     ///
-    /// The returned [`Mapping`] keeps the pins, and unmaps the range when it is dropped. Fails
-    /// with [`EINVAL`] if the pages are not within `pins` or the range wraps, and with the error
-    /// of `iommu_map()` otherwise, with nothing mapped. The caller must not map over a range
-    /// that is mapped already: the IOMMU driver fails such a map.
-    pub fn map_pins(
+    /// The returned [`Mapping`] keeps `owner`, and unmaps the range when it is dropped. Fails
+    /// with [`EINVAL`] if the pages are not within the pins or the range wraps, and with the
+    /// error of `iommu_map()` otherwise, with nothing mapped. The caller must not map over a
+    /// range that is mapped already: the IOMMU driver fails such a map.
+    pub fn map_pins<P: PinnedPages>(
         self: &Arc<Self>,
         iova: u64,
-        pins: &Arc<LongTermPins>,
+        owner: &Arc<P>,
         first: usize,
         npages: usize,
         prot: Prot,
         gfp: Flags,
-    ) -> Result<Mapping> {
+    ) -> Result<Mapping<P>> {
+        let pins = owner.pins();
         let end = first.checked_add(npages).ok_or(EINVAL)?;
         if end > pins.len() || npages == 0 {
             return Err(EINVAL);
@@ -417,8 +435,8 @@ impl Domain {
             // CAST: A page frame number shifted into a physical address fits `phys_addr_t`.
             let paddr = (pfn as bindings::phys_addr_t) << PAGE_SHIFT;
             // SAFETY: `self.ptr` is live by the type invariants. The pages are pinned by `pins`,
-            // which the returned `Mapping` keeps until they are unmapped; on failure, what was
-            // mapped is unmapped below before `pins` can be dropped.
+            // whose owner the returned `Mapping` keeps until they are unmapped; on failure, what
+            // was mapped is unmapped below before the owner can be dropped.
             to_result(unsafe {
                 bindings::iommu_map(
                     self.as_raw(),
@@ -456,17 +474,17 @@ impl Domain {
                 if unmapped != mapped {
                     // The pages may still be mapped: keep them pinned for good.
                     crate::warn_on!(true);
-                    core::mem::forget(pins.clone());
+                    core::mem::forget(owner.clone());
                 }
             }
             return Err(e);
         }
-        // INVARIANT: `[iova, iova + len)` maps pages that `pins` pins.
+        // INVARIANT: `[iova, iova + len)` maps pages that the pins of `owner` pin.
         Ok(Mapping {
             domain: self.clone(),
             iova: iova_ul,
             len,
-            pins: pins.clone(),
+            owner: owner.clone(),
         })
     }
 }
@@ -483,23 +501,23 @@ impl Drop for Domain {
 ///
 /// # Invariants
 ///
-/// `[iova, iova + len)` of `domain` maps pages that `pins` pins, and only the drop of this value
-/// unmaps it.
-pub struct Mapping {
+/// `[iova, iova + len)` of `domain` maps pages that the pins of `owner` pin, and only the drop
+/// of this value unmaps it.
+pub struct Mapping<P: PinnedPages = LongTermPins> {
     domain: Arc<Domain>,
     iova: usize,
     len: usize,
-    pins: Arc<LongTermPins>,
+    owner: Arc<P>,
 }
 
-impl Mapping {
+impl<P: PinnedPages> Mapping<P> {
     /// The domain the range is mapped in.
     pub fn domain(&self) -> &Arc<Domain> {
         &self.domain
     }
 }
 
-impl Drop for Mapping {
+impl<P: PinnedPages> Drop for Mapping<P> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants the range is mapped, and unmapped only here.
         // `iommu_unmap()` flushes the IOTLB before it returns, so the pins may go right after.
@@ -507,7 +525,7 @@ impl Drop for Mapping {
         if unmapped != self.len {
             // The pages may still be mapped: keep them pinned for good.
             crate::warn_on!(true);
-            core::mem::forget(self.pins.clone());
+            core::mem::forget(self.owner.clone());
         }
     }
 }

@@ -45,14 +45,30 @@ const PIN_BATCH: usize = 512;
 ///
 /// # Invariants
 ///
-/// - Every element of `pages` is a page that `pin_user_pages_fast()` pinned with
+/// - Every page of `pages` is a page that `pin_user_pages_fast()` pinned with
 ///   `FOLL_LONGTERM`, and `FOLL_WRITE` if `write` is true, or a page of a folio that
 ///   `memfd_pin_folios()` pinned. Each element owns one pin of its page (of its folio), which
 ///   nothing else releases. The same page may appear more than once, each time with a pin of its
 ///   own.
 pub struct LongTermPins {
-    pages: KVVec<*mut bindings::page>,
+    pages: PageArray,
     write: bool,
+}
+
+/// The pages of [`LongTermPins`]. A single page is kept inline, so that pinning one page, the
+/// common case of an IOMMU user API mapping small buffers, allocates nothing.
+enum PageArray {
+    One(*mut bindings::page),
+    Many(KVVec<*mut bindings::page>),
+}
+
+impl PageArray {
+    fn as_slice(&self) -> &[*mut bindings::page] {
+        match self {
+            PageArray::One(page) => core::slice::from_ref(page),
+            PageArray::Many(pages) => pages,
+        }
+    }
 }
 
 // SAFETY: The pins are not tied to the pinning task: they may be released, and the page pointers
@@ -95,17 +111,38 @@ impl LongTermPins {
             gup_flags |= bindings::FOLL_WRITE;
         }
 
+        if nr_pages == 1 {
+            let mut page: *mut bindings::page = core::ptr::null_mut();
+            // SAFETY: `page` has room for the one page pointer that `pin_user_pages_fast()`
+            // writes at most. `start` is a user address, which it validates itself.
+            let ret = unsafe { bindings::pin_user_pages_fast(start, 1, gup_flags, &mut page) };
+            to_result(ret)?;
+            // It pins the page or fails; do not take a buggy 0 for a pin.
+            if ret != 1 {
+                return Err(EFAULT);
+            }
+            // INVARIANT: It pinned this page with `gup_flags`, a pin that `pins` now owns.
+            return Ok(Self {
+                pages: PageArray::One(page),
+                write,
+            });
+        }
+
         // INVARIANT: Empty.
         let mut pins = Self {
-            pages: KVVec::with_capacity(nr_pages, flags)?,
+            pages: PageArray::Many(KVVec::with_capacity(nr_pages, flags)?),
             write,
         };
+        // Just made `Many`.
+        let PageArray::Many(pages) = &mut pins.pages else {
+            return Err(EINVAL);
+        };
 
-        while pins.pages.len() < nr_pages {
-            let done = pins.pages.len();
+        while pages.len() < nr_pages {
+            let done = pages.len();
             let batch = (nr_pages - done).min(PIN_BATCH);
             let addr = start + (done << PAGE_SHIFT);
-            let spare = pins.pages.spare_capacity_mut();
+            let spare = pages.spare_capacity_mut();
 
             // CAST: `batch` is at most `PIN_BATCH`, which fits in a `c_int`.
             // SAFETY: `spare` has room for `nr_pages - done` pointers, so for the `batch` page
@@ -131,7 +168,7 @@ impl LongTermPins {
             // of the spare capacity.
             // INVARIANT: It pinned each of these pages with `gup_flags`, one pin per element,
             // which `pins` now owns.
-            unsafe { pins.pages.inc_len(pinned) };
+            unsafe { pages.inc_len(pinned) };
         }
         Ok(pins)
     }
@@ -166,14 +203,18 @@ impl LongTermPins {
 
         // INVARIANT: Empty.
         let mut pins = Self {
-            pages: KVVec::with_capacity(nr_pages, flags)?,
+            pages: PageArray::Many(KVVec::with_capacity(nr_pages, flags)?),
             write,
+        };
+        // Just made `Many`.
+        let PageArray::Many(pages) = &mut pins.pages else {
+            return Err(EINVAL);
         };
         let mut folios: KVVec<*mut bindings::folio> =
             KVVec::with_capacity(nr_pages.min(PIN_BATCH), flags)?;
 
-        while pins.pages.len() < nr_pages {
-            let done = pins.pages.len();
+        while pages.len() < nr_pages {
+            let done = pages.len();
             // CAST: `done < nr_pages`, whose byte length fits in a `u64` (checked above).
             let pos = i64::try_from(start + (done << PAGE_SHIFT) as u64).map_err(|_| EOVERFLOW)?;
             let mut offset: crate::ffi::c_ulong = 0;
@@ -214,7 +255,7 @@ impl LongTermPins {
             for (i, &folio) in folios.iter().enumerate() {
                 // SAFETY: `folio` is pinned, so it is a valid folio.
                 let folio_pages = unsafe { bindings::folio_nr_pages(folio) } as usize;
-                let wanted = (folio_pages.saturating_sub(first)).min(nr_pages - pins.pages.len());
+                let wanted = (folio_pages.saturating_sub(first)).min(nr_pages - pages.len());
                 // One pin per page: the folio holds one, add the others.
                 let added = match wanted {
                     0 => Err(EFAULT),
@@ -234,7 +275,7 @@ impl LongTermPins {
                     let page = unsafe { bindings::folio_page(folio, n) };
                     // INVARIANT: Each of these pages owns one of the `wanted` pins of its folio.
                     // `pages` has room for `nr_pages` elements and gets at most as many.
-                    if pins.pages.push_within_capacity(page).is_err() {
+                    if pages.push_within_capacity(page).is_err() {
                         crate::warn_on!(true);
                     }
                 }
@@ -246,12 +287,12 @@ impl LongTermPins {
 
     /// Returns the number of pinned pages.
     pub fn len(&self) -> usize {
-        self.pages.len()
+        self.pages.as_slice().len()
     }
 
     /// Returns `true` if no pages are pinned.
     pub fn is_empty(&self) -> bool {
-        self.pages.is_empty()
+        self.pages.as_slice().is_empty()
     }
 
     /// Returns whether the pages were pinned for writing.
@@ -261,7 +302,7 @@ impl LongTermPins {
 
     /// Returns the page frame numbers of the pinned pages, in the order of their user addresses.
     pub fn pfns(&self) -> impl Iterator<Item = usize> + '_ {
-        self.pages.iter().map(|&page| {
+        self.pages.as_slice().iter().map(|&page| {
             // SAFETY: By the type invariants `page` is pinned, so it is a valid page.
             unsafe { bindings::page_to_pfn(page) }
         })
@@ -270,11 +311,15 @@ impl LongTermPins {
 
 impl Drop for LongTermPins {
     fn drop(&mut self) {
-        if self.pages.is_empty() {
+        let pages = match &mut self.pages {
+            PageArray::One(page) => core::slice::from_mut(page),
+            PageArray::Many(pages) => pages,
+        };
+        if pages.is_empty() {
             return;
         }
-        let pages = self.pages.as_mut_ptr();
-        let len = self.pages.len();
+        let len = pages.len();
+        let pages = pages.as_mut_ptr();
         if self.write {
             // SAFETY: By the type invariants `pages[..len]` are pages pinned with `FOLL_PIN`,
             // whose pins `self` owns and releases exactly once, here.
