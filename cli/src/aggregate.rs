@@ -31,7 +31,7 @@ use ioasid_ebpf_common::{AttachEvent, MapEvent};
 
 use crate::{
     args::SortKey,
-    event::{AttachFn, AttachOp, Event, KvmOp, MapFn, comm_str},
+    event::{AttachFn, AttachOp, Event, KvmOp, MapFn, UnmapFn, comm_str},
     phys::PhysTracker,
     pins::PinAggregator,
     ranges::RangeTracker,
@@ -72,6 +72,13 @@ pub struct DomainStats {
     pub mapped_bytes: u64,
     /// Bytes reported unmapped by unmap calls.
     pub unmapped_bytes: u64,
+    /// The last map call that failed: its errno (negative), IOVA and size.
+    pub last_failed_map: Option<(i32, u64, u64)>,
+    /// Unmap calls that unmapped less than they asked. VFIO type1's `iommu_unmap_fast` that
+    /// unmapped nothing is not one: type1 then unmaps the range with `iommu_unmap`.
+    pub short_unmaps: u64,
+    /// The last of them: IOVA, bytes asked, bytes unmapped.
+    pub last_short_unmap: Option<(u64, u64, u64)>,
 }
 
 impl DomainStats {
@@ -308,6 +315,7 @@ impl Aggregator {
                         d.mapped_bytes = d.mapped_bytes.saturating_add(m.size);
                     } else {
                         d.failed_maps += 1;
+                        d.last_failed_map = Some((m.ret, m.iova, m.size));
                     }
                     if let Some(r) = self.ranges.as_mut().filter(|_| m.ret == 0) {
                         r.map(m.domain, m.iova, m.size, m.prot, h.tgid, &comm_str(&h.comm));
@@ -327,6 +335,11 @@ impl Aggregator {
                 let d = self.domain_entry(h.tgid, u.domain, &h.comm);
                 d.unmaps += 1;
                 d.unmapped_bytes = d.unmapped_bytes.saturating_add(u.unmapped);
+                let type1_fallback = *f == UnmapFn::IommuUnmapFast && u.unmapped == 0;
+                if u.unmapped < u.size && !type1_fallback {
+                    d.short_unmaps += 1;
+                    d.last_short_unmap = Some((u.iova, u.size, u.unmapped));
+                }
                 if let Some(r) = &mut self.ranges {
                     r.unmap(u.domain, u.iova, u.unmapped);
                 }

@@ -54,6 +54,8 @@ pub const DOUBLE_ACCOUNTED: &str = "double-accounted-pins";
 pub const PINS_OUTLIVE_OWNER: &str = "pins-outlive-owner";
 /// Rule id: pinned or locked pages over `RLIMIT_MEMLOCK`.
 pub const PINS_OVER_MEMLOCK: &str = "pins-over-memlock";
+/// Rule id: an `iommu_map` that failed or an `iommu_unmap` that unmapped less than asked.
+pub const MAPPING_ANOMALY: &str = "mapping-anomaly";
 
 /// Exit status of `ioasid-top audit --once` when the worst finding is a warning.
 pub const EXIT_WARNING: u8 = 3;
@@ -666,6 +668,69 @@ pub fn rule_double_accounted(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> 
         .collect()
 }
 
+/// Rule [`MAPPING_ANOMALY`]: per process and IOMMU domain, map calls that failed (a warning:
+/// the mapping is missing, the caller was told) and unmap calls that unmapped less than they
+/// asked (critical: the rest may still be mapped while its pages are released).
+pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (key, d) in agg.domain_rows() {
+        let subject = format!("pid {} {}, IOMMU domain {:#x}", key.pid, d.comm, key.domain);
+        if let Some((ret, iova, size)) = d.last_failed_map {
+            findings.push(Finding {
+                rule: MAPPING_ANOMALY,
+                severity: Severity::Warning,
+                title: "Failed IOMMU mapping",
+                subject: subject.clone(),
+                pid: Some(key.pid),
+                kvm: None,
+                devices: Vec::new(),
+                evidence: format!(
+                    "{} iommu_map call(s) into this domain failed since ioasid-top attached; \
+                     the last returned {ret} ({}) for {} at IOVA {iova:#x}.",
+                    d.failed_maps,
+                    std::io::Error::from_raw_os_error(-ret),
+                    human_bytes(i128::from(size))
+                ),
+                why: "The IOMMU driver refused the mapping, most often because it could not \
+                      allocate a page-table page (ENOMEM). The caller (VFIO, iommufd, \
+                      /dev/ioasid) fails the map and undoes it, so nothing is left half-mapped, \
+                      but the device's DMA to that range faults, and a VMM that does not stop \
+                      on the error leaves its guest with a device that cannot reach its memory.",
+                action: "Check the host's free memory and the kernel log (DMAR faults, \
+                         allocation failures) around the time of the failure, and whether the \
+                         VMM reported the failed map; a VM started under memory pressure may \
+                         need a restart once memory is available.",
+            });
+        }
+        if let Some((iova, asked, unmapped)) = d.last_short_unmap {
+            findings.push(Finding {
+                rule: MAPPING_ANOMALY,
+                severity: Severity::Critical,
+                title: "Short IOMMU unmap",
+                subject,
+                pid: Some(key.pid),
+                kvm: None,
+                devices: Vec::new(),
+                evidence: format!(
+                    "{} unmap call(s) on this domain unmapped less than asked since ioasid-top \
+                     attached; the last asked for {} at IOVA {iova:#x} and unmapped {}.",
+                    d.short_unmaps,
+                    human_bytes(i128::from(asked)),
+                    human_bytes(i128::from(unmapped))
+                ),
+                why: "The caller released what it asked to unmap, but the IOMMU may still map \
+                      part of it: the device can then reach pages the host has unpinned and \
+                      reused for something else. No correct caller unmaps a range it did not \
+                      map in full, so this is a kernel bug (or a corrupted page table).",
+                action: "Stop the VM's device (unbind it from its VFIO driver) and report the \
+                         kernel log with the evidence; do not reuse the host until it is \
+                         understood.",
+            });
+        }
+    }
+    findings
+}
+
 /// Every rule; worst first, then by rule id and subject.
 pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     let mut f = rule_unneeded_wbinvd(agg, snap);
@@ -673,6 +738,7 @@ pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     f.extend(rule_pins_over_memlock(snap));
     f.extend(rule_double_accounted(agg, snap));
     f.extend(rule_pins_outlive_owner(agg, snap));
+    f.extend(rule_mapping_anomaly(agg));
     f.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -741,6 +807,72 @@ mod tests {
             page_size: 4096,
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn mapping_anomaly_reports_failed_maps_and_short_unmaps_per_domain() {
+        use crate::event::{
+            MapFn, UnmapFn,
+            tests::{map_event, unmap_event},
+        };
+        const D1: u64 = 0xffff_8880_0100_0000;
+        const D2: u64 = 0xffff_8880_0200_0000;
+        let mut agg = Aggregator::new();
+        // Clean traffic: maps, a full unmap, and type1's fast unmap that unmapped nothing
+        // followed by the slow one.
+        for (iova, size) in [(0x10_0000, 4096), (0x20_0000, 8192)] {
+            let m = map_event(MapFn::IommuMap, 40, 40, D1, iova, size, 0);
+            agg.observe(&Event::Map(MapFn::IommuMap, m));
+        }
+        let full = unmap_event(UnmapFn::IommuUnmap, 40, D1, 0x10_0000, 4096, 4096);
+        agg.observe(&Event::Unmap(UnmapFn::IommuUnmap, full));
+        let fast = unmap_event(UnmapFn::IommuUnmapFast, 40, D1, 0x20_0000, 8192, 0);
+        agg.observe(&Event::Unmap(UnmapFn::IommuUnmapFast, fast));
+        let slow = unmap_event(UnmapFn::IommuUnmap, 40, D1, 0x20_0000, 8192, 8192);
+        agg.observe(&Event::Unmap(UnmapFn::IommuUnmap, slow));
+        assert_eq!(rule_mapping_anomaly(&agg), []);
+
+        // A failed map into D1: a warning naming the errno.
+        let failed = map_event(MapFn::IommuMap, 40, 40, D1, 0x4000_0000, 2 << 20, -12);
+        agg.observe(&Event::Map(MapFn::IommuMap, failed));
+        let f = rule_mapping_anomaly(&agg);
+        assert_eq!(f.len(), 1);
+        assert_eq!(
+            (f[0].rule, f[0].severity),
+            (MAPPING_ANOMALY, Severity::Warning)
+        );
+        assert_eq!(f[0].pid, Some(40));
+        assert!(
+            f[0].subject.contains("0xffff888001000000"),
+            "{}",
+            f[0].subject
+        );
+        assert!(f[0].evidence.contains("returned -12"), "{}", f[0].evidence);
+        assert!(f[0].evidence.contains("0x40000000"), "{}", f[0].evidence);
+
+        // A short unmap in D2, by another process: critical, and the worst finding.
+        let short = unmap_event(UnmapFn::IommuUnmap, 41, D2, 0x8000, 8192, 4096);
+        agg.observe(&Event::Unmap(UnmapFn::IommuUnmap, short));
+        let f = rule_mapping_anomaly(&agg);
+        assert_eq!(f.len(), 2);
+        let crit: Vec<_> = f
+            .iter()
+            .filter(|f| f.severity == Severity::Critical)
+            .collect();
+        assert_eq!(crit.len(), 1);
+        assert_eq!(crit[0].pid, Some(41));
+        assert!(
+            crit[0].evidence.contains("asked for 8.0 KiB"),
+            "{}",
+            crit[0].evidence
+        );
+        assert!(
+            crit[0].evidence.contains("unmapped 4.0 KiB"),
+            "{}",
+            crit[0].evidence
+        );
+        let snap = Snapshot::default();
+        assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_CRITICAL);
     }
 
     #[test]

@@ -17,6 +17,8 @@
 //!   IOASes, so that type1 and iommufd charge it twice and /dev/ioasid once.
 //! * `vfio-orphan-pins` — maps for edu, forks and exits: the child holds the pins of a
 //!   process that is gone.
+//! * `vfio-failed-map` — a map for edu that the test kernel's fail_page_alloc makes
+//!   `iommu_map` fail: ENOMEM, nothing left pinned or charged.
 //! * `check-audit` — checks that `ioasid-top audit --once --json` reported
 //!   exactly the findings a scenario provokes, with the matching exit status.
 //!
@@ -33,6 +35,7 @@ pub mod domaincheck;
 pub mod doublemap;
 pub mod edu;
 pub mod errno;
+pub mod failmap;
 pub mod hold;
 pub mod kvm;
 pub mod kvmcheck;

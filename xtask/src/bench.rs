@@ -73,10 +73,13 @@ pub fn check_overhead_report(json: &str) -> Result<usize> {
         .get("modes")
         .and_then(|m| m.as_array())
         .context("overhead.json has no modes array")?;
+    let names: Vec<&str> = modes
+        .iter()
+        .filter_map(|m| m.get("mode").and_then(|n| n.as_str()))
+        .collect();
     ensure!(
-        modes.len() == 3,
-        "overhead.json has {} modes, not 3",
-        modes.len()
+        names == ["bare", "ioasid-top", "bpftrace", "fexit-floor"],
+        "overhead.json has the modes {names:?}, not bare, ioasid-top, bpftrace and fexit-floor"
     );
     ensure!(
         v.get("verdict").is_some_and(|x| x.is_object()),
@@ -242,14 +245,19 @@ mod tests {
     }
 
     #[test]
-    fn an_overhead_report_needs_three_modes_and_a_verdict() {
-        let ok = r#"{"modes":[{},{},{}],"verdict":{"top_over_bare":1.0},
-            "round_results":[{"loops_ns":[[1,2],[3,4]]},{"loops_ns":[[1,2]]}]}"#;
-        assert_eq!(check_overhead_report(ok).unwrap(), 3);
-        assert!(
-            check_overhead_report(r#"{"modes":[{},{}],"verdict":{},"round_results":[]}"#).is_err()
+    fn an_overhead_report_needs_its_four_modes_and_a_verdict() {
+        const MODES: &str =
+            r#"[{"mode":"bare"},{"mode":"ioasid-top"},{"mode":"bpftrace"},{"mode":"fexit-floor"}]"#;
+        let ok = format!(
+            r#"{{"modes":{MODES},"verdict":{{"top_over_bare":1.0}},
+            "round_results":[{{"loops_ns":[[1,2],[3,4]]}},{{"loops_ns":[[1,2]]}}]}}"#
         );
-        assert!(check_overhead_report(r#"{"modes":[{},{},{}],"round_results":[]}"#).is_err());
+        assert_eq!(check_overhead_report(&ok).unwrap(), 3);
+        let three = r#"{"modes":[{"mode":"bare"},{"mode":"ioasid-top"},{"mode":"bpftrace"}],
+            "verdict":{},"round_results":[]}"#;
+        assert!(check_overhead_report(three).is_err(), "no fexit floor");
+        let no_verdict = format!(r#"{{"modes":{MODES},"round_results":[]}}"#);
+        assert!(check_overhead_report(&no_verdict).is_err());
         assert!(check_overhead_report("nope").is_err());
     }
 

@@ -283,8 +283,10 @@ impl Binding {
                             })
                         }
                         Err(_) => {
-                            // The group was attached to that domain a moment ago.
+                            // The group was attached to that domain a moment ago. The device
+                            // is left detached, so nothing of it stays reserved.
                             kernel::warn_on!(true);
+                            old.ioas().unreserve_for_device(id);
                             self.put_hwpt(old);
                         }
                     }

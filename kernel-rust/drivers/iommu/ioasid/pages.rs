@@ -642,7 +642,6 @@ impl Pages {
     pub(crate) fn len_bytes(&self) -> usize {
         self.pins.len() * PAGE_SIZE
     }
-
 }
 
 impl PinnedPages for Pages {
