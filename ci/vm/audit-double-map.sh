@@ -12,21 +12,7 @@ set -eu
 backend=$1
 expect=$2
 out=${IOASID_VM_OUT:?run me through cargo xtask vm}
-rm -f "$out/release"
-
-start_audits "$out" || exit 1
-
-vfio-double-map --backend "$backend" --hold-until "$out/release" > "$out/workload.json" &
-wl=$!
-if ! wait_until $wl grep -qs '"held":true' "$out/workload.json"; then
-    echo "vfio-double-map did not reach its hold point" >&2
-    kill -INT $top $table || true
-    exit 1
-fi
-pid=$(grep '"held":true' "$out/workload.json" | grep -o '"pid":[0-9]*' | head -1 | cut -d: -f2)
-stop_audits
-: > "$out/release"
-wait $wl
+audit_held_workload "$out" vfio-double-map --backend "$backend" --hold-until "$out/release"
 cat "$out/workload.json"
 cat "$out/audit.stderr" >&2
 grep '"type":"finding"' "$out/audit.jsonl" || true

@@ -14,7 +14,6 @@ set -eu
 . ci/vm/lib.sh
 backend=$1
 out=${IOASID_VM_OUT:?run me through cargo xtask vm}
-rm -f "$out/release"
 fail=/sys/kernel/debug/fail_page_alloc
 if [ ! -d "$fail" ]; then
     echo "no $fail: the kernel lacks CONFIG_FAIL_PAGE_ALLOC or CONFIG_FAULT_INJECTION_DEBUG_FS" >&2
@@ -40,19 +39,7 @@ echo 2 > "$fail/verbose"
 echo 1 > "$fail/times"
 echo 100 > "$fail/probability"
 
-start_audits "$out" || exit 1
-
-vfio-failed-map --backend "$backend" --hold-until "$out/release" > "$out/workload.json" &
-wl=$!
-if ! wait_until $wl grep -qs '"held":true' "$out/workload.json"; then
-    echo "vfio-failed-map did not reach its hold point" >&2
-    kill -INT $top $table || true
-    exit 1
-fi
-pid=$(grep '"held":true' "$out/workload.json" | grep -o '"pid":[0-9]*' | head -1 | cut -d: -f2)
-stop_audits
-: > "$out/release"
-wait $wl
+audit_held_workload "$out" vfio-failed-map --backend "$backend" --hold-until "$out/release"
 echo 0 > "$fail/probability"
 left=$(cat "$fail/times")
 cat "$out/workload.json"

@@ -85,6 +85,29 @@ stop_audits() {
 # check_audit_outcome DIR STATUS TABLE_STATUS EXPECT FINDING: the JSON audit in DIR/audit.jsonl
 # (exit status STATUS) has exactly FINDING (`rule@pid`) when EXPECT is `finding`, none when it
 # is `clean` (check-audit); the table audit in DIR/audit.txt says as much, with the same status.
+# Runs a workload under both audits: starts them, runs "$@" (it prints a line with
+# "held":true and its "pid" on stdout, then holds until $OUT/release exists) with stdout to
+# $OUT/workload.json, stops the audits while it holds, releases it and waits for it. Sets pid
+# (the workload's), status and table_status (the audits' exit statuses).
+# Usage: audit_held_workload OUT COMMAND...
+audit_held_workload() {
+    _out=$1
+    shift
+    rm -f "$_out/release"
+    start_audits "$_out" || return 1
+    "$@" > "$_out/workload.json" &
+    _wl=$!
+    if ! wait_until $_wl grep -qs '"held":true' "$_out/workload.json"; then
+        echo "$1 did not reach its hold point" >&2
+        kill -INT $top $table || true
+        return 1
+    fi
+    pid=$(grep '"held":true' "$_out/workload.json" | grep -o '"pid":[0-9]*' | head -1 | cut -d: -f2)
+    stop_audits
+    : > "$_out/release"
+    wait $_wl
+}
+
 check_audit_outcome() {
     _dir=$1
     _status=$2

@@ -763,6 +763,11 @@ mod tests {
     use crate::event::{Event, KvmOp};
     use ioasid_ebpf_common::{KvmEvent, PinCounters, kind};
 
+    #[track_caller]
+    fn assert_contains(text: &str, part: &str) {
+        assert!(text.contains(part), "{part:?} not in {text:?}");
+    }
+
     #[test]
     fn limits_parsing() {
         let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
@@ -842,13 +847,9 @@ mod tests {
             (MAPPING_ANOMALY, Severity::Warning)
         );
         assert_eq!(f[0].pid, Some(40));
-        assert!(
-            f[0].subject.contains("0xffff888001000000"),
-            "{}",
-            f[0].subject
-        );
-        assert!(f[0].evidence.contains("returned -12"), "{}", f[0].evidence);
-        assert!(f[0].evidence.contains("0x40000000"), "{}", f[0].evidence);
+        assert_contains(&f[0].subject, "0xffff888001000000");
+        assert_contains(&f[0].evidence, "returned -12");
+        assert_contains(&f[0].evidence, "0x40000000");
 
         // A short unmap in D2, by another process: critical, and the worst finding.
         let short = unmap_event(UnmapFn::IommuUnmap, 41, D2, 0x8000, 8192, 4096);
@@ -861,16 +862,8 @@ mod tests {
             .collect();
         assert_eq!(crit.len(), 1);
         assert_eq!(crit[0].pid, Some(41));
-        assert!(
-            crit[0].evidence.contains("asked for 8.0 KiB"),
-            "{}",
-            crit[0].evidence
-        );
-        assert!(
-            crit[0].evidence.contains("unmapped 4.0 KiB"),
-            "{}",
-            crit[0].evidence
-        );
+        assert_contains(&crit[0].evidence, "asked for 8.0 KiB");
+        assert_contains(&crit[0].evidence, "unmapped 4.0 KiB");
         let snap = Snapshot::default();
         assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_CRITICAL);
     }
@@ -887,7 +880,7 @@ mod tests {
         assert_eq!(f[0].kvm, Some(0xffff_c900_0000_1000));
         assert_eq!(f[0].pid, Some(812));
         assert_eq!(f[0].devices, ["0000:00:00.0", "0000:00:01.0"]);
-        assert!(f[0].evidence.contains("vfio-pci"), "{}", f[0].evidence);
+        assert_contains(&f[0].evidence, "vfio-pci");
         assert!(f[0].evidence.contains("conventional PCI"));
         assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_WARNING);
     }
@@ -940,7 +933,7 @@ mod tests {
         let f = rule_unneeded_wbinvd(&agg, &snap);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].devices, ["0000:00:00.0"]);
-        assert!(f[0].evidence.contains("/proc/812/fd"), "{}", f[0].evidence);
+        assert_contains(&f[0].evidence, "/proc/812/fd");
         // The test kernel's override says every device can: the exposure is needed.
         snap.no_snoop_override = Some(true);
         assert!(rule_unneeded_wbinvd(&agg, &snap).is_empty());
@@ -958,11 +951,7 @@ mod tests {
         assert_eq!(f[0].severity, Severity::Warning);
         assert_eq!((f[0].pid, f[0].kvm), (Some(812), None));
         assert_eq!(f[0].devices, ["0000:00:00.0"]);
-        assert!(
-            f[0].evidence.contains("no KVM-VFIO device"),
-            "{}",
-            f[0].evidence
-        );
+        assert_contains(&f[0].evidence, "no KVM-VFIO device");
         assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_WARNING);
     }
 
@@ -979,16 +968,8 @@ mod tests {
         assert_eq!(f[0].kvm, Some(9));
         // KVM was told, and told wrong: critical.
         assert_eq!(f[0].severity, Severity::Critical);
-        assert!(
-            f[0].evidence.contains("no_snoop_override"),
-            "{}",
-            f[0].evidence
-        );
-        assert!(
-            f[0].evidence.contains("last seen unregistering"),
-            "{}",
-            f[0].evidence
-        );
+        assert_contains(&f[0].evidence, "no_snoop_override");
+        assert_contains(&f[0].evidence, "last seen unregistering");
     }
 
     #[test]
@@ -1068,16 +1049,8 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].rule, DOUBLE_ACCOUNTED);
         assert_eq!(f[0].pid, Some(812));
-        assert!(
-            f[0].evidence.contains("2.0 MiB into 2 IOMMU domains"),
-            "{}",
-            f[0].evidence
-        );
-        assert!(
-            f[0].evidence.contains("VmPin grew by 2.0 MiB"),
-            "{}",
-            f[0].evidence
-        );
+        assert_contains(&f[0].evidence, "2.0 MiB into 2 IOMMU domains");
+        assert_contains(&f[0].evidence, "VmPin grew by 2.0 MiB");
         assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_WARNING);
     }
 
@@ -1138,12 +1111,8 @@ mod tests {
         let f = rule_pins_outlive_owner(&agg, &snap);
         assert_eq!(f.len(), 1);
         assert_eq!((f[0].rule, f[0].pid), (PINS_OUTLIVE_OWNER, Some(812)));
-        assert!(
-            f[0].evidence.contains("256 of them are still held"),
-            "{}",
-            f[0].evidence
-        );
-        assert!(f[0].evidence.contains("pid 813 child"), "{}", f[0].evidence);
+        assert_contains(&f[0].evidence, "256 of them are still held");
+        assert_contains(&f[0].evidence, "pid 813 child");
         assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_WARNING);
     }
 
@@ -1207,7 +1176,7 @@ mod tests {
             assert_eq!(f[0].rule, PINS_OVER_MEMLOCK);
             assert_eq!(f[0].pid, Some(42));
             assert!(f[0].evidence.contains("/proc/42/limits"));
-            assert!(f[0].evidence.contains("soft 64.0 KiB"), "{}", f[0].evidence);
+            assert_contains(&f[0].evidence, "soft 64.0 KiB");
             assert_eq!(exit_status(&f), EXIT_WARNING);
         }
     }

@@ -11,16 +11,9 @@
 
 use crate::dmabuf::DmaBuffer;
 use crate::sysfs;
-use crate::vfio::{VfioContainer, VfioDevice, VfioGroup};
-use crate::workload::{Backend, bind_attach_map, find_edu, type1_with_map, vm_now};
+use crate::workload::{EduMapping, HeldArgs, find_edu, vm_now};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
-use ioasid_uapi::{
-    Iommufd,
-    iommufd::{IOMMU_IOAS_MAP_READABLE, IOMMU_IOAS_MAP_WRITEABLE},
-    vfio::{VFIO_DMA_MAP_FLAG_READ, VFIO_DMA_MAP_FLAG_WRITE},
-};
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the mapping that succeeds goes.
@@ -39,47 +32,8 @@ const MAKE_IT_FAIL: &str = "/proc/self/make-it-fail";
     about = "Map for the edu device, then a map the IOMMU layer fails (fail_page_alloc), and hold"
 )]
 pub struct Args {
-    #[arg(long, value_enum)]
-    pub backend: Backend,
-    /// hold the mapping that succeeded until this file exists
-    #[arg(long, value_name = "FILE")]
-    pub hold_until: PathBuf,
-    /// sysfs mount point
-    #[arg(long, default_value = "/sys", hide = true)]
-    pub sysfs: PathBuf,
-    /// devtmpfs mount point
-    #[arg(long, default_value = "/dev", hide = true)]
-    pub devfs: PathBuf,
-}
-
-/// The page table of the mappings.
-#[allow(dead_code, reason = "held for their file descriptors")]
-enum Held {
-    Type1(VfioContainer, VfioGroup),
-    Iommufd(VfioDevice, Iommufd, u32),
-}
-
-impl Held {
-    /// Maps `BYTES` at `vaddr` to `iova`.
-    fn map(&self, vaddr: u64, iova: u64) -> std::io::Result<()> {
-        match self {
-            Held::Type1(container, _) => container.map_dma(
-                vaddr,
-                iova,
-                BYTES,
-                VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-            ),
-            Held::Iommufd(_, fd, ioas) => fd
-                .ioas_map(
-                    *ioas,
-                    vaddr,
-                    BYTES,
-                    Some(iova),
-                    IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-                )
-                .map(|_| ()),
-        }
-    }
+    #[command(flatten)]
+    pub held: HeldArgs,
 }
 
 fn set_make_it_fail(on: bool) -> Result<()> {
@@ -90,25 +44,15 @@ fn set_make_it_fail(on: bool) -> Result<()> {
 
 /// Maps, fails a map, checks the failure and what it left, announces and holds.
 pub fn run(args: &Args) -> Result<()> {
+    let args = &args.held;
     let bdf = find_edu(&args.sysfs, None)?;
     sysfs::bind_vfio_pci(&args.sysfs, &bdf, Duration::from_secs(3))?;
     let buf = DmaBuffer::new(usize::try_from(2 * BYTES)?, 0x5a).context("mmap of the buffer")?;
-    let area = (buf.addr(), IOVA, BYTES);
-    let held = match args.backend.iommu_dev() {
-        None => {
-            let (container, group) = type1_with_map(&args.sysfs, &args.devfs, &bdf, area)?;
-            Held::Type1(container, group)
-        }
-        Some(path) => {
-            let fd = Iommufd::open(Path::new(path)).with_context(|| format!("opening {path}"))?;
-            let (dev, ioas) = bind_attach_map(&args.sysfs, &args.devfs, &fd, path, &bdf, area)?;
-            Held::Iommufd(dev, fd, ioas)
-        }
-    };
+    let held = EduMapping::new(args, &bdf, (buf.addr(), IOVA, BYTES))?;
 
     let (pin0, lck0) = vm_now()?;
     set_make_it_fail(true)?;
-    let failed = held.map(buf.addr() + BYTES, FAILED_IOVA);
+    let failed = held.map(buf.addr() + BYTES, FAILED_IOVA, BYTES);
     set_make_it_fail(false)?;
     let (pin1, lck1) = vm_now()?;
     match failed {

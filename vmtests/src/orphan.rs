@@ -9,12 +9,9 @@
 
 use crate::dmabuf::DmaBuffer;
 use crate::sysfs;
-use crate::vfio::{VfioContainer, VfioDevice, VfioGroup};
-use crate::workload::{Backend, bind_attach_map, find_edu, type1_with_map, vm_now};
+use crate::workload::{EduMapping, HeldArgs, find_edu, vm_now};
 use anyhow::{Context, Result, bail};
 use clap::Parser;
-use ioasid_uapi::Iommufd;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where the buffer is mapped.
@@ -28,49 +25,20 @@ pub const BYTES: u64 = 1 << 20;
     about = "Map for the edu device, fork, and exit leaving the child holding the pins"
 )]
 pub struct Args {
-    #[arg(long, value_enum)]
-    pub backend: Backend,
-    /// the child holds the files until this file exists
-    #[arg(long, value_name = "FILE")]
-    pub hold_until: PathBuf,
-    /// sysfs mount point
-    #[arg(long, default_value = "/sys", hide = true)]
-    pub sysfs: PathBuf,
-    /// devtmpfs mount point
-    #[arg(long, default_value = "/dev", hide = true)]
-    pub devfs: PathBuf,
-}
-
-/// What keeps the mapping; never dropped in either process (both leave with `_exit`).
-#[allow(dead_code, reason = "held only for their file descriptors")]
-enum Held {
-    Type1(VfioContainer, VfioGroup),
-    Iommufd(VfioDevice, Iommufd),
-}
-
-fn map(args: &Args, bdf: &str, buf: &DmaBuffer) -> Result<Held> {
-    let area = (buf.addr(), IOVA, BYTES);
-    match args.backend.iommu_dev() {
-        None => {
-            let (container, group) = type1_with_map(&args.sysfs, &args.devfs, bdf, area)?;
-            Ok(Held::Type1(container, group))
-        }
-        Some(path) => {
-            let fd = Iommufd::open(Path::new(path)).with_context(|| format!("opening {path}"))?;
-            let (dev, _ioas) = bind_attach_map(&args.sysfs, &args.devfs, &fd, path, bdf, area)?;
-            Ok(Held::Iommufd(dev, fd))
-        }
-    }
+    /// the child holds the files until `--hold-until`'s file exists
+    #[command(flatten)]
+    pub held: HeldArgs,
 }
 
 /// Maps, forks, and never returns: the parent exits after its `held` line, the child when the
 /// release file appears.
 pub fn run(args: &Args) -> Result<std::convert::Infallible> {
+    let args = &args.held;
     let bdf = find_edu(&args.sysfs, None)?;
     sysfs::bind_vfio_pci(&args.sysfs, &bdf, Duration::from_secs(3))?;
     let buf = DmaBuffer::new(usize::try_from(BYTES)?, 0x5a).context("mmap of the buffer")?;
     let (pin0, lck0) = vm_now()?;
-    let held = map(args, &bdf, &buf)?;
+    let held = EduMapping::new(args, &bdf, (buf.addr(), IOVA, BYTES))?;
     let (pin1, lck1) = vm_now()?;
 
     // SAFETY: this process has one thread, so the child is a full copy that may run Rust.

@@ -658,6 +658,69 @@ pub fn type1_with_map(
     Ok((container, group))
 }
 
+/// The options of a workload that maps for the edu device through one backend and holds the
+/// mapping until the scenario releases it (`vfio-orphan-pins`, `vfio-failed-map`).
+#[derive(clap::Args, Debug)]
+pub struct HeldArgs {
+    #[arg(long, value_enum)]
+    pub backend: Backend,
+    /// hold the mapping until this file exists
+    #[arg(long, value_name = "FILE")]
+    pub hold_until: PathBuf,
+    /// sysfs mount point
+    #[arg(long, default_value = "/sys", hide = true)]
+    pub sysfs: PathBuf,
+    /// devtmpfs mount point
+    #[arg(long, default_value = "/dev", hide = true)]
+    pub devfs: PathBuf,
+}
+
+/// A page table of the edu device with a mapping in it: a type1 container, or an IOAS of
+/// /dev/iommu or /dev/ioasid with the device's cdev bound and attached. Its files keep it.
+pub enum EduMapping {
+    Type1(VfioContainer, VfioGroup),
+    Iommufd(VfioDevice, Iommufd, u32),
+}
+
+impl EduMapping {
+    /// Maps `len` bytes at `vaddr` to `iova` for `bdf` through `args.backend`, read-write.
+    pub fn new(args: &HeldArgs, bdf: &str, area: (u64, u64, u64)) -> Result<Self> {
+        match args.backend.iommu_dev() {
+            None => {
+                let (container, group) = type1_with_map(&args.sysfs, &args.devfs, bdf, area)?;
+                Ok(EduMapping::Type1(container, group))
+            }
+            Some(path) => {
+                let fd =
+                    Iommufd::open(Path::new(path)).with_context(|| format!("opening {path}"))?;
+                let (dev, ioas) = bind_attach_map(&args.sysfs, &args.devfs, &fd, path, bdf, area)?;
+                Ok(EduMapping::Iommufd(dev, fd, ioas))
+            }
+        }
+    }
+
+    /// Maps `len` more bytes at `vaddr` to `iova` in the same page table, read-write.
+    pub fn map(&self, vaddr: u64, iova: u64, len: u64) -> std::io::Result<()> {
+        match self {
+            EduMapping::Type1(container, _) => container.map_dma(
+                vaddr,
+                iova,
+                len,
+                VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
+            ),
+            EduMapping::Iommufd(_, fd, ioas) => fd
+                .ioas_map(
+                    *ioas,
+                    vaddr,
+                    len,
+                    Some(iova),
+                    IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
+                )
+                .map(|_| ()),
+        }
+    }
+}
+
 /// A type1 container with `bdf`'s IOMMU group attached (`VFIO_SET_IOMMU` TYPE1v2: from here
 /// on the container has an IOMMU domain and `VFIO_IOMMU_MAP_DMA` pins and maps).
 pub fn open_type1(
