@@ -61,8 +61,11 @@ pub fn run(args: &Args) -> Result<()> {
              iommu_map_nosync (is it configured, with this task's make-it-fail?)"
         ),
         Err(e) => ensure!(
-            e.raw_os_error() == Some(libc::ENOMEM),
-            "the map at {FAILED_IOVA:#x} failed with {e}, expected ENOMEM from iommu_map"
+            e.root_cause()
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                == Some(libc::ENOMEM),
+            "the map at {FAILED_IOVA:#x} failed with {e:#}, expected ENOMEM from iommu_map"
         ),
     }
     ensure!(

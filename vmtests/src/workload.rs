@@ -626,19 +626,9 @@ pub fn bind_attach_map(
     let ioas = fd.ioas_alloc().context("IOMMU_IOAS_ALLOC")?;
     dev.attach_pt(ioas)
         .with_context(|| format!("VFIO_DEVICE_ATTACH_IOMMUFD_PT {bdf} to ioas {ioas}"))?;
-    let got = fd
-        .ioas_map(
-            ioas,
-            vaddr,
-            len,
-            Some(iova),
-            IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-        )
-        .with_context(|| format!("IOMMU_IOAS_MAP into ioas {ioas} of {bdf}"))?;
-    ensure!(
-        got == iova,
-        "IOMMU_IOAS_MAP placed the mapping at {got:#x}, asked for fixed {iova:#x}"
-    );
+    IommufdMapper { fd, ioas }
+        .map(vaddr, iova, len)
+        .with_context(|| format!("into the IOAS of {bdf}"))?;
     Ok((dev, ioas))
 }
 
@@ -699,24 +689,14 @@ impl EduMapping {
         }
     }
 
-    /// Maps `len` more bytes at `vaddr` to `iova` in the same page table, read-write.
-    pub fn map(&self, vaddr: u64, iova: u64, len: u64) -> std::io::Result<()> {
+    /// Maps `len` more bytes at `vaddr` to `iova` in the same page table, read-write. The
+    /// ioctl's error is the root cause of a failure.
+    pub fn map(&self, vaddr: u64, iova: u64, len: u64) -> Result<()> {
         match self {
-            EduMapping::Type1(container, _) => container.map_dma(
-                vaddr,
-                iova,
-                len,
-                VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE,
-            ),
-            EduMapping::Iommufd(_, fd, ioas) => fd
-                .ioas_map(
-                    *ioas,
-                    vaddr,
-                    len,
-                    Some(iova),
-                    IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-                )
-                .map(|_| ()),
+            EduMapping::Type1(container, _) => Type1Mapper { container }.map(vaddr, iova, len),
+            EduMapping::Iommufd(_, fd, ioas) => {
+                IommufdMapper { fd, ioas: *ioas }.map(vaddr, iova, len)
+            }
         }
     }
 }
