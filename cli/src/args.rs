@@ -45,6 +45,13 @@ pub struct Args {
     #[arg(long, global = true)]
     pub kprobes_only: bool,
 
+    /// Do not trace the pinning functions (long-term GUP pins and unpins, __account_locked_vm,
+    /// iommufd's iopt_pages_update_pinned): mappings only, at the least cost to the processes
+    /// that map. The pinning table then shows only what /proc said at start-up. Not with
+    /// `audit`, whose pinning findings need those counts.
+    #[arg(long, global = true)]
+    pub no_pins: bool,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -98,6 +105,15 @@ impl Args {
 
     pub fn audit(&self) -> bool {
         self.command == Some(Command::Audit)
+    }
+
+    /// Why these options cannot go together, if they cannot (clap cannot express a global
+    /// flag that one subcommand refuses).
+    pub fn conflict(&self) -> Option<&'static str> {
+        (self.audit() && self.no_pins).then_some(
+            "`audit` needs the pinning probes (pins over RLIMIT_MEMLOCK, double accounting, pins \
+             that outlive their owner): run it without --no-pins",
+        )
     }
 
     /// `ioasid-top domain [ADDR]`: Some(the domain, or None for all of them).
@@ -160,7 +176,9 @@ mod tests {
         assert_eq!(a.interval(), Duration::from_secs(2));
         assert_eq!(a.pid, None);
         assert!(!a.kprobes_only);
+        assert!(!a.no_pins);
         assert!(!a.audit());
+        assert_eq!(a.conflict(), None);
         assert_eq!(a.domain_view(), None);
         assert_eq!((a.comm, a.sort), (None, None));
     }
@@ -255,6 +273,30 @@ mod tests {
         assert!(a.json);
         assert_eq!(a.interval(), Duration::from_millis(500));
         assert_eq!(a.pid, Some(1234));
+    }
+
+    #[test]
+    fn no_pins_is_for_the_views_not_the_audit() {
+        for argv in [
+            &["--no-pins"][..],
+            &["--no-pins", "--json"],
+            &["domain", "--no-pins"],
+        ] {
+            let a = parse(argv).expect("--no-pins parses");
+            assert!(a.no_pins, "{argv:?}");
+            assert_eq!(a.conflict(), None, "{argv:?}");
+        }
+        for argv in [
+            &["--no-pins", "audit"][..],
+            &["audit", "--once", "--no-pins"],
+        ] {
+            let a = parse(argv).expect("parses; refused by conflict()");
+            assert!(
+                a.conflict()
+                    .is_some_and(|why| why.contains("without --no-pins")),
+                "{argv:?}"
+            );
+        }
     }
 
     #[test]

@@ -282,6 +282,9 @@ const PIN_TARGETS: [PinTarget; 15] = [
     ),
 ];
 
+/// The reason in the probe report of a pinning function under `--no-pins`.
+pub const NOT_ASKED: &str = "not asked for (--no-pins)";
+
 /// Loaded object with its probes attached. Dropping it detaches everything.
 pub struct Session {
     ebpf: Ebpf,
@@ -308,8 +311,9 @@ fn one_line<E: std::fmt::Display + ?Sized>(err: &E) -> String {
 
 impl Session {
     /// Loads the object, sets the pid filter and attaches every probe it can.
-    /// With `kprobes_only`, fexit is not tried.
-    pub fn load(pid_filter: Option<u32>, kprobes_only: bool) -> anyhow::Result<Self> {
+    /// With `kprobes_only`, fexit is not tried; without `pins`, the pinning functions are not
+    /// traced (their probe reports say so).
+    pub fn load(pid_filter: Option<u32>, kprobes_only: bool, pins: bool) -> anyhow::Result<Self> {
         if EBPF_OBJECT.is_empty() {
             bail!(
                 "this binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it"
@@ -380,6 +384,14 @@ impl Session {
         }
 
         for pt in &PIN_TARGETS {
+            if !pins {
+                probes.push(ProbeReport {
+                    function: pt.target.function,
+                    attach: Attach::None,
+                    error: Some(NOT_ASKED.to_owned()),
+                });
+                continue;
+            }
             probes.push(attach_pin(
                 &mut ebpf,
                 pt,

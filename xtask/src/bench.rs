@@ -65,7 +65,7 @@ impl BenchOpts {
     }
 }
 
-/// Checks that `json` is an `ioasid-bench --overhead` report: three modes and a verdict;
+/// Checks that `json` is an `ioasid-bench --overhead` report: its five modes and a verdict;
 /// returns the number of timed loops.
 pub fn check_overhead_report(json: &str) -> Result<usize> {
     let v: serde_json::Value = serde_json::from_str(json).context("overhead.json is not JSON")?;
@@ -78,8 +78,16 @@ pub fn check_overhead_report(json: &str) -> Result<usize> {
         .filter_map(|m| m.get("mode").and_then(|n| n.as_str()))
         .collect();
     ensure!(
-        names == ["bare", "ioasid-top", "bpftrace", "fexit-floor"],
-        "overhead.json has the modes {names:?}, not bare, ioasid-top, bpftrace and fexit-floor"
+        names
+            == [
+                "bare",
+                "ioasid-top",
+                "ioasid-top-pins",
+                "bpftrace",
+                "fexit-floor"
+            ],
+        "overhead.json has the modes {names:?}, not bare, ioasid-top, ioasid-top-pins, bpftrace \
+         and fexit-floor"
     );
     ensure!(
         v.get("verdict").is_some_and(|x| x.is_object()),
@@ -245,17 +253,17 @@ mod tests {
     }
 
     #[test]
-    fn an_overhead_report_needs_its_four_modes_and_a_verdict() {
-        const MODES: &str =
-            r#"[{"mode":"bare"},{"mode":"ioasid-top"},{"mode":"bpftrace"},{"mode":"fexit-floor"}]"#;
+    fn an_overhead_report_needs_its_five_modes_and_a_verdict() {
+        const MODES: &str = r#"[{"mode":"bare"},{"mode":"ioasid-top"},{"mode":"ioasid-top-pins"},
+            {"mode":"bpftrace"},{"mode":"fexit-floor"}]"#;
         let ok = format!(
             r#"{{"modes":{MODES},"verdict":{{"top_over_bare":1.0}},
             "round_results":[{{"loops_ns":[[1,2],[3,4]]}},{{"loops_ns":[[1,2]]}}]}}"#
         );
         assert_eq!(check_overhead_report(&ok).unwrap(), 3);
-        let three = r#"{"modes":[{"mode":"bare"},{"mode":"ioasid-top"},{"mode":"bpftrace"}],
-            "verdict":{},"round_results":[]}"#;
-        assert!(check_overhead_report(three).is_err(), "no fexit floor");
+        let four = r#"{"modes":[{"mode":"bare"},{"mode":"ioasid-top"},{"mode":"bpftrace"},
+            {"mode":"fexit-floor"}],"verdict":{},"round_results":[]}"#;
+        assert!(check_overhead_report(four).is_err(), "no ioasid-top-pins");
         let no_verdict = format!(r#"{{"modes":{MODES},"round_results":[]}}"#);
         assert!(check_overhead_report(&no_verdict).is_err());
         assert!(check_overhead_report("nope").is_err());

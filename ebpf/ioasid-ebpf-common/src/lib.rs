@@ -153,8 +153,8 @@ pub struct PinCounters {
     /// `iopt_pages_update_pinned` pages added / removed (iommufd's `pinned_vm`).
     pub iommufd_added: u64,
     pub iommufd_removed: u64,
-    /// `comm` of the thread of the last call, NUL padded. Written without a
-    /// lock: two threads with different names racing may leave a mix.
+    /// `comm` of the thread whose call created the entry, NUL padded (a name the
+    /// process takes later, at exec or prctl(PR_SET_NAME), is not seen here).
     pub comm: [u8; COMM_LEN],
 }
 

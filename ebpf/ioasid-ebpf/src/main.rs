@@ -853,8 +853,9 @@ fn ret_value(s: Spec, raw: u64) -> i64 {
     }
 }
 
-/// This process's PINS entry, created on its first call. None (counted in
-/// lost::PIN_MAP_FULL) when the map is full.
+/// This process's PINS entry, created on its first call with the task's name (taken once:
+/// a helper call on every pin and unpin is a cost the mapping process pays). None (counted
+/// in lost::PIN_MAP_FULL) when the map is full.
 #[inline(always)]
 fn proc_counters(tgid: u32) -> Option<*mut PinCounters> {
     if let Some(p) = PINS.get_ptr_mut(tgid) {
@@ -863,11 +864,16 @@ fn proc_counters(tgid: u32) -> Option<*mut PinCounters> {
     // Another thread of the process may create it at the same time: NOEXIST
     // keeps the first one, and the lookup below finds it either way.
     let _ = PINS.insert(tgid, &ZERO_COUNTERS, BPF_NOEXIST as u64);
-    let p = PINS.get_ptr_mut(tgid);
-    if p.is_none() {
+    let Some(p) = PINS.get_ptr_mut(tgid) else {
         count_lost(lost::PIN_MAP_FULL);
+        return None;
+    };
+    // SAFETY: p points to this process's PINS value; comm is plain bytes (two threads
+    // creating it at once can only write one of their names).
+    unsafe {
+        generated::bpf_get_current_comm((&raw mut (*p).comm).cast(), COMM_LEN as u32);
     }
-    p
+    Some(p)
 }
 
 /// Whether this unpin is the second call of an unpin_user_pages_dirty_lock(make_dirty
@@ -953,10 +959,8 @@ fn count_call(s: Spec, pid_tgid: u64, args: &PinArgs, ret: i64) {
     let Some(p) = proc_counters((pid_tgid >> 32) as u32) else {
         return;
     };
-    // SAFETY: p points to this process's PINS value; every counter is updated
-    // atomically, comm is plain bytes (a racing writer can only mix names).
+    // SAFETY: p points to this process's PINS value; every counter is updated atomically.
     unsafe {
-        generated::bpf_get_current_comm((&raw mut (*p).comm).cast(), COMM_LEN as u32);
         let counter = match s.class {
             Class::Pin => {
                 add(&raw mut (*p).pin_calls, 1);
