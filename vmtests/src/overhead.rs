@@ -610,7 +610,7 @@ pub fn format_report(r: &OverheadReport) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<12} {:>21} {:>21} {:>21}",
+        "{:<16} {:>21} {:>21} {:>21}",
         "mode", "map", "unmap", "total"
     );
     for m in &r.modes {
@@ -623,7 +623,7 @@ pub fn format_report(r: &OverheadReport) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<12} {:>21} {:>21} {:>21}",
+            "{:<16} {:>21} {:>21} {:>21}",
             m.mode.name(),
             cell("map"),
             cell("unmap"),
