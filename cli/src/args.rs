@@ -45,10 +45,10 @@ pub struct Args {
     #[arg(long, global = true)]
     pub kprobes_only: bool,
 
-    /// Do not trace the pinning functions (long-term GUP pins and unpins, __account_locked_vm,
-    /// iommufd's iopt_pages_update_pinned): mappings only, at the least cost to the processes
-    /// that map. The pinning table then shows only what /proc said at start-up. Not with
-    /// `audit`, whose pinning findings need those counts.
+    /// Do not trace the pinning functions (GUP pins and unpins, memfd folio pins,
+    /// __account_locked_vm, iommufd's iopt_pages_update_pinned): mappings only, at the least
+    /// cost to the processes that map. The pinning table then shows only what /proc said at
+    /// start-up. Not with `audit`, whose pinning findings need those counts.
     #[arg(long, global = true)]
     pub no_pins: bool,
 

@@ -40,6 +40,10 @@ static STOP: AtomicBool = AtomicBool::new(false);
 /// Records handled per drain before looking at the clock again.
 const DRAIN_BATCH: usize = 65_536;
 
+/// Drains of [`DRAIN_BATCH`] records at most after Ctrl-C or the end of `--once`, for the
+/// records already in the ring (it holds fewer than one batch).
+const FINAL_DRAINS_MAX: usize = 2;
+
 /// How long the reader sleeps between drains. It does not wait in poll(2) on the ring
 /// buffer: the kernel wakes a waiting reader whenever a record arrives at a ring it had
 /// emptied, so a reader that keeps up is woken once per record, and each wakeup (an
@@ -205,6 +209,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         agg.track_phys();
     }
     let mut backlog = false;
+    let mut final_drains = 0;
     loop {
         let now = Instant::now();
         if !STOP.load(Ordering::Relaxed) && now < next_tick && !backlog {
@@ -259,8 +264,12 @@ fn run(args: &Args) -> anyhow::Result<u8> {
                 next_tick = now + interval;
             }
         }
+        // Finishing: read what is left first, but not forever if the producers outrun us.
         if stop || (args.once && now >= next_tick) {
-            break;
+            if !backlog || final_drains >= FINAL_DRAINS_MAX {
+                break;
+            }
+            final_drains += 1;
         }
     }
 

@@ -121,7 +121,7 @@ impl PinKindStats {
     }
 }
 
-/// A process's task name at its last pinning call ("" when none was recorded).
+/// A process's task name at its first pinning call since attach ("" when none was recorded).
 pub fn comm(c: &PinCounters) -> String {
     crate::event::comm_str(&c.comm)
 }
@@ -185,7 +185,7 @@ impl PinAggregator {
 #[derive(Debug, Clone)]
 pub struct PinRow<'a> {
     pub pid: u32,
-    /// Task name at its last pinning call, else from its start-up state.
+    /// Task name at its first pinning call since attach, else from its start-up state.
     pub comm: String,
     /// Counted since attach (zero when none was seen).
     pub events: PinCounters,

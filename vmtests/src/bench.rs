@@ -302,7 +302,8 @@ pub struct Args {
     #[arg(long, default_value = "/dev", hide = true)]
     pub devfs: PathBuf,
     /// instead: the cost of tracing iommu_map — a 4 KiB MAP+UNMAP loop on iommufd+domain, bare,
-    /// under ioasid-top and under an equivalent bpftrace program (JSON: overhead.json)
+    /// under ioasid-top (--no-pins, and with its pinning probes), under an equivalent bpftrace
+    /// program and under empty fexit programs (JSON: overhead.json)
     #[arg(long)]
     pub overhead: bool,
     /// --overhead: rounds, each running every mode once (default: 5; with --quick, 1)

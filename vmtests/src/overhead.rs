@@ -46,7 +46,7 @@ const ATTACH_TIMEOUT: Duration = Duration::from_secs(300);
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(300);
 const STOP_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// The bpftrace equivalent of `ioasid-top --json --interval 1` (bpftrace 0.17 syntax: `kretfunc`
+/// The bpftrace equivalent of `ioasid-top --json --interval 1 --no-pins` (bpftrace 0.17 syntax: `kretfunc`
 /// is fexit; `args->`). No casts: a cast makes bpftrace 0.17 parse kernel headers, which the
 /// guest does not have (BTF alone serves the rest). Per call: one printed line with what ioasid-top's JSON `map`/`unmap`
 /// line carries; counts and bytes per function (ioasid-top's `kind` lines) and per pid+domain
@@ -869,7 +869,15 @@ impl Tracer {
         let err = read_lossy(&self.stderr)?;
         match self.mode {
             Mode::Bare | Mode::FexitFloor => Ok(Seen::default()),
-            Mode::IoasidTopPins => parse_top(&out, pid),
+            Mode::IoasidTopPins => {
+                let seen = parse_top(&out, pid)?;
+                // Without this, pinning probes that all failed to attach would pass unseen.
+                ensure!(
+                    seen.pins.is_some(),
+                    "ioasid-top (pinning probes on) printed no pinned line for pid {pid}"
+                );
+                Ok(seen)
+            }
             Mode::IoasidTop => {
                 let mut seen = parse_top(&out, pid)?;
                 ensure!(
@@ -1313,7 +1321,13 @@ Lost 2 events\n\
         assert!((v.paired_top_over_bare - 1.05).abs() < 1e-9);
         assert!((v.paired_top_added_over_bpftrace_added - 0.25).abs() < 1e-9);
         assert!((v.top_events_per_s_median - 3000.0 / 0.105).abs() < 1e-6);
-        assert!(summarize(&r[..2]).is_err(), "ioasid-top-pins never ran");
+        let without_pins: Vec<RoundResult> = r
+            .iter()
+            .filter(|x| x.mode != Mode::IoasidTopPins)
+            .cloned()
+            .collect();
+        let err = summarize(&without_pins).expect_err("ioasid-top-pins never ran");
+        assert!(err.to_string().contains("ioasid-top-pins"), "{err}");
         assert!(summarize(&r[..3]).is_err(), "bpftrace never ran");
         assert!(summarize(&r[..4]).is_err(), "the fexit floor never ran");
         let report = OverheadReport {

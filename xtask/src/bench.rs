@@ -15,7 +15,8 @@ pub const BENCH_MEMORY: &str = "4G";
 
 pub struct BenchOpts {
     pub quick: bool,
-    /// `ioasid-bench --overhead`: the cost of tracing (bare, ioasid-top, bpftrace).
+    /// `ioasid-bench --overhead`: the cost of tracing (bare, ioasid-top with and without its
+    /// pinning probes, bpftrace, the fexit floor).
     pub overhead: bool,
     pub reps: Option<u32>,
     /// Comma-separated backend names, passed to ioasid-bench as they are.

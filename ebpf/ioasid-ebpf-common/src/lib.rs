@@ -153,8 +153,10 @@ pub struct PinCounters {
     /// `iopt_pages_update_pinned` pages added / removed (iommufd's `pinned_vm`).
     pub iommufd_added: u64,
     pub iommufd_removed: u64,
-    /// `comm` of the thread whose call created the entry, NUL padded (a name the
-    /// process takes later, at exec or prctl(PR_SET_NAME), is not seen here).
+    /// `comm` of the thread whose call created the entry, NUL padded; threads
+    /// creating it at once may leave a mix. A name the process takes later (exec,
+    /// prctl(PR_SET_NAME)) is not seen here, and a process that reuses the pid of
+    /// one that exited since the last report keeps the old name.
     pub comm: [u8; COMM_LEN],
 }
 

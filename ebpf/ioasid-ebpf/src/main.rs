@@ -868,8 +868,8 @@ fn proc_counters(tgid: u32) -> Option<*mut PinCounters> {
         count_lost(lost::PIN_MAP_FULL);
         return None;
     };
-    // SAFETY: p points to this process's PINS value; comm is plain bytes (two threads
-    // creating it at once can only write one of their names).
+    // SAFETY: p points to this process's PINS value; comm is plain bytes (threads that
+    // create the entry at once may leave a mix of their names).
     unsafe {
         generated::bpf_get_current_comm((&raw mut (*p).comm).cast(), COMM_LEN as u32);
     }
