@@ -17,7 +17,7 @@ mod table;
 
 use std::{
     io::{self, BufWriter, Write},
-    os::fd::RawFd,
+    os::fd::{AsRawFd as _, RawFd},
     process::ExitCode,
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
@@ -51,6 +51,11 @@ const FINAL_DRAINS_MAX: usize = 2;
 /// every 10 ms costs at most 100 wakeups a second; the 4 MiB ring holds ~43,000 records,
 /// so it overflows only above ~4 million records a second (counted as lost if it does).
 const DRAIN_PERIOD: Duration = Duration::from_millis(10);
+
+/// Empty drains in a row (100 ms without a record) after which the reader waits in poll(2)
+/// on the ring instead: an idle ioasid-top then sleeps until a record or the next report,
+/// and the one wakeup that record costs starts the periodic drains again.
+const IDLE_DRAINS: u32 = 10;
 
 fn main() -> ExitCode {
     let args = Args::parse();
@@ -209,13 +214,24 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         agg.track_phys();
     }
     let mut backlog = false;
+    let mut empty_drains = 0;
     let mut final_drains = 0;
     loop {
         let now = Instant::now();
         if !STOP.load(Ordering::Relaxed) && now < next_tick && !backlog {
-            pause((next_tick - now).min(DRAIN_PERIOD))?;
+            if empty_drains >= IDLE_DRAINS {
+                wait(Some(ring.as_raw_fd()), next_tick - now)?;
+            } else {
+                wait(None, (next_tick - now).min(DRAIN_PERIOD))?;
+            }
         }
-        backlog = drain(&mut ring, &mut agg, args, &mut out)?;
+        let drained = drain(&mut ring, &mut agg, args, &mut out)?;
+        backlog = drained == DRAIN_BATCH;
+        empty_drains = if drained == 0 {
+            empty_drains.saturating_add(1)
+        } else {
+            0
+        };
         agg.fill_group_devices(|id| {
             let id = u32::try_from(id).ok()?;
             procfiles::group_devices(std::path::Path::new("/sys"), id).ok()
@@ -332,17 +348,17 @@ fn body(
     }
 }
 
-/// Decodes and accounts everything available (up to [`DRAIN_BATCH`]); true when it stopped
-/// at that limit with records left.
+/// Decodes and accounts everything available, up to [`DRAIN_BATCH`] records; returns how
+/// many it took (`DRAIN_BATCH`: there may be more).
 fn drain<W: Write>(
     ring: &mut RingBuf<MapData>,
     agg: &mut Aggregator,
     args: &Args,
     out: &mut W,
-) -> anyhow::Result<bool> {
-    for _ in 0..DRAIN_BATCH {
+) -> anyhow::Result<usize> {
+    for taken in 0..DRAIN_BATCH {
         let Some(item) = ring.next() else {
-            return Ok(false);
+            return Ok(taken);
         };
         let decoded = event::decode(&item);
         drop(item);
@@ -362,7 +378,7 @@ fn drain<W: Write>(
             Err(_) => agg.undecodable(),
         }
     }
-    Ok(true)
+    Ok(DRAIN_BATCH)
 }
 
 #[allow(clippy::too_many_arguments, reason = "one call site, all of it needed")]
@@ -390,15 +406,22 @@ fn redraw<W: Write>(
     Ok(())
 }
 
-/// Sleeps for `timeout`, or until a signal arrives.
-fn pause(timeout: Duration) -> anyhow::Result<()> {
+/// Sleeps until `timeout` passes or a signal arrives, or, with `ring`, until that ring
+/// buffer fd is readable.
+fn wait(ring: Option<RawFd>, timeout: Duration) -> anyhow::Result<()> {
+    let mut pfd = libc::pollfd {
+        fd: ring.unwrap_or(-1),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = libc::c_int::try_from(timeout.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
-    // SAFETY: poll(2) with no descriptors (a null array of length 0) only sleeps.
-    let ret = unsafe { libc::poll(std::ptr::null_mut(), 0, ms) };
+    // SAFETY: one valid pollfd; poll(2) ignores an entry whose fd is negative, so without
+    // `ring` it only sleeps.
+    let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
     if ret < 0 {
         let err = io::Error::last_os_error();
         if err.kind() != io::ErrorKind::Interrupted {
-            return Err(err).context("poll(2) to sleep between reads of the ring buffer");
+            return Err(err).context("poll(2) on the eBPF ring buffer");
         }
     }
     Ok(())
