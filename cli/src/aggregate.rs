@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use ioasid_ebpf_common::{AttachEvent, MapEvent};
+use ioasid_ebpf_common::{AttachEvent, MapEvent, prot};
 
 use crate::{
     args::SortKey,
@@ -79,6 +79,14 @@ pub struct DomainStats {
     pub short_unmaps: u64,
     /// The last of them: IOVA, bytes asked, bytes unmapped.
     pub last_short_unmap: Option<(u64, u64, u64)>,
+    /// Successful maps with `IOMMU_CACHE` (coherent DMA).
+    pub coherent_maps: u64,
+    /// Successful maps of memory without `IOMMU_CACHE`: DMA the IOMMU may let past the CPU
+    /// caches. Maps with `IOMMU_MMIO` (device memory for peer-to-peer DMA, which iommufd maps
+    /// without `IOMMU_CACHE`) are neither: MMIO is never cached.
+    pub noncoherent_maps: u64,
+    /// The last of them: IOVA, size, prot.
+    pub last_noncoherent_map: Option<(u64, u64, i32)>,
 }
 
 impl DomainStats {
@@ -313,6 +321,12 @@ impl Aggregator {
                     if m.ret == 0 {
                         d.maps += 1;
                         d.mapped_bytes = d.mapped_bytes.saturating_add(m.size);
+                        if m.prot & prot::IOMMU_CACHE != 0 {
+                            d.coherent_maps += 1;
+                        } else if m.prot & prot::IOMMU_MMIO == 0 {
+                            d.noncoherent_maps += 1;
+                            d.last_noncoherent_map = Some((m.iova, m.size, m.prot));
+                        }
                     } else {
                         d.failed_maps += 1;
                         d.last_failed_map = Some((m.ret, m.iova, m.size));

@@ -19,6 +19,9 @@
 //! - [`DOUBLE_ACCOUNTED`]: a process mapped the same physical memory into several IOMMU
 //!   domains (seen since attach, [`crate::phys`]) and was charged for every copy: its
 //!   `VmPin` or `VmLck` grew by at least all it mapped.
+//! - [`MAPPING_ANOMALY`]: an `iommu_map` that failed, or an unmap that unmapped less than asked.
+//! - [`NONCOHERENT_MAPPING`]: memory mapped without `IOMMU_CACHE` into a domain whose devices'
+//!   IOMMU enforces coherency, or beside coherent mappings in the same domain.
 //!
 //! Which devices a VM has: those of the VFIO files its process holds ([`procfiles`]); for a
 //! VM whose process holds none that can be read, every device bound to vfio-pci (a heuristic
@@ -56,6 +59,8 @@ pub const PINS_OUTLIVE_OWNER: &str = "pins-outlive-owner";
 pub const PINS_OVER_MEMLOCK: &str = "pins-over-memlock";
 /// Rule id: an `iommu_map` that failed or an `iommu_unmap` that unmapped less than asked.
 pub const MAPPING_ANOMALY: &str = "mapping-anomaly";
+/// Rule id: memory mapped without `IOMMU_CACHE` where DMA is meant to be coherent.
+pub const NONCOHERENT_MAPPING: &str = "noncoherent-mapping";
 
 /// Exit status of `ioasid-top audit --once` when the worst finding is a warning.
 pub const EXIT_WARNING: u8 = 3;
@@ -731,6 +736,69 @@ pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
     findings
 }
 
+/// Rule [`NONCOHERENT_MAPPING`]: per process and IOMMU domain, successful maps of memory
+/// without `IOMMU_CACHE` (not `IOMMU_MMIO`: device memory is never cached) when the domain's
+/// devices sit behind an IOMMU with snoop control, which VFIO and iommufd make enforce
+/// coherency, or when the same domain also holds coherent maps. A non-coherent domain with
+/// non-coherent maps alone is how no-snoop DMA is meant to work: the wbinvd rules judge that.
+pub fn rule_noncoherent_mapping(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    for (key, d) in agg.domain_rows() {
+        let Some((iova, size, prot)) = d.last_noncoherent_map else {
+            continue;
+        };
+        let devices = agg.domain_devices(key.domain);
+        let enforcing: Vec<&PciDev> = devices
+            .iter()
+            .filter_map(|b| snap.pci(b))
+            .filter(|dev| dev.snoop_control == Some(true))
+            .collect();
+        let mixed = d.coherent_maps > 0;
+        if enforcing.is_empty() && !mixed {
+            continue;
+        }
+        let mut evidence = format!(
+            "{} map(s) of memory without IOMMU_CACHE into this domain since ioasid-top \
+             attached; the last: {} at IOVA {iova:#x}, prot {prot:#x}.",
+            d.noncoherent_maps,
+            human_bytes(i128::from(size))
+        );
+        if mixed {
+            evidence.push_str(&format!(
+                " The same domain got {} map(s) with IOMMU_CACHE: mixed attributes.",
+                d.coherent_maps
+            ));
+        }
+        if !enforcing.is_empty() {
+            evidence.push_str(&format!(
+                " Its devices sit behind an IOMMU with snoop control: {}.",
+                describe_devices(snap, &enforcing)
+            ));
+        }
+        findings.push(Finding {
+            rule: NONCOHERENT_MAPPING,
+            severity: Severity::Warning,
+            title: "Non-coherent mapping in a coherent domain",
+            subject: format!("pid {} {}, IOMMU domain {:#x}", key.pid, d.comm, key.domain),
+            pid: Some(key.pid),
+            kvm: None,
+            devices: devices.iter().map(|b| (*b).to_owned()).collect(),
+            evidence,
+            why: "A mapping without IOMMU_CACHE asks for DMA that may go past the CPU caches. \
+                  Where the domain enforces coherency, VFIO and iommufd tell KVM the device's \
+                  DMA is coherent and the guest gets no working WBINVD; an IOMMU that honours \
+                  the per-mapping attribute (VT-d snoops the whole domain instead) then lets \
+                  through DMA the guest cannot flush. Memory mapped both ways in one domain \
+                  means some caller maps guest memory in a way no VFIO or iommufd path does.",
+            action: "Find the caller from the pid and IOVA (`ioasid-top domain` lists the range \
+                     with its prot) and why it leaves out IOMMU_CACHE; map memory with it, or \
+                     give the device a domain that does not enforce coherency and a KVM-VFIO \
+                     device so that KVM knows.",
+        });
+    }
+    findings
+}
+
 /// Every rule; worst first, then by rule id and subject.
 pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     let mut f = rule_unneeded_wbinvd(agg, snap);
@@ -739,6 +807,7 @@ pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     f.extend(rule_double_accounted(agg, snap));
     f.extend(rule_pins_outlive_owner(agg, snap));
     f.extend(rule_mapping_anomaly(agg));
+    f.extend(rule_noncoherent_mapping(agg, snap));
     f.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -812,6 +881,79 @@ mod tests {
             page_size: 4096,
             ..Snapshot::default()
         }
+    }
+
+    #[test]
+    fn noncoherent_mapping_needs_an_enforcing_iommu_or_coherent_neighbours() {
+        use crate::event::{
+            AttachFn, MapFn,
+            tests::{attach_event, map_event},
+        };
+        use ioasid_ebpf_common::prot::{IOMMU_CACHE, IOMMU_MMIO, IOMMU_READ, IOMMU_WRITE};
+        const RW: i32 = IOMMU_READ | IOMMU_WRITE;
+        // D1: no device known; D2: a device behind an IOMMU without snoop control; D3: one
+        // behind an IOMMU with it.
+        const D1: u64 = 0xffff_8880_0100_0000;
+        const D2: u64 = 0xffff_8880_0200_0000;
+        const D3: u64 = 0xffff_8880_0300_0000;
+        let mut agg = Aggregator::new();
+        for (domain, group, id) in [(D2, 0xa2, 2), (D3, 0xa3, 3)] {
+            let a = attach_event(AttachFn::AttachGroupHandle, 40, domain, group, id);
+            agg.observe(&Event::Attach(AttachFn::AttachGroupHandle, a));
+        }
+        agg.fill_group_devices(|id| Some(vec![format!("0000:00:0{id}.0")]));
+        let snap = Snapshot {
+            vfio_pci: [(2, false), (3, true)]
+                .into_iter()
+                .map(|(i, sc)| PciDev {
+                    bdf: format!("0000:00:0{i}.0"),
+                    no_snoop: NoSnoop::Enabled,
+                    snoop_control: Some(sc),
+                })
+                .collect(),
+            page_size: 4096,
+            ..Snapshot::default()
+        };
+        let map = |agg: &mut Aggregator, domain: u64, iova: u64, prot: i32| {
+            let mut m = map_event(MapFn::IommuMapNosync, 40, 40, domain, iova, 4096, 0);
+            m.prot = prot;
+            agg.observe(&Event::Map(MapFn::IommuMapNosync, m));
+        };
+        // Coherent memory and uncached MMIO (iommufd's dma-buf maps) everywhere: nothing.
+        for domain in [D1, D2, D3] {
+            map(&mut agg, domain, 0x1000, RW | IOMMU_CACHE);
+            map(&mut agg, domain, 0x8000_0000, RW | IOMMU_MMIO);
+        }
+        assert_eq!(rule_noncoherent_mapping(&agg, &snap), []);
+        // Non-coherent memory where nothing enforces coherency: how no-snoop DMA works.
+        map(&mut agg, D2, 0x2000, RW);
+        let f = rule_noncoherent_mapping(&agg, &snap);
+        assert_eq!(f.len(), 1, "{f:?}");
+        // ...but D2 already held coherent maps: mixed attributes.
+        assert_contains(&f[0].subject, "0xffff888002000000");
+        assert_contains(&f[0].evidence, "mixed attributes");
+        assert_eq!(f[0].devices, ["0000:00:02.0"]);
+        // D3's IOMMU has snoop control: a finding naming it, mixed as well.
+        map(&mut agg, D3, 0x3000, IOMMU_READ);
+        let f = rule_noncoherent_mapping(&agg, &snap);
+        assert_eq!(f.len(), 2, "{f:?}");
+        let d3 = f
+            .iter()
+            .find(|x| x.subject.contains("0xffff888003000000"))
+            .expect("D3 finding");
+        assert_eq!(
+            (d3.rule, d3.severity),
+            (NONCOHERENT_MAPPING, Severity::Warning)
+        );
+        assert_contains(&d3.evidence, "IOVA 0x3000, prot 0x1");
+        assert_contains(&d3.evidence, "snoop control");
+        // A domain of non-coherent maps only, with no device known: nothing.
+        let mut alone = Aggregator::new();
+        let mut m = map_event(MapFn::IommuMap, 41, 41, D1, 0x4000, 4096, 0);
+        m.prot = RW;
+        alone.observe(&Event::Map(MapFn::IommuMap, m));
+        assert_eq!(rule_noncoherent_mapping(&alone, &snap), []);
+        assert!(evaluate(&alone, &snap).is_empty());
     }
 
     #[test]
