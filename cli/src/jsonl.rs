@@ -535,6 +535,8 @@ pub fn write_audit_report<W: Write>(
         failed_maps: u64,
         gross_mapped_bytes: u64,
         gross_unmapped_bytes: u64,
+        coherent_maps: u64,
+        noncoherent_maps: u64,
         devices: Vec<&'a str>,
     }
     for (key, d) in agg.domain_rows() {
@@ -556,6 +558,8 @@ pub fn write_audit_report<W: Write>(
                 failed_maps: d.failed_maps,
                 gross_mapped_bytes: d.mapped_bytes,
                 gross_unmapped_bytes: d.unmapped_bytes,
+                coherent_maps: d.coherent_maps,
+                noncoherent_maps: d.noncoherent_maps,
                 devices: agg.domain_devices(key.domain),
             },
         )?;
@@ -946,6 +950,11 @@ mod tests {
         assert_eq!(dom["mapped_bytes"], (1 << 20) - 4096 - 8192);
         assert_eq!(dom["gross_mapped_bytes"], 1 << 20);
         assert_eq!(dom["gross_unmapped_bytes"], 4096 + 8192);
+        // The one successful map has prot 0b111: read, write, cache.
+        assert_eq!(
+            (&dom["coherent_maps"], &dom["noncoherent_maps"]),
+            (&1.into(), &0.into())
+        );
 
         for (i, f) in crate::pins::PIN_FUNCTIONS.iter().enumerate() {
             check_envelope(&l[KINDS + 1 + i], "pin_kind");

@@ -163,6 +163,9 @@ pub struct Seen {
     pub unmapped_bytes: u64,
     /// Domains the process mapped into.
     pub domains: usize,
+    /// ioasid-top only: of `maps`, those with `IOMMU_CACHE`, and those of memory without it.
+    pub coherent_maps: u64,
+    pub noncoherent_maps: u64,
     /// Records the tracer handled (every traced call of every process).
     pub events: u64,
     /// Records lost (ioasid-top: its lost-event counters; bpftrace: its "Lost N events").
@@ -183,6 +186,20 @@ pub struct PinsSeen {
 }
 
 impl Seen {
+    /// iommufd maps memory with `IOMMU_CACHE`: ioasid-top must have seen every map of the
+    /// loop as coherent (the prot it read from the kernel, as the audit uses it).
+    pub fn check_coherent(&self) -> Result<()> {
+        ensure!(
+            (self.coherent_maps, self.noncoherent_maps) == (self.maps, 0),
+            "of {} maps ioasid-top saw {} with IOMMU_CACHE and {} of memory without it; \
+             iommufd maps memory with it",
+            self.maps,
+            self.coherent_maps,
+            self.noncoherent_maps
+        );
+        Ok(())
+    }
+
     /// Every call the tracer counted was handled in user space (`events`) or reported lost;
     /// with nothing lost, exactly `maps` maps and unmaps of `size` bytes each, in one domain.
     /// Lost events fail unless `may_lose` (they are then reported: ioasid-bench fails after
@@ -272,7 +289,7 @@ fn u64_of(v: &Value, key: &str) -> Result<u64> {
 /// `kind` lines and its final `summary`. Only the report lines are parsed.
 pub fn parse_top(jsonl: &str, pid: u32) -> Result<Seen> {
     let mut seen = Seen::default();
-    let mut domains: BTreeMap<String, [u64; 5]> = BTreeMap::new();
+    let mut domains: BTreeMap<String, [u64; 7]> = BTreeMap::new();
     let mut last_summary = None;
     for line in jsonl.lines() {
         let is = |ty: &str| line.contains(&format!(r#""type":"{ty}""#));
@@ -291,6 +308,8 @@ pub fn parse_top(jsonl: &str, pid: u32) -> Result<Seen> {
                         u64_of(&v, "failed_maps")?,
                         u64_of(&v, "unmaps")?,
                         u64_of(&v, "gross_unmapped_bytes")?,
+                        u64_of(&v, "coherent_maps")?,
+                        u64_of(&v, "noncoherent_maps")?,
                     ],
                 );
             }
@@ -319,7 +338,18 @@ pub fn parse_top(jsonl: &str, pid: u32) -> Result<Seen> {
     seen.events = u64_of(&s, "events")?;
     seen.lost = u64_of(&s, "lost_events")?;
     seen.domains = domains.len();
-    for [maps, mapped, failed, unmaps, unmapped] in domains.into_values() {
+    for [
+        maps,
+        mapped,
+        failed,
+        unmaps,
+        unmapped,
+        coherent,
+        noncoherent,
+    ] in domains.into_values()
+    {
+        seen.coherent_maps += coherent;
+        seen.noncoherent_maps += noncoherent;
         seen.maps += maps;
         seen.mapped_bytes += mapped;
         seen.failed_maps += failed;
@@ -871,6 +901,7 @@ impl Tracer {
             Mode::Bare | Mode::FexitFloor => Ok(Seen::default()),
             Mode::IoasidTopPins => {
                 let seen = parse_top(&out, pid)?;
+                seen.check_coherent()?;
                 // Without this, pinning probes that all failed to attach would pass unseen.
                 ensure!(
                     seen.pins.is_some(),
@@ -880,6 +911,7 @@ impl Tracer {
             }
             Mode::IoasidTop => {
                 let mut seen = parse_top(&out, pid)?;
+                seen.check_coherent()?;
                 ensure!(
                     seen.pins.is_none_or(|p| p == PinsSeen::default()),
                     "ioasid-top --no-pins counted pins: {:?}",
@@ -1097,12 +1129,12 @@ mod tests {
 {"v":2,"type":"probe","fn":"iommu_map_nosync","attach":"fexit","error":null}
 {"v":2,"type":"map","fn":"iommu_map_nosync","pid":42,"comm":"ioasid-bench","domain":"0xd1","iova":"0x100000000","size":4096,"ret":0}
 {"v":2,"type":"kind","fn":"iommu_map","calls":1,"failed":0,"bytes":4096}
-{"v":2,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":1,"unmaps":0,"mapped_bytes":4096,"failed_maps":0,"gross_mapped_bytes":4096,"gross_unmapped_bytes":0}
+{"v":2,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":1,"unmaps":0,"mapped_bytes":4096,"failed_maps":0,"gross_mapped_bytes":4096,"gross_unmapped_bytes":0,"coherent_maps":1,"noncoherent_maps":0}
 {"v":2,"type":"summary","final":false,"elapsed_s":1.0,"events":2,"lost_events":0,"lost_ringbuf":0,"lost_no_entry":0,"undecodable":0,"pid_filter":null}
 {"v":2,"type":"kind","fn":"iommu_map","calls":2,"failed":0,"bytes":8192}
 {"v":2,"type":"kind","fn":"iommu_unmap","calls":2,"failed":0,"bytes":8192}
-{"v":2,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":2,"unmaps":2,"mapped_bytes":0,"failed_maps":0,"gross_mapped_bytes":8192,"gross_unmapped_bytes":8192}
-{"v":2,"type":"domain","pid":7,"comm":"other","domain":"0xd2","maps":5,"unmaps":0,"mapped_bytes":20480,"failed_maps":0,"gross_mapped_bytes":20480,"gross_unmapped_bytes":0}
+{"v":2,"type":"domain","pid":42,"comm":"ioasid-bench","domain":"0xd1","maps":2,"unmaps":2,"mapped_bytes":0,"failed_maps":0,"gross_mapped_bytes":8192,"gross_unmapped_bytes":8192,"coherent_maps":2,"noncoherent_maps":0}
+{"v":2,"type":"domain","pid":7,"comm":"other","domain":"0xd2","maps":5,"unmaps":0,"mapped_bytes":20480,"failed_maps":0,"gross_mapped_bytes":20480,"gross_unmapped_bytes":0,"coherent_maps":4,"noncoherent_maps":1}
 {"v":2,"type":"summary","final":true,"elapsed_s":2.0,"events":6,"lost_events":0,"lost_ringbuf":0,"lost_no_entry":0,"undecodable":0,"pid_filter":null}
 "#;
 
@@ -1168,6 +1200,11 @@ mod tests {
         assert!(exact.verify(3, 4096, false).is_err());
         assert_eq!(top_probes(TOP).len(), 2);
         assert_eq!(top_probes(TOP)[0].attach, "fexit");
+        seen.check_coherent().unwrap();
+        // pid 7's domain had a map of memory without IOMMU_CACHE.
+        let other = parse_top(TOP, 7).unwrap();
+        assert_eq!((other.coherent_maps, other.noncoherent_maps), (4, 1));
+        assert!(other.check_coherent().is_err());
     }
 
     #[test]
