@@ -232,10 +232,13 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         } else {
             0
         };
-        agg.fill_group_devices(|id| {
-            let id = u32::try_from(id).ok()?;
-            procfiles::group_devices(std::path::Path::new("/sys"), id).ok()
-        });
+        // New groups come only with records: no sysfs reads on empty drains (100 a second).
+        if drained > 0 {
+            agg.fill_group_devices(|id| {
+                let id = u32::try_from(id).ok()?;
+                procfiles::group_devices(std::path::Path::new("/sys"), id).ok()
+            });
+        }
         if args.json {
             out.flush().context("writing to stdout")?;
         }
