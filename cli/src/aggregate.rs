@@ -532,6 +532,18 @@ impl Aggregator {
             .collect()
     }
 
+    /// The PCI devices of every group attached now, as far as known, sorted, without repeats.
+    pub fn attached_devices(&self) -> Vec<&str> {
+        let mut devices: Vec<&str> = self
+            .groups
+            .values()
+            .flat_map(|g| g.devices.iter().flatten().map(String::as_str))
+            .collect();
+        devices.sort_unstable();
+        devices.dedup();
+        devices
+    }
+
     /// The PCI devices of the groups attached to `domain` now, as far as known, sorted.
     pub fn domain_devices(&self, domain: u64) -> Vec<&str> {
         let mut devices: Vec<&str> = self

@@ -154,6 +154,9 @@ pub struct Snapshot {
     pub vfio_pci: Vec<PciDev>,
     /// Devices held through VFIO by a process but bound to another driver than vfio-pci.
     pub other_held: Vec<PciDev>,
+    /// Devices of the IOMMU groups seen attached to a domain, in neither list above: those of
+    /// a kernel user of the IOMMU API (a driver with its own domain).
+    pub in_domains: Vec<PciDev>,
     /// Processes with VmLck or VmPin non-zero.
     pub procs: BTreeMap<u32, ProcMem>,
     /// Processes that hold VFIO devices, IOMMU files or KVM VMs, and what they hold.
@@ -176,6 +179,7 @@ impl Snapshot {
         self.vfio_pci
             .iter()
             .chain(&self.other_held)
+            .chain(&self.in_domains)
             .find(|d| d.bdf == bdf)
     }
 
@@ -241,13 +245,15 @@ fn vanished(e: &io::Error) -> bool {
 }
 
 /// Reads the snapshot from `sys_root` (normally /sys) and `proc_root` (/proc). `pid`: only
-/// that process. Processes that vanish are skipped; other per-process errors are warned
-/// about on stderr.
+/// that process. `in_domains`: the PCI addresses of the devices of the groups seen attached
+/// to a domain. Processes that vanish are skipped; other per-process errors are warned about
+/// on stderr.
 pub fn read_snapshot(
     sys_root: &Path,
     proc_root: &Path,
     debugfs_root: &Path,
     pid: Option<u32>,
+    in_domains: &[&str],
     page_size: u64,
 ) -> anyhow::Result<Snapshot> {
     let mut snap = Snapshot {
@@ -283,6 +289,12 @@ pub fn read_snapshot(
         if snap.pci(bdf).is_none() {
             let dev = read_pci_dev(sys_root, bdf);
             snap.other_held.push(dev);
+        }
+    }
+    for bdf in in_domains {
+        if snap.pci(bdf).is_none() {
+            let dev = read_pci_dev(sys_root, bdf);
+            snap.in_domains.push(dev);
         }
     }
 
@@ -680,6 +692,11 @@ pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (key, d) in agg.domain_rows() {
         let subject = format!("pid {} {}, IOMMU domain {:#x}", key.pid, d.comm, key.domain);
+        let devices: Vec<String> = agg
+            .domain_devices(key.domain)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
         if let Some((ret, iova, size)) = d.last_failed_map {
             findings.push(Finding {
                 rule: MAPPING_ANOMALY,
@@ -688,7 +705,7 @@ pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
                 subject: subject.clone(),
                 pid: Some(key.pid),
                 kvm: None,
-                devices: Vec::new(),
+                devices: devices.clone(),
                 evidence: format!(
                     "{} iommu_map call(s) into this domain failed since ioasid-top attached; \
                      the last returned {ret} ({}) for {} at IOVA {iova:#x}.",
@@ -715,7 +732,7 @@ pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
                 subject,
                 pid: Some(key.pid),
                 kvm: None,
-                devices: Vec::new(),
+                devices: devices.clone(),
                 evidence: format!(
                     "{} unmap call(s) on this domain unmapped less than asked since ioasid-top \
                      attached; the last asked for {} at IOVA {iova:#x} and unmapped {}.",
@@ -727,9 +744,9 @@ pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
                       part of it: the device can then reach pages the host has unpinned and \
                       reused for something else. No correct caller unmaps a range it did not \
                       map in full, so this is a kernel bug (or a corrupted page table).",
-                action: "Stop the VM's device (unbind it from its VFIO driver) and report the \
-                         kernel log with the evidence; do not reuse the host until it is \
-                         understood.",
+                action: "Stop the domain's devices' DMA (unbind them from their driver: VFIO \
+                         for a VM's) and report the kernel log with the evidence and the \
+                         caller (pid); do not reuse the host until it is understood.",
             });
         }
     }
@@ -959,8 +976,8 @@ mod tests {
     #[test]
     fn mapping_anomaly_reports_failed_maps_and_short_unmaps_per_domain() {
         use crate::event::{
-            MapFn, UnmapFn,
-            tests::{map_event, unmap_event},
+            AttachFn, MapFn, UnmapFn,
+            tests::{attach_event, map_event, unmap_event},
         };
         const D1: u64 = 0xffff_8880_0100_0000;
         const D2: u64 = 0xffff_8880_0200_0000;
@@ -993,7 +1010,17 @@ mod tests {
         assert_contains(&f[0].evidence, "returned -12");
         assert_contains(&f[0].evidence, "0x40000000");
 
-        // A short unmap in D2, by another process: critical, and the worst finding.
+        assert_eq!(
+            f[0].devices,
+            Vec::<String>::new(),
+            "no device seen attached"
+        );
+
+        // A short unmap in D2, attached to a device, by another process: critical, and the
+        // worst finding, naming the device.
+        let a = attach_event(AttachFn::AttachGroup, 41, D2, 0xa2, 2);
+        agg.observe(&Event::Attach(AttachFn::AttachGroup, a));
+        agg.fill_group_devices(|id| Some(vec![format!("0000:00:0{id}.0")]));
         let short = unmap_event(UnmapFn::IommuUnmap, 41, D2, 0x8000, 8192, 4096);
         agg.observe(&Event::Unmap(UnmapFn::IommuUnmap, short));
         let f = rule_mapping_anomaly(&agg);
@@ -1006,6 +1033,7 @@ mod tests {
         assert_eq!(crit[0].pid, Some(41));
         assert_contains(&crit[0].evidence, "asked for 8.0 KiB");
         assert_contains(&crit[0].evidence, "unmapped 4.0 KiB");
+        assert_eq!(crit[0].devices, ["0000:00:02.0"]);
         let snap = Snapshot::default();
         assert_eq!(exit_status(&evaluate(&agg, &snap)), EXIT_CRITICAL);
     }
@@ -1367,7 +1395,7 @@ mod tests {
         // QEMU's edu device: 1234:11e8, no capability list (conventional PCI).
         let mut edu_config = vec![0u8; 256];
         edu_config[0..4].copy_from_slice(&[0x34, 0x12, 0xe8, 0x11]);
-        fs::write(dev.join("config"), edu_config).expect("write");
+        fs::write(dev.join("config"), &edu_config).expect("write");
         for (pid, lck) in [(7, 64), (8, 0)] {
             let d = proc_.join(pid.to_string());
             fs::create_dir_all(&d).expect("mkdir");
@@ -1382,7 +1410,18 @@ mod tests {
             )
             .expect("write");
         }
-        let snap = read_snapshot(&sys, &proc_, &root.join("debug"), None, 4096).expect("snapshot");
+        // A device bound to no VFIO driver, in a domain of a kernel user of the IOMMU API,
+        // behind an intel-iommu with snoop control.
+        let own = sys.join("bus/pci/devices/0000:00:0a.0");
+        fs::create_dir_all(&own).expect("mkdir");
+        fs::write(own.join("config"), &edu_config).expect("write");
+        let dmar = sys.join("devices/virtual/iommu/dmar0");
+        fs::create_dir_all(dmar.join("intel-iommu")).expect("mkdir");
+        fs::write(dmar.join("intel-iommu/ecap"), "f00fca\n").expect("write");
+        std::os::unix::fs::symlink(&dmar, own.join("iommu")).expect("symlink");
+        let in_domains = ["0000:00:03.0", "0000:00:0a.0"];
+        let snap = read_snapshot(&sys, &proc_, &root.join("debug"), None, &in_domains, 4096)
+            .expect("snapshot");
         let _ = fs::remove_dir_all(&root);
         assert_eq!(
             snap.vfio_pci,
@@ -1391,6 +1430,19 @@ mod tests {
                 no_snoop: NoSnoop::ConventionalPci,
                 snoop_control: None,
             }]
+        );
+        // Not read twice: 0000:00:03.0 is vfio-pci's.
+        assert_eq!(
+            snap.in_domains,
+            [PciDev {
+                bdf: "0000:00:0a.0".into(),
+                no_snoop: NoSnoop::ConventionalPci,
+                snoop_control: Some(true),
+            }]
+        );
+        assert_eq!(
+            snap.pci("0000:00:0a.0").and_then(|d| d.snoop_control),
+            Some(true)
         );
         assert_eq!(snap.procs.keys().copied().collect::<Vec<_>>(), [7]);
         assert_eq!(snap.procs[&7].vm_lck_pages, 16);

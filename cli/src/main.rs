@@ -90,6 +90,7 @@ fn audit_now(
         std::path::Path::new("/proc"),
         std::path::Path::new("/sys/kernel/debug"),
         args.pid,
+        &agg.attached_devices(),
         startstate::page_size(),
     )
     .context("reading the audit's sysfs/procfs snapshot")?;

@@ -7,6 +7,7 @@ mod selftests;
 mod series_build;
 mod setup;
 mod test;
+mod testmod;
 mod util;
 mod vm;
 

@@ -105,6 +105,7 @@ pub fn test(paths: &Paths, opts: &TestOpts) -> Result<()> {
         crate::series_build::each_patch(paths, crate::util::nproc())?;
     }
     crate::selftests::build(paths)?;
+    crate::testmod::build(paths)?;
 
     let file = paths.repo.join("ci/vm/scenarios.toml");
     let text = std::fs::read_to_string(&file)
