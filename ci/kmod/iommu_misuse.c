@@ -19,6 +19,10 @@
  *                   the hole and returns one page
  *  noncoherent-map  map one page of memory without IOMMU_CACHE
  *  mixed-map        map one page with IOMMU_CACHE and the next one without
+ *  coherent-map     map one page with IOMMU_CACHE, as VFIO and iommufd do: no misuse by
+ *                   itself, but left mapped and attached on a device bound to vfio-pci that
+ *                   nobody opened, the domain is what a VFIO backend that leaked its domain at
+ *                   release would leave
  *
  * The device must not be in use: its group gets the module's domain in place of its default
  * domain.
@@ -39,7 +43,7 @@ MODULE_PARM_DESC(bdf, "PCI device whose IOMMU group gets the domain, e.g. 0000:0
 
 static char *misuse;
 module_param(misuse, charp, 0444);
-MODULE_PARM_DESC(misuse, "short-unmap, noncoherent-map or mixed-map");
+MODULE_PARM_DESC(misuse, "short-unmap, noncoherent-map, mixed-map or coherent-map");
 
 /* The domain is the module's own: any IOVA in its aperture is free. */
 #define MISUSE_IOVA 0x100000UL
@@ -85,13 +89,15 @@ static int misuse_do(void)
 	}
 	if (!strcmp(misuse, "noncoherent-map"))
 		return misuse_map(0, rw);
+	if (!strcmp(misuse, "coherent-map"))
+		return misuse_map(0, rw | IOMMU_CACHE);
 	if (!strcmp(misuse, "mixed-map")) {
 		ret = misuse_map(0, rw | IOMMU_CACHE);
 		if (ret)
 			return ret;
 		return misuse_map(1, rw);
 	}
-	pr_err("unknown misuse '%s': short-unmap, noncoherent-map or mixed-map\n",
+	pr_err("unknown misuse '%s': short-unmap, noncoherent-map, mixed-map or coherent-map\n",
 	       misuse);
 	return -EINVAL;
 }

@@ -22,6 +22,8 @@
 //! - [`MAPPING_ANOMALY`]: an `iommu_map` that failed, or an unmap that unmapped less than asked.
 //! - [`NONCOHERENT_MAPPING`]: memory mapped without `IOMMU_CACHE` into a domain whose devices'
 //!   IOMMU enforces coherency, or beside coherent mappings in the same domain.
+//! - [`MAPPINGS_OUTLIVE_OWNER`]: a domain still attached to VFIO devices that no process holds
+//!   any more, with memory still mapped: what their container or IOAS mapped outlived it.
 //!
 //! Which devices a VM has: those of the VFIO files its process holds ([`procfiles`]); for a
 //! VM whose process holds none that can be read, every device bound to vfio-pci (a heuristic
@@ -61,6 +63,8 @@ pub const PINS_OVER_MEMLOCK: &str = "pins-over-memlock";
 pub const MAPPING_ANOMALY: &str = "mapping-anomaly";
 /// Rule id: memory mapped without `IOMMU_CACHE` where DMA is meant to be coherent.
 pub const NONCOHERENT_MAPPING: &str = "noncoherent-mapping";
+/// Rule id: mappings left in a domain of VFIO devices that nobody holds.
+pub const MAPPINGS_OUTLIVE_OWNER: &str = "mappings-outlive-owner";
 
 /// Exit status of `ioasid-top audit --once` when the worst finding is a warning.
 pub const EXIT_WARNING: u8 = 3;
@@ -161,6 +165,8 @@ pub struct Snapshot {
     pub procs: BTreeMap<u32, ProcMem>,
     /// Processes that hold VFIO devices, IOMMU files or KVM VMs, and what they hold.
     pub files: BTreeMap<u32, ProcFiles>,
+    /// The `--pid` the snapshot was limited to: `files` then has that process only.
+    pub pid_filter: Option<u32>,
     /// Kernel threads (`PF_KTHREAD` in `/proc/<pid>/stat`): their unpins are of others' pins.
     pub kernel_threads: std::collections::BTreeSet<u32>,
     /// `<debugfs>/ioasid/no_snoop_override` of a test kernel (CONFIG_IOASID_TEST): `1` or `0`
@@ -258,6 +264,7 @@ pub fn read_snapshot(
 ) -> anyhow::Result<Snapshot> {
     let mut snap = Snapshot {
         page_size,
+        pid_filter: pid,
         no_snoop_override: test_hook::forced_no_snoop(
             test_hook::read_no_snoop_override(debugfs_root)?.as_deref(),
         ),
@@ -753,6 +760,74 @@ pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
     findings
 }
 
+/// Rule [`MAPPINGS_OUTLIVE_OWNER`]: a domain that is attached now (as seen) to IOMMU groups
+/// whose devices are all bound to vfio-pci and held by no process, while the maps seen since
+/// attach exceed the unmaps. A VFIO device's release detaches its group (type1 when the group
+/// leaves its container, iommufd when the device is unbound) and its container or IOAS, once
+/// closed, unmaps and unpins everything, so the memory still mapped was released under the
+/// IOMMU's feet. Domains of devices bound to other drivers are a kernel driver's own and are
+/// left out. Not evaluated under `--pid`: who holds the devices is then unknown.
+pub fn rule_mappings_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
+    if snap.pid_filter.is_some() {
+        return Vec::new();
+    }
+    let held: std::collections::BTreeSet<&str> = snap
+        .files
+        .values()
+        .flat_map(|f| f.devices.iter().map(String::as_str))
+        .collect();
+    let vfio: std::collections::BTreeSet<&str> =
+        snap.vfio_pci.iter().map(|d| d.bdf.as_str()).collect();
+    // Per domain: net bytes mapped since attach, and by whom.
+    let mut domains: BTreeMap<u64, (i128, Vec<String>)> = BTreeMap::new();
+    for (key, d) in agg.domain_rows() {
+        let (net, mappers) = domains.entry(key.domain).or_default();
+        *net += d.net_bytes();
+        if d.mapped_bytes > 0 {
+            mappers.push(format!("pid {} {}", key.pid, d.comm));
+        }
+    }
+    let mut findings = Vec::new();
+    for (domain, (net, mappers)) in domains {
+        let devices = agg.domain_devices(domain);
+        if net <= 0
+            || devices.is_empty()
+            || !devices.iter().all(|b| vfio.contains(b))
+            || devices.iter().any(|b| held.contains(b))
+        {
+            continue;
+        }
+        findings.push(Finding {
+            rule: MAPPINGS_OUTLIVE_OWNER,
+            severity: Severity::Critical,
+            title: "IOMMU mappings left after their owner",
+            subject: format!("IOMMU domain {domain:#x}, devices {}", devices.join(", ")),
+            pid: None,
+            kvm: None,
+            devices: devices.iter().map(|b| (*b).to_owned()).collect(),
+            evidence: format!(
+                "The domain is attached to the IOMMU group of {} (bound to vfio-pci), which no \
+                 process holds: no /proc/<pid>/fd is its VFIO device or group. Since \
+                 ioasid-top attached, {} more was mapped into it than unmapped, by {}.",
+                devices.join(", "),
+                human_bytes(net),
+                mappers.join(", ")
+            ),
+            why: "When the last holder of a VFIO device closes it, VFIO detaches the device's \
+                  group from the container's or IOAS's domain, and the container or IOAS \
+                  unmaps and unpins what it mapped. A domain still attached with memory \
+                  mapped means that did not happen: the IOMMU still translates DMA to pages \
+                  the host may have unpinned and reused, and the next user of the device \
+                  starts with a stale domain. This is a kernel bug (a leaked domain or a \
+                  missed unmap), or ioasid-top lost the detach (see lost_events).",
+            action: "Check lost_events first; if none were lost, keep the device unbound from \
+                     any user, collect the kernel log and the evidence, and reboot the host \
+                     before assigning the device again.",
+        });
+    }
+    findings
+}
+
 /// Rule [`NONCOHERENT_MAPPING`]: per process and IOMMU domain, successful maps of memory
 /// without `IOMMU_CACHE` (not `IOMMU_MMIO`: device memory is never cached) when the domain's
 /// devices sit behind an IOMMU with snoop control, which VFIO and iommufd make enforce
@@ -825,6 +900,7 @@ pub fn evaluate(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     f.extend(rule_pins_outlive_owner(agg, snap));
     f.extend(rule_mapping_anomaly(agg));
     f.extend(rule_noncoherent_mapping(agg, snap));
+    f.extend(rule_mappings_outlive_owner(agg, snap));
     f.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -1077,6 +1153,78 @@ mod tests {
             );
         }
         assert_eq!(exit_status(&evaluate(&agg, &snap_with(&[]))), 0);
+    }
+
+    #[test]
+    fn mappings_outlive_owner_needs_an_attached_vfio_device_nobody_holds() {
+        use crate::event::{
+            AttachFn, MapFn, UnmapFn,
+            tests::{attach_event, map_event, unmap_event},
+        };
+        const D: u64 = 0xffff_8880_0100_0000;
+        const EDU: &str = "0000:00:0a.0";
+        let mut agg = Aggregator::new();
+        let a = attach_event(AttachFn::AttachGroup, 50, D, 0xa0, 10);
+        agg.observe(&Event::Attach(AttachFn::AttachGroup, a));
+        agg.fill_group_devices(|_| Some(vec![EDU.to_owned()]));
+        for iova in [0x10_0000, 0x20_0000] {
+            let m = map_event(MapFn::IommuMap, 50, 50, D, iova, 8192, 0);
+            agg.observe(&Event::Map(MapFn::IommuMap, m));
+        }
+        let vfio_bound = Snapshot {
+            vfio_pci: vec![PciDev {
+                bdf: EDU.into(),
+                no_snoop: NoSnoop::ConventionalPci,
+                snoop_control: Some(false),
+            }],
+            page_size: 4096,
+            ..Snapshot::default()
+        };
+        // The VMM holds the device: its mappings are in use.
+        let mut held = vfio_bound.clone();
+        held.files.insert(50, vmm_files(&[EDU], 1));
+        assert_eq!(rule_mappings_outlive_owner(&agg, &held), []);
+        // The device bound to another driver: a kernel driver's own domain.
+        let other_driver = Snapshot {
+            vfio_pci: Vec::new(),
+            ..vfio_bound.clone()
+        };
+        assert_eq!(rule_mappings_outlive_owner(&agg, &other_driver), []);
+        // Under --pid, who holds the device is not known.
+        let filtered = Snapshot {
+            pid_filter: Some(50),
+            ..vfio_bound.clone()
+        };
+        assert_eq!(rule_mappings_outlive_owner(&agg, &filtered), []);
+
+        // Nobody holds it, still attached, 16 KiB mapped: critical, naming the device.
+        let f = rule_mappings_outlive_owner(&agg, &vfio_bound);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(
+            (f[0].rule, f[0].severity),
+            (MAPPINGS_OUTLIVE_OWNER, Severity::Critical)
+        );
+        assert_eq!(f[0].devices, [EDU]);
+        assert_contains(&f[0].subject, "0xffff888001000000");
+        assert_contains(
+            &f[0].evidence,
+            "16.0 KiB more was mapped into it than unmapped",
+        );
+        assert_contains(&f[0].evidence, "by pid 50");
+        assert_eq!(exit_status(&evaluate(&agg, &vfio_bound)), EXIT_CRITICAL);
+
+        // Everything unmapped (by another process: net per domain): nothing.
+        let u = unmap_event(UnmapFn::IommuUnmap, 51, D, 0x10_0000, 16384, 16384);
+        agg.observe(&Event::Unmap(UnmapFn::IommuUnmap, u));
+        assert_eq!(rule_mappings_outlive_owner(&agg, &vfio_bound), []);
+
+        // Mapped again, then detached: the domain reaches no device any more.
+        let m = map_event(MapFn::IommuMap, 50, 50, D, 0x30_0000, 4096, 0);
+        agg.observe(&Event::Map(MapFn::IommuMap, m));
+        assert_eq!(rule_mappings_outlive_owner(&agg, &vfio_bound).len(), 1);
+        let d = attach_event(AttachFn::DetachGroup, 50, D, 0xa0, 10);
+        agg.observe(&Event::Attach(AttachFn::DetachGroup, d));
+        assert_eq!(rule_mappings_outlive_owner(&agg, &vfio_bound), []);
     }
 
     fn vmm_files(devices: &[&str], kvm_vfio_devices: u32) -> ProcFiles {

@@ -1310,7 +1310,15 @@ mod tests {
             },
         );
         let findings = crate::audit::evaluate(&agg, &snap);
-        assert_eq!(findings.len(), 2);
+        let rules: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        assert_eq!(
+            rules,
+            [
+                crate::audit::MAPPINGS_OUTLIVE_OWNER,
+                crate::audit::PINS_OVER_MEMLOCK,
+                crate::audit::UNNEEDED_WBINVD
+            ]
+        );
         // The domain view's lines.
         let mut ranges = crate::ranges::RangeTracker::new(None, 4);
         ranges.map(1, 0x1000, 0x1000, 3, 1, "p");
