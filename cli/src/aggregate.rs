@@ -235,6 +235,9 @@ pub struct Aggregator {
     kinds: BTreeMap<&'static str, KindStats>,
     /// Last iommu_map_nosync per thread, to recognise the wrapping iommu_map.
     last_nosync: HashMap<u32, MapArgsKey>,
+    /// Wrapping `iommu_map` calls that the kernel side counted instead of reporting
+    /// (`ELIDED_MAPS`, read at each report): calls and bytes.
+    elided_maps: (u64, u64),
     /// Pinning counters, read from the kernel at each report.
     pins: PinAggregator,
     /// The IOVA ranges mapped now (`ioasid-top domain` only).
@@ -482,12 +485,32 @@ impl Aggregator {
     }
 
     /// Per function rows in [`FUNCTIONS`] order; functions never called are
-    /// included with zero counts so the report shape is stable.
+    /// included with zero counts so the report shape is stable. `iommu_map` includes the
+    /// wrapping calls the kernel side counted without a record ([`Self::set_elided_maps`]).
     pub fn kind_rows(&self) -> Vec<(&'static str, KindStats)> {
         FUNCTIONS
             .iter()
-            .map(|f| (*f, self.kinds.get(f).copied().unwrap_or_default()))
+            .map(|f| {
+                let mut k = self.kinds.get(f).copied().unwrap_or_default();
+                if *f == MapFn::IommuMap.name() {
+                    k.calls = k.calls.saturating_add(self.elided_maps.0);
+                    k.bytes = k.bytes.saturating_add(self.elided_maps.1);
+                }
+                (*f, k)
+            })
             .collect()
+    }
+
+    /// The kernel side's counts of successful `iommu_map` calls that wrapped a reported
+    /// `iommu_map_nosync` and got no record of their own: calls and bytes, since attach.
+    /// Their mappings are counted once already, from the inner record.
+    pub fn set_elided_maps(&mut self, calls: u64, bytes: u64) {
+        self.elided_maps = (calls, bytes);
+    }
+
+    /// What [`Self::set_elided_maps`] set last: calls and bytes.
+    pub fn elided_maps(&self) -> (u64, u64) {
+        self.elided_maps
     }
 
     /// The pinning aggregate.
@@ -804,6 +827,30 @@ mod tests {
         let again = map_event(MapFn::IommuMap, 100, 105, D1, 0x1000, 4096, 0);
         assert!(!a.observe(&Event::Map(MapFn::IommuMap, again)).wraps_nosync);
         assert_eq!(a.domain_rows()[0].1.maps, 2);
+    }
+
+    #[test]
+    fn wrappers_counted_in_the_kernel_join_the_iommu_map_row_only() {
+        let mut a = Aggregator::new();
+        // The kernel reported the inner call only, and counted the wrapper.
+        let inner = map_event(MapFn::IommuMapNosync, 100, 105, D1, 0x1000, 8192, 0);
+        a.observe(&Event::Map(MapFn::IommuMapNosync, inner));
+        a.set_elided_maps(1, 8192);
+        let kinds = a.kind_rows();
+        assert_eq!(
+            (kinds[0].0, kinds[0].1.calls, kinds[0].1.bytes),
+            ("iommu_map", 1, 8192)
+        );
+        assert_eq!(
+            (kinds[1].0, kinds[1].1.calls, kinds[1].1.bytes),
+            ("iommu_map_nosync", 1, 8192)
+        );
+        // The mapping counts once, from the inner record.
+        assert_eq!(a.domain_rows()[0].1.maps, 1);
+        assert_eq!(a.events(), 1);
+        // A later read replaces the counts (they are cumulative in the kernel).
+        a.set_elided_maps(3, 3 * 8192);
+        assert_eq!(a.kind_rows()[0].1.calls, 3);
     }
 
     #[test]

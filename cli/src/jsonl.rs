@@ -633,6 +633,7 @@ pub fn write_audit_report<W: Write>(
         is_final: bool,
         elapsed_s: f64,
         events: u64,
+        elided_maps: u64,
         lost_events: u64,
         lost_ringbuf: u64,
         lost_no_entry: u64,
@@ -649,6 +650,7 @@ pub fn write_audit_report<W: Write>(
             is_final: s.is_final,
             elapsed_s: (s.elapsed.as_secs_f64() * 1000.0).round() / 1000.0,
             events: agg.events(),
+            elided_maps: agg.elided_maps().0,
             lost_events: s.lost.total(),
             lost_ringbuf: s.lost.ringbuf,
             lost_no_entry: s.lost.no_entry,
@@ -901,6 +903,8 @@ mod tests {
             unmap_event(UnmapFn::IommuUnmapFast, 50, d, 4096, 8192, 8192),
         ));
         agg.undecodable();
+        // Two wrapping iommu_map calls of 8 KiB each that the kernel counted without a record.
+        agg.set_elided_maps(2, 16384);
         let mut out = Vec::new();
         write_report(
             &mut out,
@@ -927,9 +931,9 @@ mod tests {
             assert_eq!(l[i]["fn"], *f);
             assert_eq!(keys(&l[i]), ["bytes", "calls", "failed", "fn", "type", "v"]);
         }
-        assert_eq!(l[0]["calls"], 2);
+        assert_eq!(l[0]["calls"], 2 + 2);
         assert_eq!(l[0]["failed"], 1);
-        assert_eq!(l[0]["bytes"], 1 << 20);
+        assert_eq!(l[0]["bytes"], (1 << 20) + 16384);
         assert_eq!(l[1]["calls"], 0);
         assert_eq!((&l[2]["calls"], &l[2]["bytes"]), (&1.into(), &4096.into()));
         assert_eq!(l[3]["fn"], "iommu_unmap_fast");
@@ -965,6 +969,7 @@ mod tests {
         assert_eq!(s["final"], true);
         assert_eq!(s["elapsed_s"], 2.004);
         assert_eq!(s["events"], 4);
+        assert_eq!(s["elided_maps"], 2);
         assert_eq!(s["lost_events"], 6);
         assert_eq!(s["lost_ringbuf"], 3);
         assert_eq!(s["lost_no_entry"], 1);

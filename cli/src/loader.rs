@@ -10,7 +10,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{FEntry, FExit, KProbe},
 };
-use ioasid_ebpf_common::{PinCounters, PinKindCounters};
+use ioasid_ebpf_common::{ElidedMaps, PinCounters, PinKindCounters};
 
 use crate::{
     aggregate::Lost,
@@ -312,8 +312,15 @@ fn one_line<E: std::fmt::Display + ?Sized>(err: &E) -> String {
 impl Session {
     /// Loads the object, sets the pid filter and attaches every probe it can.
     /// With `kprobes_only`, fexit is not tried; without `pins`, the pinning functions are not
-    /// traced (their probe reports say so).
-    pub fn load(pid_filter: Option<u32>, kprobes_only: bool, pins: bool) -> anyhow::Result<Self> {
+    /// traced (their probe reports say so). With `elide_wrapped_maps`, an `iommu_map` around a
+    /// reported `iommu_map_nosync` is counted in the kernel instead of reported
+    /// ([`Self::elided_maps`]); only when every call is reported anyway (no `--comm`).
+    pub fn load(
+        pid_filter: Option<u32>,
+        kprobes_only: bool,
+        pins: bool,
+        elide_wrapped_maps: bool,
+    ) -> anyhow::Result<Self> {
         if EBPF_OBJECT.is_empty() {
             bail!(
                 "this binary was built without its eBPF object (AYA_BUILD_SKIP); rebuild without it"
@@ -325,6 +332,7 @@ impl Session {
         let mut ebpf = EbpfLoader::new()
             .override_global("FILTER_TGID", &filter, true)
             .override_global("SELF_TGID", &std::process::id(), true)
+            .override_global("ELIDE_WRAPPED_MAPS", &u32::from(elide_wrapped_maps), true)
             .load(EBPF_OBJECT)
             .context("loading the eBPF object (creating maps)")?;
 
@@ -448,6 +456,16 @@ impl Session {
             no_entry: read(ioasid_ebpf_common::lost::NO_ENTRY)?,
             pin_map_full: read(ioasid_ebpf_common::lost::PIN_MAP_FULL)?,
         })
+    }
+
+    /// The `iommu_map` calls counted in the kernel without a record (`ELIDED_MAPS`, summed
+    /// over CPUs): calls and bytes since attach.
+    pub fn elided_maps(&self) -> anyhow::Result<(u64, u64)> {
+        let arr = self.per_cpu_array::<ElidedMaps>("ELIDED_MAPS")?;
+        let values = arr.get(&0, 0).context("reading ELIDED_MAPS[0]")?;
+        Ok(values.iter().fold((0u64, 0u64), |(c, b), v| {
+            (c.saturating_add(v.calls), b.saturating_add(v.bytes))
+        }))
     }
 
     /// Reads the kernel's pinning counters into `pins`: `PIN_KINDS` summed over

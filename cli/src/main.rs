@@ -76,6 +76,19 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
     })
 }
 
+/// What the kernel side counts instead of reporting, read before each report: the pinning
+/// counters and the `iommu_map` calls left without a record.
+fn read_kernel_counters(session: &mut Session, agg: &mut Aggregator) -> anyhow::Result<()> {
+    session
+        .read_pins(agg.pins_mut(), std::path::Path::new("/proc"))
+        .context("reading the pinning counters")?;
+    let (calls, bytes) = session
+        .elided_maps()
+        .context("reading the count of iommu_map calls without a record")?;
+    agg.set_elided_maps(calls, bytes);
+    Ok(())
+}
+
 /// The findings of `ioasid-top audit` now (None when not auditing).
 fn audit_now(
     args: &Args,
@@ -118,7 +131,14 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     }
     install_signal_handlers()?;
 
-    let mut session = Session::load(args.pid, args.kprobes_only, !args.no_pins)?;
+    // `--comm` filters in userspace, and the kernel's count of the wrappers it leaves out
+    // could not be filtered: report every call then.
+    let mut session = Session::load(
+        args.pid,
+        args.kprobes_only,
+        !args.no_pins,
+        args.comm.is_none(),
+    )?;
     let mut ring = session.ring_buffer()?;
     if let Err(why) = &session.group_id_offset {
         eprintln!(
@@ -246,9 +266,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
         let stop = STOP.load(Ordering::Relaxed);
         let now = Instant::now();
         if now >= next_tick && !args.once {
-            session
-                .read_pins(agg.pins_mut(), std::path::Path::new("/proc"))
-                .context("reading the pinning counters")?;
+            read_kernel_counters(&mut session, &mut agg)?;
             let summary = Summary {
                 is_final: false,
                 elapsed: now - start,
@@ -297,9 +315,7 @@ fn run(args: &Args) -> anyhow::Result<u8> {
     if let Some(s) = screen.take() {
         s.leave(&mut out)?;
     }
-    session
-        .read_pins(agg.pins_mut(), std::path::Path::new("/proc"))
-        .context("reading the pinning counters")?;
+    read_kernel_counters(&mut session, &mut agg)?;
     let summary = Summary {
         is_final: true,
         elapsed: start.elapsed(),

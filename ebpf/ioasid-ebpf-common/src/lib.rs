@@ -350,6 +350,29 @@ pub struct MapArgs {
     pub gfp: u32,
 }
 
+/// The last successful `iommu_map_nosync` call of a CPU (per-CPU `NOSYNC_LAST`), kept so
+/// that the `iommu_map` around it can leave its own record out: one mapping, one record.
+/// `pid_tgid` 0: none pending.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NosyncCall {
+    pub pid_tgid: u64,
+    pub domain: u64,
+    pub iova: u64,
+    pub paddr: u64,
+    pub size: u64,
+}
+
+/// Successful `iommu_map` calls with no record of their own because the `iommu_map_nosync`
+/// they wrap was reported (per-CPU `ELIDED_MAPS`, one slot); userspace adds them to the
+/// function's counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ElidedMaps {
+    pub calls: u64,
+    pub bytes: u64,
+}
+
 /// Arguments of an unmap call (`iommu_unmap` or `iommu_unmap_fast`), stored
 /// per thread by the kprobe fallback.
 #[repr(C)]
@@ -371,6 +394,8 @@ const _: () = {
     assert!(core::mem::size_of::<AttachArgs>() == 2 * 8);
     assert!(core::mem::size_of::<MapArgs>() == 4 * 8 + 2 * 4);
     assert!(core::mem::size_of::<UnmapArgs>() == 3 * 8);
+    assert!(core::mem::size_of::<NosyncCall>() == 5 * 8);
+    assert!(core::mem::size_of::<ElidedMaps>() == 2 * 8);
     assert!(core::mem::size_of::<PinCounters>() == 10 * 8 + COMM_LEN);
     assert!(core::mem::size_of::<PinKindCounters>() == 3 * 8);
     assert!(core::mem::size_of::<UnpinPair>() == 3 * 8);
@@ -391,6 +416,8 @@ mod pod {
     unsafe impl aya::Pod for super::AttachArgs {}
     unsafe impl aya::Pod for super::MapArgs {}
     unsafe impl aya::Pod for super::UnmapArgs {}
+    unsafe impl aya::Pod for super::NosyncCall {}
+    unsafe impl aya::Pod for super::ElidedMaps {}
     unsafe impl aya::Pod for super::PinCounters {}
     unsafe impl aya::Pod for super::PinKindCounters {}
     unsafe impl aya::Pod for super::UnpinPair {}

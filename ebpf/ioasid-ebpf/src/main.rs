@@ -31,9 +31,9 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
 };
 use ioasid_ebpf_common::{
-    AttachArgs, AttachEvent, COMM_LEN, EventHeader, FOLL_LONGTERM, KvmEvent, MapArgs, MapEvent,
-    PINS_MAX_ENTRIES, PinArgs, PinCounters, PinKindCounters, UnmapArgs, UnmapEvent, UnpinPair,
-    flags, kind, lost, offsets, pin_fn,
+    AttachArgs, AttachEvent, COMM_LEN, ElidedMaps, EventHeader, FOLL_LONGTERM, KvmEvent, MapArgs,
+    MapEvent, NosyncCall, PINS_MAX_ENTRIES, PinArgs, PinCounters, PinKindCounters, UnmapArgs,
+    UnmapEvent, UnpinPair, flags, kind, lost, offsets, pin_fn,
 };
 
 /// Records for userspace. 4 MiB holds ~47k map records (88 bytes + 8 of ring
@@ -66,6 +66,22 @@ static REPLACE_ARGS: HashMap<u64, AttachArgs> = HashMap::with_max_entries(1024, 
 /// the loader from the kernel's BTF before any program attaches.
 #[map]
 static OFFSETS: Array<u32> = Array::with_max_entries(offsets::SLOTS, 0);
+
+/// The last successful `iommu_map_nosync` of each CPU, for the `iommu_map` around it.
+#[map]
+static NOSYNC_LAST: PerCpuArray<NosyncCall> = PerCpuArray::with_max_entries(1, 0);
+
+/// Counts of the `iommu_map` calls left without a record of their own.
+#[map]
+static ELIDED_MAPS: PerCpuArray<ElidedMaps> = PerCpuArray::with_max_entries(1, 0);
+
+/// Non-zero: an `iommu_map` whose inner `iommu_map_nosync` was reported, on the same thread
+/// with the same arguments, and that succeeded like it, gets no record (its counts go to
+/// `ELIDED_MAPS`). A record costs the mapping task more than the rest of the tracing, and
+/// this one says nothing the inner record did not. Set by the loader; left 0 when userspace
+/// filters what the kernel cannot (`--comm`), since the counts here are not filtered.
+#[unsafe(no_mangle)]
+static ELIDE_WRAPPED_MAPS: u32 = 0;
 
 /// Only report this thread group (process) when non-zero. Set by the loader.
 #[unsafe(no_mangle)]
@@ -220,7 +236,52 @@ fn map_fexit(ctx: &FExitContext, kind: u16) {
     };
     // For fexit, the slot after the last argument holds the return value.
     let ret = ctx.arg::<u64>(6) as i32;
+    // SAFETY: plain read of a global the loader may have rewritten (see `wanted`).
+    if unsafe { core::ptr::read_volatile(&raw const ELIDE_WRAPPED_MAPS) } != 0
+        && elide_wrapper(kind, pid_tgid, &args, ret)
+    {
+        return;
+    }
     emit_map(kind, 0, pid_tgid, &args, ret);
+}
+
+/// Remembers a successful `iommu_map_nosync` in `NOSYNC_LAST`; for an `iommu_map` that wraps
+/// the one remembered (same thread and arguments, both successful), counts it in
+/// `ELIDED_MAPS`, forgets it and returns true: that call gets no record. The thread may have
+/// moved to another CPU between the two, or another task may have used the slot meanwhile:
+/// then nothing matches and the `iommu_map` is reported as before, its line marked
+/// `wraps_nosync` by userspace.
+#[inline(always)]
+fn elide_wrapper(kind: u16, pid_tgid: u64, args: &MapArgs, ret: i32) -> bool {
+    let (Some(last), Some(elided)) = (NOSYNC_LAST.get_ptr_mut(0), ELIDED_MAPS.get_ptr_mut(0))
+    else {
+        return false;
+    };
+    // SAFETY: `last` points to this CPU's slot of NOSYNC_LAST; a task that preempts this
+    // program can only write the same slot, which at worst makes a wrapper not match.
+    unsafe {
+        if kind == kind::IOMMU_MAP_NOSYNC {
+            (*last).pid_tgid = if ret == 0 { pid_tgid } else { 0 };
+            (*last).domain = args.domain;
+            (*last).iova = args.iova;
+            (*last).paddr = args.paddr;
+            (*last).size = args.size;
+            return false;
+        }
+        let wraps = ret == 0
+            && (*last).pid_tgid == pid_tgid
+            && (*last).domain == args.domain
+            && (*last).iova == args.iova
+            && (*last).paddr == args.paddr
+            && (*last).size == args.size;
+        if !wraps {
+            return false;
+        }
+        (*last).pid_tgid = 0;
+        add(&raw mut (*elided).calls, 1);
+        add(&raw mut (*elided).bytes, args.size);
+    }
+    true
 }
 
 #[fexit(function = "iommu_map")]
