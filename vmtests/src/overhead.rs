@@ -1,7 +1,7 @@
 //! `ioasid-bench --overhead`: what tracing `iommu_map` costs the process that maps.
 //!
 //! One loop — `count` 4 KiB MAPs then their UNMAPs through mainline iommufd with the edu device's
-//! cdev bound and a HWPT on the IOAS, so that every MAP is one `iommu_map` — is timed in five
+//! cdev bound and a HWPT on the IOAS, so that every MAP is one `iommu_map` — is timed in six
 //! modes, in one boot, in rounds whose order rotates:
 //!
 //! * `bare` — nothing attached;
@@ -18,7 +18,10 @@
 //!   every map printed each second;
 //! * `fexit-floor` — [`FEXIT_FLOOR_PROGRAM`]: bpftrace with an empty `kretfunc` on each of the
 //!   same functions. It records nothing: what it costs is the fexit trampoline and the entry and
-//!   exit of an empty BPF program, the least any fexit tracer of these functions adds.
+//!   exit of an empty BPF program, the least any fexit tracer of these functions adds;
+//! * `counts-floor` — [`COUNTS_FLOOR_PROGRAM`]: bpftrace keeping only per process+domain map and
+//!   unmap counts in its (per-CPU hash) maps, with no record and no output: the least a tracer
+//!   that tells processes and domains apart adds, whether it counts in the kernel or not.
 //!
 //! Every loop is verified as in `ioasid-bench` (each MAP at its fixed IOVA, each UNMAP returning
 //! exactly its bytes, `VmPin` moving by exactly the bytes mapped and back). Each tracer is
@@ -62,6 +65,17 @@ interval:s:1 { print(@calls); print(@bytes); print(@maps); print(@mapped); print
 pub const FEXIT_FLOOR_PROGRAM: &str = "kretfunc:iommu_map_nosync {} kretfunc:iommu_map {} \
      kretfunc:iommu_unmap {} kretfunc:iommu_unmap_fast {}";
 
+/// Per process+domain counts kept in bpftrace's maps, nothing recorded or printed until exit:
+/// one or two per-CPU hash updates per call. What any tracer that tells processes and domains
+/// apart must do at least, so the floor of an in-kernel aggregation instead of records.
+pub const COUNTS_FLOOR_PROGRAM: &str = "kretfunc:iommu_map_nosync { if (retval == 0) { \
+     @maps[pid, args->domain] = count(); @mapped[pid, args->domain] = sum(args->size); } } \
+     kretfunc:iommu_map { @wrappers[pid] = count(); } \
+     kretfunc:iommu_unmap { @unmaps[pid, args->domain] = count(); \
+     @unmapped[pid, args->domain] = sum(retval); } \
+     kretfunc:iommu_unmap_fast { @unmaps[pid, args->domain] = count(); \
+     @unmapped[pid, args->domain] = sum(retval); }";
+
 /// bpftrace's perf buffer, in pages per CPU: 512 × 4 KiB × 2 vCPUs = 4 MiB, the size of
 /// ioasid-top's ring buffer (bpftrace's default, 64 pages, loses events at this rate).
 pub const BPFTRACE_PERF_RB_PAGES: &str = "512";
@@ -86,14 +100,16 @@ pub enum Mode {
     IoasidTopPins,
     Bpftrace,
     FexitFloor,
+    CountsFloor,
 }
 
-pub const MODES: [Mode; 5] = [
+pub const MODES: [Mode; 6] = [
     Mode::Bare,
     Mode::IoasidTop,
     Mode::IoasidTopPins,
     Mode::Bpftrace,
     Mode::FexitFloor,
+    Mode::CountsFloor,
 ];
 
 impl Mode {
@@ -104,6 +120,7 @@ impl Mode {
             Mode::IoasidTopPins => "ioasid-top-pins",
             Mode::Bpftrace => "bpftrace",
             Mode::FexitFloor => "fexit-floor",
+            Mode::CountsFloor => "counts-floor",
         }
     }
 
@@ -133,6 +150,11 @@ impl Mode {
                 "-e".into(),
                 FEXIT_FLOOR_PROGRAM.into(),
             ]),
+            Mode::CountsFloor => Some(vec![
+                "bpftrace".into(),
+                "-e".into(),
+                COUNTS_FLOOR_PROGRAM.into(),
+            ]),
         }
     }
 
@@ -140,7 +162,11 @@ impl Mode {
     pub fn env(self) -> Vec<(&'static str, &'static str)> {
         match self {
             Mode::Bpftrace => vec![("BPFTRACE_PERF_RB_PAGES", BPFTRACE_PERF_RB_PAGES)],
-            Mode::Bare | Mode::IoasidTop | Mode::IoasidTopPins | Mode::FexitFloor => Vec::new(),
+            Mode::Bare
+            | Mode::IoasidTop
+            | Mode::IoasidTopPins
+            | Mode::FexitFloor
+            | Mode::CountsFloor => Vec::new(),
         }
     }
 }
@@ -458,6 +484,10 @@ pub struct Verdict {
     /// them costs here. Above 1.10, the 10 % goal is out of reach of every such tracer.
     pub floor_over_bare: f64,
     pub paired_floor_over_bare: f64,
+    /// Per process+domain counts in bpftrace's maps, no record, over bare: the least a tracer
+    /// that tells processes and domains apart costs here.
+    pub counts_floor_over_bare: f64,
+    pub paired_counts_floor_over_bare: f64,
     /// ioasid-top's added time over bpftrace's (goal: at most 0.5).
     pub top_added_over_bpftrace_added: f64,
     /// The lowest rate of any ioasid-top round (every round had no lost event).
@@ -487,6 +517,7 @@ pub struct OverheadReport {
     /// pinning functions).
     pub top_probes: Vec<Probe>,
     pub bpftrace_command: Vec<String>,
+    pub counts_floor_command: Vec<String>,
     pub bpftrace_perf_rb_pages: &'static str,
     pub bpftrace_version: String,
     pub modes: Vec<ModeStats>,
@@ -526,6 +557,7 @@ pub fn summarize(results: &[RoundResult]) -> Result<(Vec<ModeStats>, Verdict)> {
     let top_pins = total_median[&Mode::IoasidTopPins];
     let bt = total_median[&Mode::Bpftrace];
     let floor = total_median[&Mode::FexitFloor];
+    let counts_floor = total_median[&Mode::CountsFloor];
     ensure!(bare > 0.0, "the bare loop took no time");
     let rates_top: Vec<f64> = results
         .iter()
@@ -548,6 +580,7 @@ pub fn summarize(results: &[RoundResult]) -> Result<(Vec<ModeStats>, Verdict)> {
         Some(PhaseStats::new("total", totals).median_ns as f64)
     };
     let mut paired = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut paired_counts_floor = Vec::new();
     let rounds: std::collections::BTreeSet<usize> = results.iter().map(|r| r.round).collect();
     for round in rounds {
         let (Some(b), Some(t), Some(p)) = (
@@ -559,6 +592,9 @@ pub fn summarize(results: &[RoundResult]) -> Result<(Vec<ModeStats>, Verdict)> {
         };
         if let Some(f) = round_median(round, Mode::FexitFloor).filter(|_| b > 0.0) {
             paired.3.push(f / b);
+        }
+        if let Some(c) = round_median(round, Mode::CountsFloor).filter(|_| b > 0.0) {
+            paired_counts_floor.push(c / b);
         }
         if let Some(tp) = round_median(round, Mode::IoasidTopPins).filter(|_| b > 0.0) {
             paired.4.push(tp / b);
@@ -588,6 +624,8 @@ pub fn summarize(results: &[RoundResult]) -> Result<(Vec<ModeStats>, Verdict)> {
             paired_top_added_over_bpftrace_added: median_f64(paired.2),
             floor_over_bare: floor / bare,
             paired_floor_over_bare: median_f64(paired.3),
+            counts_floor_over_bare: counts_floor / bare,
+            paired_counts_floor_over_bare: median_f64(paired_counts_floor),
             top_added_over_bpftrace_added,
             top_events_per_s_min: rates_top.iter().copied().fold(f64::INFINITY, f64::min),
             top_events_per_s_median: median_f64(rates_top),
@@ -641,6 +679,10 @@ pub fn format_report(r: &OverheadReport) -> String {
         r.bpftrace_version
     );
     let _ = writeln!(s, "  fexit-floor: bpftrace -e '{FEXIT_FLOOR_PROGRAM}'");
+    let _ = writeln!(
+        s,
+        "  counts-floor: bpftrace -e PROGRAM (per pid+domain counts in its maps, no output; program in the JSON report)"
+    );
     let _ = writeln!(
         s,
         "\nloop times in ms, median / min of {} loops (every loop and every tracer count verified)",
@@ -697,6 +739,11 @@ pub fn format_report(r: &OverheadReport) -> String {
         v.floor_over_bare,
         v.paired_floor_over_bare,
         1.0 + v.top_over_bare - v.floor_over_bare
+    );
+    let _ = writeln!(
+        s,
+        "counts floor (per pid+domain counts in bpftrace's maps, no record): {:.3}x bare (paired {:.3}x)",
+        v.counts_floor_over_bare, v.paired_counts_floor_over_bare
     );
     let _ = writeln!(
         s,
@@ -779,7 +826,7 @@ impl Tracer {
                         .any(|p| p.function == *f && p.attach != "none")
                 }))
             }
-            Mode::Bpftrace | Mode::FexitFloor => {
+            Mode::Bpftrace | Mode::FexitFloor | Mode::CountsFloor => {
                 Ok(bpf_links(self.child.id())? >= BPFTRACE_KFUNC_PROBES)
             }
         }
@@ -805,7 +852,7 @@ impl Tracer {
     /// output is block-buffered): waits until it is idle.
     fn catch_up(&mut self, pid: u32, maps: u64) -> Result<()> {
         match self.mode {
-            Mode::Bare | Mode::FexitFloor => return Ok(()),
+            Mode::Bare | Mode::FexitFloor | Mode::CountsFloor => return Ok(()),
             Mode::Bpftrace => return self.wait_idle(),
             Mode::IoasidTop | Mode::IoasidTopPins => {}
         }
@@ -929,7 +976,8 @@ impl Tracer {
                 Ok(seen)
             }
             // bpftrace may warn of lost events on either stream.
-            Mode::Bpftrace => parse_bpftrace(&format!("{out}\n{err}"), pid),
+            // Its maps, printed at exit, hold the counts; it prints nothing per call.
+            Mode::Bpftrace | Mode::CountsFloor => parse_bpftrace(&format!("{out}\n{err}"), pid),
         }
     }
 }
@@ -1070,7 +1118,8 @@ pub fn run(args: &crate::bench::Args) -> Result<OverheadReport> {
             let events_per_s = seen
                 .as_ref()
                 .filter(|_| loop_s > 0.0)
-                .map(|s| (s.events + s.elided) as f64 / loop_s);
+                .map(|s| (s.events + s.elided) as f64 / loop_s)
+                .filter(|rate| *rate > 0.0);
             results.push(RoundResult {
                 round,
                 mode,
@@ -1096,6 +1145,7 @@ pub fn run(args: &crate::bench::Args) -> Result<OverheadReport> {
         top_pins_command: Mode::IoasidTopPins.command().unwrap_or_default(),
         top_probes: top_probe_lines,
         bpftrace_command: Mode::Bpftrace.command().unwrap_or_default(),
+        counts_floor_command: Mode::CountsFloor.command().unwrap_or_default(),
         bpftrace_perf_rb_pages: BPFTRACE_PERF_RB_PAGES,
         bpftrace_version,
         modes,
@@ -1337,10 +1387,11 @@ Lost 2 events\n\
                 Mode::IoasidTopPins,
                 Mode::Bpftrace,
                 Mode::FexitFloor,
+                Mode::CountsFloor,
                 Mode::Bare
             ]
         );
-        assert_eq!(round_order(5), MODES.to_vec());
+        assert_eq!(round_order(6), MODES.to_vec());
     }
 
     fn round(mode: Mode, total_ms: u64, events: u64) -> RoundResult {
@@ -1364,9 +1415,12 @@ Lost 2 events\n\
             round(Mode::IoasidTopPins, 130, 3000),
             round(Mode::Bpftrace, 120, 3000),
             round(Mode::FexitFloor, 102, 0),
+            round(Mode::CountsFloor, 104, 0),
         ];
         let (modes, v) = summarize(&r).unwrap();
-        assert_eq!(modes.len(), 5);
+        assert_eq!(modes.len(), 6);
+        assert!((v.counts_floor_over_bare - 1.04).abs() < 1e-9);
+        assert!((v.paired_counts_floor_over_bare - 1.04).abs() < 1e-9);
         assert!((v.top_pins_over_bare - 1.3).abs() < 1e-9);
         assert!((v.paired_top_pins_over_bare - 1.3).abs() < 1e-9);
         assert!((v.floor_over_bare - 1.02).abs() < 1e-9);
@@ -1387,6 +1441,7 @@ Lost 2 events\n\
         assert!(err.to_string().contains("ioasid-top-pins"), "{err}");
         assert!(summarize(&r[..3]).is_err(), "bpftrace never ran");
         assert!(summarize(&r[..4]).is_err(), "the fexit floor never ran");
+        assert!(summarize(&r[..5]).is_err(), "the counts floor never ran");
         let report = OverheadReport {
             kernel: "7.3.4".into(),
             quick: true,
@@ -1403,6 +1458,7 @@ Lost 2 events\n\
             top_pins_command: Mode::IoasidTopPins.command().unwrap(),
             top_probes: top_probes(TOP),
             bpftrace_command: Mode::Bpftrace.command().unwrap(),
+            counts_floor_command: Mode::CountsFloor.command().unwrap(),
             bpftrace_perf_rb_pages: BPFTRACE_PERF_RB_PAGES,
             bpftrace_version: "bpftrace v0.17.0".into(),
             modes,

@@ -66,7 +66,7 @@ impl BenchOpts {
     }
 }
 
-/// Checks that `json` is an `ioasid-bench --overhead` report: its five modes and a verdict;
+/// Checks that `json` is an `ioasid-bench --overhead` report: its six modes and a verdict;
 /// returns the number of timed loops.
 pub fn check_overhead_report(json: &str) -> Result<usize> {
     let v: serde_json::Value = serde_json::from_str(json).context("overhead.json is not JSON")?;
@@ -85,10 +85,11 @@ pub fn check_overhead_report(json: &str) -> Result<usize> {
                 "ioasid-top",
                 "ioasid-top-pins",
                 "bpftrace",
-                "fexit-floor"
+                "fexit-floor",
+                "counts-floor"
             ],
-        "overhead.json has the modes {names:?}, not bare, ioasid-top, ioasid-top-pins, bpftrace \
-         and fexit-floor"
+        "overhead.json has the modes {names:?}, not bare, ioasid-top, ioasid-top-pins, bpftrace, \
+         fexit-floor and counts-floor"
     );
     ensure!(
         v.get("verdict").is_some_and(|x| x.is_object()),
@@ -254,9 +255,9 @@ mod tests {
     }
 
     #[test]
-    fn an_overhead_report_needs_its_five_modes_and_a_verdict() {
+    fn an_overhead_report_needs_its_six_modes_and_a_verdict() {
         const MODES: &str = r#"[{"mode":"bare"},{"mode":"ioasid-top"},{"mode":"ioasid-top-pins"},
-            {"mode":"bpftrace"},{"mode":"fexit-floor"}]"#;
+            {"mode":"bpftrace"},{"mode":"fexit-floor"},{"mode":"counts-floor"}]"#;
         let ok = format!(
             r#"{{"modes":{MODES},"verdict":{{"top_over_bare":1.0}},
             "round_results":[{{"loops_ns":[[1,2],[3,4]]}},{{"loops_ns":[[1,2]]}}]}}"#
