@@ -24,8 +24,8 @@
  *                   nobody opened, the domain is what a VFIO backend that leaked its domain at
  *                   release would leave
  *
- * The device must not be in use: its group gets the module's domain in place of its default
- * domain.
+ * The module claims the group's DMA ownership first, as VFIO and iommufd do, so the load
+ * fails with -EBUSY rather than take the DMA of a device whose driver uses the DMA API.
  */
 
 #define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
@@ -36,6 +36,7 @@
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/pci.h>
+#include <linux/string.h>
 
 static char *bdf;
 module_param(bdf, charp, 0444);
@@ -49,8 +50,14 @@ MODULE_PARM_DESC(misuse, "short-unmap, noncoherent-map, mixed-map or coherent-ma
 #define MISUSE_IOVA 0x100000UL
 #define MISUSE_PAGES 2
 
+static const char *const misuses[] = {
+	"short-unmap", "noncoherent-map", "mixed-map", "coherent-map",
+};
+
 static struct device *misuse_dev;
 static struct iommu_group *misuse_group;
+static bool misuse_owner;
+static bool misuse_attached;
 static struct iommu_domain *misuse_domain;
 static struct page *misuse_pages;
 
@@ -97,8 +104,6 @@ static int misuse_do(void)
 			return ret;
 		return misuse_map(1, rw);
 	}
-	pr_err("unknown misuse '%s': short-unmap, noncoherent-map, mixed-map or coherent-map\n",
-	       misuse);
 	return -EINVAL;
 }
 
@@ -114,10 +119,15 @@ static void misuse_teardown(void)
 			if (iommu_iova_to_phys(misuse_domain, iova))
 				iommu_unmap(misuse_domain, iova, PAGE_SIZE);
 		}
-		if (misuse_group)
+		if (misuse_attached)
 			iommu_detach_group(misuse_domain, misuse_group);
+		misuse_attached = false;
 		iommu_domain_free(misuse_domain);
 		misuse_domain = NULL;
+	}
+	if (misuse_owner) {
+		iommu_group_release_dma_owner(misuse_group);
+		misuse_owner = false;
 	}
 	if (misuse_group) {
 		iommu_group_put(misuse_group);
@@ -140,6 +150,11 @@ static int __init iommu_misuse_init(void)
 		pr_err("give bdf= and misuse=\n");
 		return -EINVAL;
 	}
+	if (match_string(misuses, ARRAY_SIZE(misuses), misuse) < 0) {
+		pr_err("unknown misuse '%s': short-unmap, noncoherent-map, mixed-map or coherent-map\n",
+		       misuse);
+		return -EINVAL;
+	}
 	misuse_dev = bus_find_device_by_name(&pci_bus_type, NULL, bdf);
 	if (!misuse_dev) {
 		pr_err("no PCI device %s\n", bdf);
@@ -151,6 +166,13 @@ static int __init iommu_misuse_init(void)
 		ret = -ENODEV;
 		goto out;
 	}
+	ret = iommu_group_claim_dma_owner(misuse_group, &misuse_owner);
+	if (ret) {
+		pr_err("cannot claim the DMA of %s's group (a driver uses it?): %d\n",
+		       bdf, ret);
+		goto out;
+	}
+	misuse_owner = true;
 	misuse_pages = alloc_pages(GFP_KERNEL | __GFP_ZERO,
 				   get_order(MISUSE_PAGES * PAGE_SIZE));
 	if (!misuse_pages) {
@@ -166,12 +188,10 @@ static int __init iommu_misuse_init(void)
 	misuse_domain = domain;
 	ret = iommu_attach_group(misuse_domain, misuse_group);
 	if (ret) {
-		pr_err("cannot attach the domain to %s's group (in use?): %d\n",
-		       bdf, ret);
-		iommu_group_put(misuse_group);
-		misuse_group = NULL;
+		pr_err("cannot attach the domain to %s's group: %d\n", bdf, ret);
 		goto out;
 	}
+	misuse_attached = true;
 	ret = misuse_do();
 	if (ret)
 		goto out;

@@ -167,6 +167,8 @@ pub struct Snapshot {
     pub files: BTreeMap<u32, ProcFiles>,
     /// The `--pid` the snapshot was limited to: `files` then has that process only.
     pub pid_filter: Option<u32>,
+    /// Processes whose open files could not be read (not root): `files` misses what they hold.
+    pub files_unreadable: u32,
     /// Kernel threads (`PF_KTHREAD` in `/proc/<pid>/stat`): their unpins are of others' pins.
     pub kernel_threads: std::collections::BTreeSet<u32>,
     /// `<debugfs>/ioasid/no_snoop_override` of a test kernel (CONFIG_IOASID_TEST): `1` or `0`
@@ -288,7 +290,7 @@ pub fn read_snapshot(
         Err(e) => return Err(e).with_context(|| format!("listing {}", drv.display())),
     }
 
-    snap.files = procfiles::scan(proc_root, sys_root, pid)?;
+    (snap.files, snap.files_unreadable) = procfiles::scan(proc_root, sys_root, pid)?;
     snap.kernel_threads = procfiles::kernel_threads(proc_root)?;
     let held: std::collections::BTreeSet<&String> =
         snap.files.values().flat_map(|f| &f.devices).collect();
@@ -761,14 +763,19 @@ pub fn rule_mapping_anomaly(agg: &Aggregator) -> Vec<Finding> {
 }
 
 /// Rule [`MAPPINGS_OUTLIVE_OWNER`]: a domain that is attached now (as seen) to IOMMU groups
-/// whose devices are all bound to vfio-pci and held by no process, while the maps seen since
-/// attach exceed the unmaps. A VFIO device's release detaches its group (type1 when the group
+/// with a device bound to vfio-pci, none of whose devices any process holds, while the maps
+/// seen since attach exceed the unmaps. (A group's other devices may be bridges or unbound.) A VFIO device's release detaches its group (type1 when the group
 /// leaves its container, iommufd when the device is unbound) and its container or IOAS, once
 /// closed, unmaps and unpins everything, so the memory still mapped was released under the
 /// IOMMU's feet. Domains of devices bound to other drivers are a kernel driver's own and are
-/// left out. Not evaluated under `--pid`: who holds the devices is then unknown.
+/// left out. Not evaluated when who holds the devices is not fully known: under `--pid`, with
+/// processes whose files cannot be read, or with a legacy group-path device fd open
+/// (`anon_inode:[vfio-device]` does not say which device it is).
 pub fn rule_mappings_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
-    if snap.pid_filter.is_some() {
+    if snap.pid_filter.is_some()
+        || snap.files_unreadable > 0
+        || snap.files.values().any(|f| f.vfio_group_device_fds > 0)
+    {
         return Vec::new();
     }
     let held: std::collections::BTreeSet<&str> = snap
@@ -791,8 +798,7 @@ pub fn rule_mappings_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Fin
     for (domain, (net, mappers)) in domains {
         let devices = agg.domain_devices(domain);
         if net <= 0
-            || devices.is_empty()
-            || !devices.iter().all(|b| vfio.contains(b))
+            || !devices.iter().any(|b| vfio.contains(b))
             || devices.iter().any(|b| held.contains(b))
         {
             continue;
@@ -806,10 +812,16 @@ pub fn rule_mappings_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Fin
             kvm: None,
             devices: devices.iter().map(|b| (*b).to_owned()).collect(),
             evidence: format!(
-                "The domain is attached to the IOMMU group of {} (bound to vfio-pci), which no \
-                 process holds: no /proc/<pid>/fd is its VFIO device or group. Since \
+                "The domain is attached to the IOMMU group of {} (bound to vfio-pci: {}), \
+                 which no process holds: no /proc/<pid>/fd is its VFIO device or group. Since \
                  ioasid-top attached, {} more was mapped into it than unmapped, by {}.",
                 devices.join(", "),
+                devices
+                    .iter()
+                    .filter(|b| vfio.contains(*b))
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 human_bytes(net),
                 mappers.join(", ")
             ),
@@ -833,6 +845,9 @@ pub fn rule_mappings_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Fin
 /// devices sit behind an IOMMU with snoop control, which VFIO and iommufd make enforce
 /// coherency, or when the same domain also holds coherent maps. A non-coherent domain with
 /// non-coherent maps alone is how no-snoop DMA is meant to work: the wbinvd rules judge that.
+/// A kernel driver's own domain is judged the same way, though there a map without
+/// `IOMMU_CACHE` may be meant (a driver that manages the caches itself): the subject names the
+/// caller.
 pub fn rule_noncoherent_mapping(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
     let mut findings = Vec::new();
     for (key, d) in agg.domain_rows() {
@@ -1190,12 +1205,27 @@ mod tests {
             ..vfio_bound.clone()
         };
         assert_eq!(rule_mappings_outlive_owner(&agg, &other_driver), []);
-        // Under --pid, who holds the device is not known.
+        // Under --pid, or with files it cannot read, who holds the device is not known; a
+        // legacy group-path device fd does not say which device it is.
         let filtered = Snapshot {
             pid_filter: Some(50),
             ..vfio_bound.clone()
         };
         assert_eq!(rule_mappings_outlive_owner(&agg, &filtered), []);
+        let unreadable = Snapshot {
+            files_unreadable: 1,
+            ..vfio_bound.clone()
+        };
+        assert_eq!(rule_mappings_outlive_owner(&agg, &unreadable), []);
+        let mut group_device_fd = vfio_bound.clone();
+        group_device_fd.files.insert(
+            60,
+            ProcFiles {
+                vfio_group_device_fds: 1,
+                ..ProcFiles::default()
+            },
+        );
+        assert_eq!(rule_mappings_outlive_owner(&agg, &group_device_fd), []);
 
         // Nobody holds it, still attached, 16 KiB mapped: critical, naming the device.
         let f = rule_mappings_outlive_owner(&agg, &vfio_bound);
@@ -1211,7 +1241,15 @@ mod tests {
             "16.0 KiB more was mapped into it than unmapped",
         );
         assert_contains(&f[0].evidence, "by pid 50");
+        assert_contains(&f[0].evidence, "bound to vfio-pci: 0000:00:0a.0");
         assert_eq!(exit_status(&evaluate(&agg, &vfio_bound)), EXIT_CRITICAL);
+        // Another group on the domain, a bridge not bound to VFIO: still the VFIO device's
+        // domain (and once the VFIO device's group is detached below, nobody's).
+        let b = attach_event(AttachFn::AttachGroup, 50, D, 0xb0, 11);
+        agg.observe(&Event::Attach(AttachFn::AttachGroup, b));
+        agg.fill_group_devices(|_| Some(vec!["0000:00:1c.0".to_owned()]));
+        assert_eq!(agg.domain_devices(D), [EDU, "0000:00:1c.0"]);
+        assert_eq!(rule_mappings_outlive_owner(&agg, &vfio_bound).len(), 1);
 
         // Everything unmapped (by another process: net per domain): nothing.
         let u = unmap_event(UnmapFn::IommuUnmap, 51, D, 0x10_0000, 16384, 16384);

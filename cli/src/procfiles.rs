@@ -32,6 +32,10 @@ pub enum FdKind {
     Ioasid,
     /// `anon_inode:kvm-vm`: a KVM VM.
     KvmVm,
+    /// `anon_inode:[vfio-device]`: a device fd from `VFIO_GROUP_GET_DEVICE_FD` (legacy group
+    /// path), which keeps its group in use after the group fd is closed; which device it is
+    /// does not show.
+    VfioGroupDevice,
     /// `anon_inode:kvm-vfio`: a KVM-VFIO device, through which KVM learns of VFIO files.
     KvmVfio,
 }
@@ -44,6 +48,7 @@ pub fn classify_link(target: &str) -> Option<FdKind> {
         DEV_IOASID => return Some(FdKind::Ioasid),
         "anon_inode:kvm-vm" => return Some(FdKind::KvmVm),
         "anon_inode:kvm-vfio" => return Some(FdKind::KvmVfio),
+        "anon_inode:[vfio-device]" => return Some(FdKind::VfioGroupDevice),
         _ => {}
     }
     if let Some(name) = target.strip_prefix("/dev/vfio/devices/") {
@@ -65,6 +70,9 @@ pub struct ProcFiles {
     pub devices: BTreeSet<String>,
     pub kvm_vms: u32,
     pub kvm_vfio_devices: u32,
+    /// Device fds of the legacy group path (`anon_inode:[vfio-device]`): which devices they
+    /// are is not known.
+    pub vfio_group_device_fds: u32,
     pub vfio_containers: u32,
     pub iommufd_files: u32,
     pub ioasid_files: u32,
@@ -75,6 +83,7 @@ impl ProcFiles {
         !self.devices.is_empty()
             || self.kvm_vms > 0
             || self.kvm_vfio_devices > 0
+            || self.vfio_group_device_fds > 0
             || self.vfio_containers > 0
             || self.iommufd_files > 0
             || self.ioasid_files > 0
@@ -170,6 +179,7 @@ fn read_proc_files(dir: &Path, sys_root: &Path) -> anyhow::Result<Option<ProcFil
             FdKind::Ioasid => files.ioasid_files += 1,
             FdKind::KvmVm => files.kvm_vms += 1,
             FdKind::KvmVfio => files.kvm_vfio_devices += 1,
+            FdKind::VfioGroupDevice => files.vfio_group_device_fds += 1,
         }
     }
     if !files.holds_anything() {
@@ -214,7 +224,7 @@ pub fn scan(
     proc_root: &Path,
     sys_root: &Path,
     pid: Option<u32>,
-) -> anyhow::Result<BTreeMap<u32, ProcFiles>> {
+) -> anyhow::Result<(BTreeMap<u32, ProcFiles>, u32)> {
     let mut out = BTreeMap::new();
     let mut denied = 0;
     for pid in startstate::proc_pids(proc_root, pid)? {
@@ -238,7 +248,7 @@ pub fn scan(
              (run as root, or with CAP_SYS_PTRACE): the devices of their VMs are not known"
         );
     }
-    Ok(out)
+    Ok((out, denied))
 }
 
 #[cfg(test)]
@@ -268,6 +278,10 @@ mod tests {
         assert_eq!(classify_link("/dev/ioasid"), Some(FdKind::Ioasid));
         assert_eq!(classify_link("anon_inode:kvm-vm"), Some(FdKind::KvmVm));
         assert_eq!(classify_link("anon_inode:kvm-vfio"), Some(FdKind::KvmVfio));
+        assert_eq!(
+            classify_link("anon_inode:[vfio-device]"),
+            Some(FdKind::VfioGroupDevice)
+        );
         assert_eq!(classify_link("anon_inode:kvm-vcpu:0"), None);
         assert_eq!(classify_link("/dev/null"), None);
         assert_eq!(classify_link("socket:[1234]"), None);
@@ -340,7 +354,8 @@ mod tests {
         );
         proc_with(12, "sh", &["/dev/null", "pipe:[5]"]);
 
-        let got = scan(&proc_root, &sys_root, None).unwrap();
+        let (got, unreadable) = scan(&proc_root, &sys_root, None).unwrap();
+        assert_eq!(unreadable, 0);
         assert_eq!(got.keys().copied().collect::<Vec<_>>(), [10, 11]);
         let qemu = &got[&10];
         assert_eq!(qemu.comm, "qemu");
@@ -355,7 +370,7 @@ mod tests {
             BTreeSet::from(["0000:01:00.0".to_owned(), "0000:01:00.1".to_owned()])
         );
         assert_eq!((type1.vfio_containers, type1.kvm_vfio_devices), (1, 1));
-        assert_eq!(scan(&proc_root, &sys_root, Some(11)).unwrap().len(), 1);
+        assert_eq!(scan(&proc_root, &sys_root, Some(11)).unwrap().0.len(), 1);
         fs::remove_dir_all(&root).unwrap();
     }
 }

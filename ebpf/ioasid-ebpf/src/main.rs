@@ -143,11 +143,12 @@ unsafe fn fill_header(h: *mut EventHeader, kind: u16, size: usize, flags: u32, p
     }
 }
 
+/// Returns whether the record was submitted (false: the ring was full, counted in `LOST`).
 #[inline(always)]
-fn emit_map(kind: u16, flags: u32, pid_tgid: u64, args: &MapArgs, ret: i32) {
+fn emit_map(kind: u16, flags: u32, pid_tgid: u64, args: &MapArgs, ret: i32) -> bool {
     let Some(mut entry) = EVENTS.reserve::<MapEvent>(0) else {
         count_lost(lost::RINGBUF_FULL);
-        return;
+        return false;
     };
     let p = entry.as_mut_ptr();
     // SAFETY: p points to a reserved, writable MapEvent; every field is written.
@@ -169,6 +170,7 @@ fn emit_map(kind: u16, flags: u32, pid_tgid: u64, args: &MapArgs, ret: i32) {
         (*p)._pad = 0;
     }
     entry.submit(0);
+    true
 }
 
 #[inline(always)]
@@ -237,37 +239,48 @@ fn map_fexit(ctx: &FExitContext, kind: u16) {
     // For fexit, the slot after the last argument holds the return value.
     let ret = ctx.arg::<u64>(6) as i32;
     // SAFETY: plain read of a global the loader may have rewritten (see `wanted`).
-    if unsafe { core::ptr::read_volatile(&raw const ELIDE_WRAPPED_MAPS) } != 0
-        && elide_wrapper(kind, pid_tgid, &args, ret)
-    {
+    let elide = unsafe { core::ptr::read_volatile(&raw const ELIDE_WRAPPED_MAPS) } != 0;
+    if elide && kind == kind::IOMMU_MAP && elided_wrapper(pid_tgid, &args, ret) {
         return;
     }
-    emit_map(kind, 0, pid_tgid, &args, ret);
+    let reported = emit_map(kind, 0, pid_tgid, &args, ret);
+    if elide && kind == kind::IOMMU_MAP_NOSYNC {
+        remember_nosync(pid_tgid, &args, ret == 0 && reported);
+    }
 }
 
-/// Remembers a successful `iommu_map_nosync` in `NOSYNC_LAST`; for an `iommu_map` that wraps
-/// the one remembered (same thread and arguments, both successful), counts it in
-/// `ELIDED_MAPS`, forgets it and returns true: that call gets no record. The thread may have
-/// moved to another CPU between the two, or another task may have used the slot meanwhile:
-/// then nothing matches and the `iommu_map` is reported as before, its line marked
-/// `wraps_nosync` by userspace.
+/// Remembers in `NOSYNC_LAST` an `iommu_map_nosync` that succeeded and whose record was
+/// submitted (`wrappable`), or forgets the last one: only a wrapper around a mapping that
+/// userspace has can go without a record.
 #[inline(always)]
-fn elide_wrapper(kind: u16, pid_tgid: u64, args: &MapArgs, ret: i32) -> bool {
-    let (Some(last), Some(elided)) = (NOSYNC_LAST.get_ptr_mut(0), ELIDED_MAPS.get_ptr_mut(0))
-    else {
-        return false;
+fn remember_nosync(pid_tgid: u64, args: &MapArgs, wrappable: bool) {
+    let Some(last) = NOSYNC_LAST.get_ptr_mut(0) else {
+        return;
     };
     // SAFETY: `last` points to this CPU's slot of NOSYNC_LAST; a task that preempts this
     // program can only write the same slot, which at worst makes a wrapper not match.
     unsafe {
-        if kind == kind::IOMMU_MAP_NOSYNC {
-            (*last).pid_tgid = if ret == 0 { pid_tgid } else { 0 };
-            (*last).domain = args.domain;
-            (*last).iova = args.iova;
-            (*last).paddr = args.paddr;
-            (*last).size = args.size;
-            return false;
-        }
+        (*last).pid_tgid = if wrappable { pid_tgid } else { 0 };
+        (*last).domain = args.domain;
+        (*last).iova = args.iova;
+        (*last).paddr = args.paddr;
+        (*last).size = args.size;
+    }
+}
+
+/// For a successful `iommu_map` that wraps the call remembered in `NOSYNC_LAST` (same thread
+/// and arguments): counts it in `ELIDED_MAPS`, forgets the call and returns true, and the
+/// `iommu_map` gets no record. The thread may have moved to another CPU between the two, or
+/// another task may have used the slot meanwhile: then nothing matches and the `iommu_map` is
+/// reported as before, its line marked `wraps_nosync` by userspace.
+#[inline(always)]
+fn elided_wrapper(pid_tgid: u64, args: &MapArgs, ret: i32) -> bool {
+    let (Some(last), Some(elided)) = (NOSYNC_LAST.get_ptr_mut(0), ELIDED_MAPS.get_ptr_mut(0))
+    else {
+        return false;
+    };
+    // SAFETY: as in `remember_nosync`; `elided` points to this CPU's ELIDED_MAPS slot.
+    unsafe {
         let wraps = ret == 0
             && (*last).pid_tgid == pid_tgid
             && (*last).domain == args.domain
