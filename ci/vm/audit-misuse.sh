@@ -22,15 +22,8 @@ if [ ! -f "$ko" ]; then
 fi
 bdf=$(bdf_of 0x1234:0x11e8)
 if [ "${VFIO_BOUND:-0}" = 1 ]; then
-    modprobe vfio-pci 2>/dev/null || true
-    echo vfio-pci > "/sys/bus/pci/devices/$bdf/driver_override"
-    echo "$bdf" > /sys/bus/pci/drivers_probe
-    driver=$(basename "$(readlink "/sys/bus/pci/devices/$bdf/driver")")
-    if [ "$driver" != vfio-pci ]; then
-        echo "$bdf is bound to '$driver', not vfio-pci" >&2
-        exit 1
-    fi
-    echo "$bdf bound to vfio-pci, opened by no process"
+    bind-vfio-pci "$bdf"
+    echo "opened by no process"
 elif [ -e "/sys/bus/pci/devices/$bdf/driver" ]; then
     echo "$bdf is bound to $(basename "$(readlink "/sys/bus/pci/devices/$bdf/driver")"); expected no driver" >&2
     exit 1

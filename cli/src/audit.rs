@@ -849,6 +849,11 @@ pub fn rule_mappings_outlive_owner(agg: &Aggregator, snap: &Snapshot) -> Vec<Fin
 /// `IOMMU_CACHE` may be meant (a driver that manages the caches itself): the subject names the
 /// caller.
 pub fn rule_noncoherent_mapping(agg: &Aggregator, snap: &Snapshot) -> Vec<Finding> {
+    // Coherent maps per domain, by any process: mixed attributes are the domain's.
+    let mut coherent: BTreeMap<u64, u64> = BTreeMap::new();
+    for (key, d) in agg.domain_rows() {
+        *coherent.entry(key.domain).or_default() += d.coherent_maps;
+    }
     let mut findings = Vec::new();
     for (key, d) in agg.domain_rows() {
         let Some((iova, size, prot)) = d.last_noncoherent_map else {
@@ -860,7 +865,8 @@ pub fn rule_noncoherent_mapping(agg: &Aggregator, snap: &Snapshot) -> Vec<Findin
             .filter_map(|b| snap.pci(b))
             .filter(|dev| dev.snoop_control == Some(true))
             .collect();
-        let mixed = d.coherent_maps > 0;
+        let coherent_maps = coherent.get(&key.domain).copied().unwrap_or(0);
+        let mixed = coherent_maps > 0;
         if enforcing.is_empty() && !mixed {
             continue;
         }
@@ -872,8 +878,8 @@ pub fn rule_noncoherent_mapping(agg: &Aggregator, snap: &Snapshot) -> Vec<Findin
         );
         if mixed {
             evidence.push_str(&format!(
-                " The same domain got {} map(s) with IOMMU_CACHE: mixed attributes.",
-                d.coherent_maps
+                " The same domain got {coherent_maps} map(s) with IOMMU_CACHE: mixed \
+                 attributes."
             ));
         }
         if !enforcing.is_empty() {
@@ -1062,6 +1068,17 @@ mod tests {
         alone.observe(&Event::Map(MapFn::IommuMap, m));
         assert_eq!(rule_noncoherent_mapping(&alone, &snap), []);
         assert!(evaluate(&alone, &snap).is_empty());
+        // ...but where another process mapped coherently, the domain's attributes are mixed.
+        let mut m = map_event(MapFn::IommuMap, 42, 42, D1, 0x5000, 4096, 0);
+        m.prot = RW | IOMMU_CACHE;
+        alone.observe(&Event::Map(MapFn::IommuMap, m));
+        let f = rule_noncoherent_mapping(&alone, &snap);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].pid, Some(41));
+        assert_contains(
+            &f[0].evidence,
+            "1 map(s) with IOMMU_CACHE: mixed attributes",
+        );
     }
 
     #[test]
